@@ -1,0 +1,3 @@
+from mrnet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,236 @@
+"""Read and validate a canonical catalog; defects go to quarantine, never vanish.
+
+A catalog is Parquet or CSV with the required columns ``product_id, product_group,
+source, locale, title`` (``description`` optional) plus the label columns the
+configured tasks name. A missing required column is one clear error naming the file
+and column (with the closest existing name, if it looks misnamed).
+
+Row defects move the row to ``quarantine.parquet`` with every reason found:
+
+==========================  ====================================================
+reason                      meaning
+==========================  ====================================================
+``missing_product_id``      empty product id
+``duplicate_product_id``    id seen on an earlier row (the first one is kept)
+``unknown_pg``              product group not among the configured PGs
+``empty_title``             empty or whitespace-only title
+``invalid_text:<col>``      invalid UTF-8 or control characters in a text column
+``title_too_long``          title longer than ``data.max_title_chars``
+``bad_number:<col>``        NaN, infinite or negative numeric label
+``wrong_type:<col>``        a label that is not of its task's type (text in a number column ...)
+==========================  ====================================================
+
+A missing label is not a defect: that task simply does not use the product.
+Tabs and newlines inside text are whitespace and are folded to spaces.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mrnet import storage
+from mrnet.config import TaskSpec
+
+REQUIRED = ["product_id", "product_group", "source", "locale", "title"]
+TEXT_COLUMNS = ["title", "description"]
+_BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_WHITESPACE = re.compile(r"[\t\r\n]+")
+_TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be read as a whole (the message names file and column)."""
+
+
+def read_catalog(uri: str) -> pd.DataFrame:
+    """Read Parquet as typed columns, CSV as text (invalid UTF-8 kept as surrogates)."""
+    path = storage.local_path(uri)
+    if path.suffix == ".parquet":
+        return _read_parquet_keep_nan(path)
+    if path.suffix in {".csv", ".gz", ".tsv"}:
+        sep = "\t" if ".tsv" in path.suffixes else ","
+        return pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep,
+                           encoding="utf-8", encoding_errors="surrogateescape")
+    raise CatalogError(f"{uri}: unsupported catalog format {path.suffix!r} (use .parquet or .csv)")
+
+
+def _read_parquet_keep_nan(path: Path) -> pd.DataFrame:
+    """Parquet → DataFrame where a null float is None and a stored NaN stays NaN (a defect)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    df = table.to_pandas()
+    for name in table.column_names:
+        column = table.column(name)
+        if column.null_count and str(column.type) in {"float", "double", "halffloat"}:
+            values = df[name].astype(object)
+            values[np.asarray(column.is_null())] = None
+            df[name] = values
+    return df
+
+
+def check_columns(df: pd.DataFrame, uri: str, tasks: list[TaskSpec]) -> list[str]:
+    """Raise on a missing required column; return warnings for absent task columns."""
+    for col in REQUIRED:
+        if col not in df.columns:
+            close = difflib.get_close_matches(col, [str(c) for c in df.columns], n=1, cutoff=0.6)
+            hint = f" (found {close[0]!r}: misnamed?)" if close else ""
+            raise CatalogError(f"{uri}: required column {col!r} is missing{hint}")
+    return [f"task {t.name!r}: column {t.column!r} not in {uri}; the task gets no labels"
+            for t in tasks if t.column not in df.columns]
+
+
+def _missing(value: object) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def _text(value: object) -> str | None:
+    if _missing(value) or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="surrogateescape")
+    return str(value)
+
+
+def _parse_number(value: object) -> tuple[float | None, str | None]:
+    """(value, defect) for one numeric label; (None, None) when missing."""
+    if _missing(value):
+        return None, None
+    if isinstance(value, (bool, np.bool_)):
+        return None, "wrong_type"
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        return None, "wrong_type"
+    if math.isnan(number) or math.isinf(number) or number < 0:
+        return None, "bad_number"
+    return number, None
+
+
+def _parse_bool(value: object) -> tuple[bool | None, str | None]:
+    if _missing(value):
+        return None, None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value), None
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE, None
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value), None
+    return None, "wrong_type"
+
+
+def _parse_category(value: object) -> tuple[str | None, str | None]:
+    if _missing(value) or (isinstance(value, float) and math.isnan(value)):
+        return None, None
+    if not isinstance(value, (str, bytes)):
+        return None, "wrong_type"
+    text = _text(value)
+    return (None, "invalid_text") if _BAD_CHARS.search(text) else (text.strip(), None)
+
+
+_PARSERS = {"number": _parse_number, "bool": _parse_bool, "category": _parse_category}
+_DTYPES = {"number": "Float64", "bool": "boolean", "category": "str"}
+
+
+def _label_columns(df: pd.DataFrame, tasks: list[TaskSpec]) -> dict[str, str]:
+    kinds: dict[str, str] = {}
+    for task in tasks:
+        kind = task.column_type
+        if task.column in df.columns and kind != "text":
+            if kinds.get(task.column, kind) != kind:
+                raise CatalogError(f"column {task.column!r} is used as {kinds[task.column]} and {kind}")
+            kinds[task.column] = kind
+    return kinds
+
+
+def validate(df: pd.DataFrame, uri: str, pgs: list[str], tasks: list[TaskSpec],
+             max_title_chars: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a catalog into (clean rows with typed labels, quarantined rows with reasons)."""
+    df = df.reset_index(drop=True)
+    reasons: list[list[str]] = [[] for _ in range(len(df))]
+    out = pd.DataFrame(index=df.index)
+    for col in REQUIRED + [c for c in TEXT_COLUMNS if c in df.columns and c not in REQUIRED]:
+        values = [_text(v) for v in df[col]]
+        for i, v in enumerate(values):
+            if v is not None and _BAD_CHARS.search(v):
+                reasons[i].append(f"invalid_text:{col}")
+        out[col] = [_WHITESPACE.sub(" ", v).strip() if v is not None else "" for v in values]
+    first_seen: dict[str, int] = {}
+    known = set(pgs)
+    for i, (pid, pg, title) in enumerate(zip(out["product_id"], out["product_group"], out["title"])):
+        if not pid:
+            reasons[i].append("missing_product_id")
+        elif pid in first_seen:
+            reasons[i].append(f"duplicate_product_id(first at row {first_seen[pid] + 1})")
+        else:
+            first_seen[pid] = i
+        if pg not in known:
+            reasons[i].append("unknown_pg")
+        if not title:
+            reasons[i].append("empty_title")
+        elif len(title) > max_title_chars:
+            reasons[i].append("title_too_long")
+    for col, kind in _label_columns(df, tasks).items():
+        parsed = [_PARSERS[kind](v) for v in df[col]]
+        for i, (_, defect) in enumerate(parsed):
+            if defect:
+                reasons[i].append(f"{defect}:{col}")
+        out[col] = pd.array([v for v, d in parsed], dtype=_DTYPES[kind]) if parsed else []
+    for col in df.columns:  # carry every other column through untouched (eval-reserved ones too)
+        if col not in out:
+            out[col] = df[col]
+    bad = np.array([bool(r) for r in reasons], dtype=bool)
+    quarantine = df[bad].astype(str).assign(
+        row=np.flatnonzero(bad) + 1, reason=["; ".join(r) for r, b in zip(reasons, bad) if b],
+        source_file=uri)
+    return out[~bad].reset_index(drop=True), quarantine.reset_index(drop=True)
+
+
+def sample_per_pg(df: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
+    """Deterministic cap per PG (stable across runs: ordered by a seeded hash of product_id)."""
+    if not max_rows:
+        return df
+    key = pd.util.hash_pandas_object(df["product_id"], index=False, hash_key=f"{seed:016d}"[:16])
+    order = df.assign(_k=key.values).sort_values(["product_group", "_k"])
+    return order.groupby("product_group", sort=False).head(max_rows).drop(columns="_k").reset_index(drop=True)
+
+
+def quarantine_summary(uri: str, n_in: int, quarantine: pd.DataFrame) -> dict:
+    counts = Counter(r.split("(")[0] for reasons in quarantine["reason"] for r in reasons.split("; "))
+    return {"source_file": uri, "rows_in": n_in, "rows_clean": n_in - len(quarantine),
+            "rows_quarantined": len(quarantine), "by_reason": dict(counts.most_common())}
+
+
+def validate_catalog(uri: str, out_dir: str, pgs: list[str], tasks: list[TaskSpec],
+                     max_title_chars: int, max_rows_per_pg: int | None = None,
+                     seed: int = 0) -> tuple[str, dict]:
+    """Validate ``uri``; write clean catalog, quarantine and summary under ``out_dir``."""
+    raw = read_catalog(uri)
+    warnings = check_columns(raw, uri, tasks)
+    clean, quarantine = validate(raw, uri, pgs, tasks, max_title_chars)
+    clean = sample_per_pg(clean, max_rows_per_pg, seed)
+    summary = quarantine_summary(uri, len(raw), quarantine) | {"warnings": warnings,
+                                                               "rows_used": len(clean)}
+    for name, frame in (("quarantine.parquet", quarantine), ("catalog.parquet", clean)):
+        with storage.atomic_path(storage.join(out_dir, name), suffix=".parquet") as tmp:
+            frame.to_parquet(tmp, index=False)
+    storage.write_text(storage.join(out_dir, "quarantine_summary.json"), json.dumps(summary, indent=2))
+    return storage.join(out_dir, "catalog.parquet"), summary
+
+
+def describe_quarantine(summary: dict) -> str:
+    if not summary["rows_quarantined"]:
+        return f"{Path(summary['source_file']).name}: {summary['rows_in']} rows, none quarantined"
+    parts = ", ".join(f"{k}={v}" for k, v in summary["by_reason"].items())
+    return (f"{Path(summary['source_file']).name}: {summary['rows_in']} rows, "
+            f"{summary['rows_quarantined']} quarantined ({parts})")

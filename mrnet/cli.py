@@ -1,0 +1,123 @@
+"""``mrnet …`` / ``python -m mrnet …``: every pipeline step, plus ``run`` for all of them.
+
+Each command takes ``--config`` (default configs/demo.yaml), ``--set key=value``
+overrides and ``--tiny`` (few rows, 1 epoch of 2 steps: a smoke run).
+Inputs default to the artifact layout of pipeline.py, so the steps chain::
+
+    mrnet catalog build-demo && mrnet catalog validate && mrnet corpus && mrnet word2vec
+    mrnet train --pg watches && mrnet embed --pg watches
+    mrnet embed --pg watches --titles new_titles.csv --out new.parquet     # cold start
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mrnet import pipeline, storage
+from mrnet.config import Config, load_config
+
+
+def _root(cfg: Config, *parts: str) -> str:
+    return storage.join(cfg.artifact_root, *parts)
+
+
+def _cmd_run(cfg: Config, args) -> None:
+    pipeline.run(cfg)
+
+
+def _cmd_build_demo(cfg: Config, args) -> None:
+    from mrnet.demo_catalog import build_demo_catalog
+
+    out = args.out or _root(cfg, "catalog", "raw.parquet")
+    print(build_demo_catalog(cfg.data.raw_dir, cfg.data.pg_mapping, out))
+
+
+def _cmd_validate(cfg: Config, args) -> None:
+    from mrnet.catalog import describe_quarantine
+
+    source = args.catalog or cfg.data.catalog or _root(cfg, "catalog", "raw.parquet")
+    uri, summary = pipeline.validate_step(cfg, source)
+    print(describe_quarantine(summary))
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}")
+    print(uri)
+
+
+def _cmd_corpus(cfg: Config, args) -> None:
+    uri, stats = pipeline.corpus_step(cfg, args.catalog or _root(cfg, "catalog", "catalog.parquet"))
+    print(json.dumps(stats), uri, sep="\n")
+
+
+def _cmd_word2vec(cfg: Config, args) -> None:
+    uri, stats = pipeline.word2vec_step(cfg, args.corpus or _root(cfg, "corpus", "corpus.txt"))
+    print(json.dumps(stats), uri, sep="\n")
+
+
+def _cmd_train(cfg: Config, args) -> None:
+    pipeline.pg_list(cfg.model_copy(update={"pgs": [args.pg]}))
+    uri, report = pipeline.train_step(cfg, args.pg, args.catalog or _root(cfg, "catalog", "catalog.parquet"),
+                                      args.vectors or _root(cfg, "word2vec", "vectors.bin"))
+    last = report["history"][-1] if report["history"] else {}
+    print(json.dumps({k: last.get(k) for k in ("epoch", "seconds", "titles_per_s")}), uri, sep="\n")
+
+
+def _cmd_embed(cfg: Config, args) -> None:
+    from mrnet.embed import embed_cold_start
+
+    model = args.model or _root(cfg, "models", args.pg, "model.safetensors")
+    if args.titles:
+        print(embed_cold_start(model, args.titles, args.out or args.titles.rsplit(".", 1)[0] + ".emb.parquet",
+                               cfg.embed.batch_size))
+        return
+    catalog = args.catalog or _root(cfg, "catalog", "catalog.parquet")
+    print(pipeline.embed_step(cfg, model, catalog, args.pg)[0])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default="configs/demo.yaml", help="YAML config (default: %(default)s)")
+    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+    common.add_argument("--tiny", action="store_true", help="smoke-run size: few rows, 1 epoch of 2 steps")
+    parser = argparse.ArgumentParser(prog="mrnet", description="MRNet-Product2Vec embeddings pipeline")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", parents=[common], help="the whole pipeline").set_defaults(fn=_cmd_run)
+    catalog = sub.add_parser("catalog", help="build / validate catalogs").add_subparsers(dest="action", required=True)
+    p = catalog.add_parser("build-demo", parents=[common], help="canonical catalog from shared/data")
+    p.add_argument("--out")
+    p.set_defaults(fn=_cmd_build_demo)
+    p = catalog.add_parser("validate", parents=[common], help="validate; defects → quarantine")
+    p.add_argument("--catalog")
+    p.set_defaults(fn=_cmd_validate)
+    p = sub.add_parser("corpus", parents=[common], help="tokenized corpus file for word2vec")
+    p.add_argument("--catalog")
+    p.set_defaults(fn=_cmd_corpus)
+    p = sub.add_parser("word2vec", parents=[common], help="train word vectors")
+    p.add_argument("--corpus")
+    p.set_defaults(fn=_cmd_word2vec)
+    p = sub.add_parser("train", parents=[common], help="train one PG model")
+    p.add_argument("--pg", required=True)
+    p.add_argument("--catalog")
+    p.add_argument("--vectors")
+    p.set_defaults(fn=_cmd_train)
+    p = sub.add_parser("embed", parents=[common], help="embed a PG's catalog products, or new titles")
+    p.add_argument("--pg", required=True)
+    p.add_argument("--model", help="model.safetensors (default: the PG's model under artifact_root)")
+    p.add_argument("--catalog")
+    p.add_argument("--titles", help="cold start: CSV with a 'title' column (optional 'product_id')")
+    p.add_argument("--out")
+    p.set_defaults(fn=_cmd_embed)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides, tiny=args.tiny)
+        args.fn(cfg, args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"mrnet: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,198 @@
+"""Typed configuration: frozen pydantic models loaded from ``configs/*.yaml`` plus overrides.
+
+Usage::
+
+    cfg = load_config("configs/demo.yaml", overrides=["train.epochs=2"])
+
+Overrides are ``dotted.key=value`` strings; the value is parsed as YAML, so
+``train.epochs=2`` is an int and ``pgs=[watches,jewellery]`` is a list.
+There are no globals: every function takes the config it needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TaskKind = Literal["multiclass", "binary", "regression", "decoding"]
+Transform = Literal["none", "log1p", "standardize", "log1p_standardize"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TaskSpec(_Frozen):
+    """One training task of Table 1, as data (paper §3.1).
+
+    - ``multiclass``: the ``top_k`` most frequent values of ``column`` are classes,
+      the rest is grouped as ``other``.
+    - ``binary``: ``column`` is a bool, or a number made binary by ``threshold``
+      (value >= threshold) or by ``quantile`` (value above the PG's training quantile,
+      e.g. High Value = price above the PG's 90th percentile).
+    - ``regression``: squared loss on ``transform(column)``.
+    - ``decoding``: squared loss on the ``dim``-d TF-IDF vector of ``column`` (eq. 4).
+    """
+
+    name: str
+    kind: TaskKind
+    column: str
+    signal: Literal["static", "dynamic"] = "static"
+    top_k: int | None = None
+    transform: Transform = "none"
+    threshold: float | None = None
+    quantile: float | None = Field(default=None, gt=0.0, lt=1.0)
+    dim: int = 5000
+    min_labels: int = 20
+
+    @model_validator(mode="after")
+    def _check(self) -> "TaskSpec":
+        if self.kind == "multiclass" and not self.top_k:
+            raise ValueError(f"task {self.name!r}: multiclass needs top_k")
+        if self.kind == "binary" and self.threshold is not None and self.quantile is not None:
+            raise ValueError(f"task {self.name!r}: give threshold or quantile, not both")
+        if self.kind != "regression" and self.transform != "none":
+            raise ValueError(f"task {self.name!r}: transform applies to regression only")
+        return self
+
+    @property
+    def column_type(self) -> Literal["category", "number", "bool", "text"]:
+        """The type the catalog column must have; validation checks it (catalog.py)."""
+        if self.kind == "multiclass":
+            return "category"
+        if self.kind == "decoding":
+            return "text"
+        if self.kind == "regression" or self.threshold is not None or self.quantile is not None:
+            return "number"
+        return "bool"
+
+
+class DataConfig(_Frozen):
+    raw_dir: str = "../shared/data"
+    pg_mapping: str = "configs/pg_mapping.yaml"
+    catalog: str | None = None  # a canonical catalog (parquet/csv); None = build the demo one
+    max_title_chars: int = 512
+    max_rows_per_pg: int | None = None  # sample cap, for quick trials and tiny mode
+
+
+class Word2VecConfig(_Frozen):
+    """Paper §3: gensim word2vec, 128-d, words occurring at least 10 times."""
+
+    vector_size: int = 128
+    min_count: int = 10
+    window: int = 5
+    epochs: int = 5
+    sg: int = 0
+    workers: int = 0  # 0 = all cores
+    seed: int = 13
+
+
+class ModelConfig(_Frozen):
+    """d = embed_dim = forward ⊕ backward final states, so each direction has d/2 units."""
+
+    embed_dim: int = 128
+    max_tokens: int = 32
+    freeze_word_vectors: bool = True
+
+    @model_validator(mode="after")
+    def _even(self) -> "ModelConfig":
+        if self.embed_dim % 2:
+            raise ValueError("model.embed_dim must be even (forward ⊕ backward halves)")
+        return self
+
+
+class TrainConfig(_Frozen):
+    epochs: int = 4
+    batch_size: int = 256
+    lr: float = 2e-3
+    steps_per_epoch: int | None = None  # None = ceil(train products / batch_size)
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    optimization: Literal["alternating", "joint"] = "alternating"
+    seed: int = 13
+    threads: int = 0  # 0 = all cores
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # bf16 autocast on CUDA only
+    progress: bool = True
+
+
+class EmbedConfig(_Frozen):
+    batch_size: int = 8192
+
+
+class Config(_Frozen):
+    artifact_root: str = "artifacts/demo"
+    pgs: list[str] | None = None  # None = every PG of the mapping
+    data: DataConfig = DataConfig()
+    word2vec: Word2VecConfig = Word2VecConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    embed: EmbedConfig = EmbedConfig()
+    tasks: list[TaskSpec]
+
+    @model_validator(mode="after")
+    def _unique_tasks(self) -> "Config":
+        names = [t.name for t in self.tasks]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate task names: {sorted(dup)}")
+        return self
+
+    def hash(self) -> str:
+        """Stable content hash of the resolved config (cache keys, run tags)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+TINY_OVERRIDES = [
+    "data.max_rows_per_pg=120",
+    "word2vec.min_count=1",
+    "word2vec.epochs=1",
+    "train.epochs=1",
+    "train.steps_per_epoch=2",
+    "train.batch_size=32",
+    "train.progress=false",
+]
+
+
+def _set_dotted(tree: dict, key: str, value: object) -> None:
+    node = tree
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {key!r}: {part!r} is not a section")
+    node[leaf] = value
+
+
+def parse_overrides(overrides: list[str] | None) -> list[tuple[str, object]]:
+    out = []
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.path=value")
+        key, raw = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(raw)))
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, tiny: bool = False) -> Config:
+    """Load a YAML config, apply ``tiny`` then explicit overrides, validate, freeze."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file not found: {path}")
+    tree = yaml.safe_load(path.read_text()) or {}
+    for key, value in parse_overrides((TINY_OVERRIDES if tiny else []) + list(overrides or [])):
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except Exception as exc:  # pydantic's message names the field; add the file
+        raise ValueError(f"invalid config {path}: {exc}") from exc
+
+
+def config_from_json(text: str) -> Config:
+    """Rebuild a config stored inside a checkpoint (checkpoints describe themselves)."""
+    return Config.model_validate_json(text)

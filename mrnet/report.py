@@ -1,0 +1,105 @@
+"""Run summary: ``summary.json``, a Markdown table and a PNG of the training curves.
+
+The headline number per PG is the mean normalized validation loss over its active
+tasks: 1.0 is the trivial predictor that knows only the label distribution
+(tasks.py), so lower is better and PGs with different tasks stay comparable.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from mrnet import storage
+
+KEY_METRICS = [("subcategory", "accuracy"), ("item_type", "accuracy"), ("color", "accuracy"),
+               ("gender", "accuracy"), ("price", "rmse"), ("offer", "accuracy")]
+
+
+def _last_val(report: dict) -> dict:
+    return report["history"][-1]["val"] if report["history"] else {}
+
+
+def pg_rows(summary: dict) -> list[dict]:
+    rows = []
+    for pg, rep in summary["pgs"].items():
+        val = _last_val(rep)
+        row = {"pg": pg, "train": rep["n_train"], "val": rep["n_val"], "tasks": len(val),
+               "val_loss": float(np.mean([v["loss"] for v in val.values()])) if val else float("nan"),
+               "titles_per_s": rep["history"][-1]["titles_per_s"] if rep["history"] else 0.0,
+               "train_s": rep["train_s"]}
+        for task, metric in KEY_METRICS:
+            row[f"{task}.{metric}"] = val.get(task, {}).get(metric)
+        rows.append(row)
+    return rows
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no PG trained)"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_curves(summary: dict, uri: str) -> str | None:
+    """One small panel per PG: normalized validation loss per task over epochs."""
+    if not summary["pgs"]:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pgs = list(summary["pgs"])
+    cols = min(6, len(pgs))
+    rows = -(-len(pgs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False, sharey=True)
+    for ax, pg in zip(axes.flat, pgs):
+        history = summary["pgs"][pg]["history"]
+        for task in history[-1]["val"] if history else []:
+            ax.plot([h["epoch"] for h in history], [h["val"][task]["loss"] for h in history],
+                    marker=".", label=task)
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_title(pg, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(pgs):]:
+        ax.axis("off")
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes.flat), key=lambda hl: len(hl[1]))
+    fig.legend(handles, labels, loc="lower center", ncol=min(10, len(labels)), fontsize=8)
+    fig.suptitle("Validation loss per task (1.0 = label-prior predictor; lower is better)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    with storage.atomic_path(uri, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return uri
+
+
+def write_summary(summary: dict, root: str, log=print) -> None:
+    rows = pg_rows(summary)
+    table = markdown_table(rows)
+    curves = plot_curves(summary, storage.join(root, "training_curves.png"))
+    summary["outputs"] = {"summary_md": storage.join(root, "summary.md"), "curves_png": curves,
+                          "embeddings": storage.join(root, "embeddings")}
+    text = (f"# mrnet run summary\n\nconfig hash `{summary['config_hash']}`, total "
+            f"{summary['seconds']['total']} s\n\n{table}\n\nval_loss: mean normalized validation loss "
+            f"over the PG's active tasks (1.0 = label-prior predictor).\n")
+    storage.write_text(storage.join(root, "summary.md"), text)
+    storage.write_text(storage.join(root, "summary.json"), json.dumps(summary, indent=2, default=str))
+    log("\n" + table)
+    q = summary["quarantine"]
+    log(f"\n{len(summary['pgs'])} PG models trained, {len(summary['failed'])} failed; "
+        f"{q['rows_used']} products embedded, {q['rows_quarantined']} quarantined "
+        f"({storage.join(root, 'catalog', 'quarantine.parquet')}); total {summary['seconds']['total']} s")
+    log(f"outputs: {root}/  (summary.md, training_curves.png, models/<pg>/model.safetensors, "
+        f"embeddings/<pg>.parquet)")

@@ -1,0 +1,120 @@
+"""The one door to storage: local paths and ``s3://bucket/prefix`` URIs.
+
+Every artifact is written atomically: the writer fills a temporary file and the
+file appears under its final name only when complete (``os.replace`` locally,
+a single ``put``/multipart upload on S3, which S3 makes visible atomically).
+This is the only module that imports boto3, and only when an ``s3://`` URI is used.
+Credentials, endpoint and region come from the standard AWS environment/config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+S3 = "s3://"
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith(S3)
+
+
+def join(root: str, *parts: str) -> str:
+    root = str(root).rstrip("/")
+    return "/".join([root, *[str(p).strip("/") for p in parts]])
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len(S3):].partition("/")
+    return bucket, key
+
+
+def _s3_client():
+    import boto3  # only here: mrnet's single boto3 import
+
+    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+
+
+@contextlib.contextmanager
+def atomic_path(uri: str, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp local path to write; publish it at ``uri`` only if the block succeeds."""
+    if is_s3(uri):
+        tmpdir = Path(tempfile.mkdtemp(prefix="mrnet-up-"))
+        tmp = tmpdir / ("obj" + suffix)
+        try:
+            yield tmp
+            bucket, key = _split_s3(uri)
+            _s3_client().upload_file(str(tmp), bucket, key)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        return
+    final = Path(uri)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + suffix, dir=final.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(uri: str, data: bytes) -> str:
+    with atomic_path(uri) as tmp:
+        tmp.write_bytes(data)
+    return uri
+
+
+def write_text(uri: str, text: str) -> str:
+    return write_bytes(uri, text.encode("utf-8"))
+
+
+def exists(uri: str) -> bool:
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        client = _s3_client()
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+            return True
+        except client.exceptions.ClientError:
+            return False
+    return Path(uri).exists()
+
+
+def local_path(uri: str, cache_dir: str | None = None) -> Path:
+    """A local file with the object's content (downloads ``s3://`` objects to a cache)."""
+    if not is_s3(uri):
+        path = Path(uri)
+        if not path.exists():
+            raise FileNotFoundError(f"artifact not found: {uri}")
+        return path
+    bucket, key = _split_s3(uri)
+    cache = Path(cache_dir or os.environ.get("MRNET_CACHE", tempfile.gettempdir())) / "mrnet-s3"
+    target = cache / bucket / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(str(target)) as tmp:
+        _s3_client().download_file(bucket, key, str(tmp))
+    return target
+
+
+def read_bytes(uri: str) -> bytes:
+    return local_path(uri).read_bytes()
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,262 @@
+"""Train one PG model (paper §3.1): alternating optimization over the task heads.
+
+Each step picks a task uniformly at random, draws a batch of training products that
+carry that task's label, and updates the encoder and that task's head only (Adam
+skips every other head, whose gradient stays None). Batches come from exact-length
+buckets (text.length_buckets): a bucket is chosen with probability proportional to
+its labelled products, so every labelled product is equally likely, and the LSTM
+runs on dense (B, T) tensors. ``train.optimization: joint`` instead sums the
+normalized losses (eq. 3) of all tasks labelled in a batch.
+
+An epoch is ``steps_per_epoch`` steps (default: train products / batch size). After
+each epoch the model is validated per task and a checkpoint (config, vocab, task
+states, weights, optimizer, step, RNG) is written atomically; a killed run resumes
+from it and ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from mrnet import storage, tasks as T
+from mrnet.config import Config
+from mrnet.model import MRNet, build_model, save_model
+from mrnet.text import Vocab, length_buckets
+
+
+@dataclass
+class PGData:
+    """One split of a PG: padded ids (N, T_max), lengths (N,), targets per active task."""
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    targets: dict[str, T.Targets]
+    buckets: dict[str, list[np.ndarray]] = field(default_factory=dict)  # task → index arrays
+
+    def __post_init__(self):
+        by_length = length_buckets(self.lengths)
+        for name, tgt in self.targets.items():
+            groups = [idx[tgt.has[idx]] for idx in by_length.values()]
+            self.buckets[name] = [g for g in groups if len(g)]
+
+
+def split_train_val(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stable split by a seeded hash of product_id: a product stays on its side across retrains."""
+    key = pd.util.hash_pandas_object(df["product_id"], index=False, hash_key=f"mrnet{seed:011d}"[:16])
+    is_val = (key.to_numpy() % 10_000) < fraction * 10_000
+    return df[~is_val].reset_index(drop=True), df[is_val].reset_index(drop=True)
+
+
+def prepare(cfg: Config, df: pd.DataFrame, words: list[str], states: list[dict]) -> PGData:
+    ids, lengths = Vocab(words[2:]).encode_many(df["title"], cfg.model.max_tokens)
+    specs = {t.name: t for t in cfg.tasks}
+    targets = {s["name"]: T.encode(specs[s["name"]], s, df) for s in states if s["active"]}
+    return PGData(ids, lengths, targets)
+
+
+def task_loss(state: dict, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Normalized loss of one task (tasks.py explains the normalizers)."""
+    if state["kind"] in ("multiclass", "binary"):
+        loss = F.cross_entropy(output.float(), y)
+    else:
+        loss = F.mse_loss(output.float().reshape(y.shape), y)
+    return loss / state["normalizer"]
+
+
+def _target_rows(tgt: T.Targets, idx: np.ndarray, device) -> torch.Tensor:
+    rows = tgt.y[idx]
+    rows = rows.toarray() if hasattr(rows, "toarray") else rows
+    return torch.from_numpy(np.ascontiguousarray(rows)).to(device)
+
+
+def draw_batch(buckets: list[np.ndarray], batch_size: int, gen: torch.Generator) -> np.ndarray:
+    """A bucket with probability ∝ its size, then up to batch_size products of it."""
+    sizes = torch.tensor([len(b) for b in buckets], dtype=torch.float64)
+    bucket = buckets[int(torch.multinomial(sizes, 1, generator=gen))]
+    pick = torch.randperm(len(bucket), generator=gen)[:batch_size].numpy()
+    return bucket[pick]
+
+
+def alternating_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGData,
+                             states: dict[str, dict], steps: int, batch_size: int,
+                             gen: torch.Generator, device, amp: bool, bar=None) -> dict[str, list]:
+    """Paper §3.1: each step, one task chosen uniformly; encoder + that head updated."""
+    names = sorted(states)
+    losses: dict[str, list] = {n: [] for n in names}
+    losses["_titles"] = [0]
+    model.train()
+    for _ in range(steps):
+        name = names[int(torch.randint(len(names), (1,), generator=gen))]
+        idx = draw_batch(data.buckets[name], batch_size, gen)
+        ids = torch.from_numpy(data.ids[idx, : data.lengths[idx[0]]]).to(device)  # (B, T)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model.heads[name](model(ids))
+        loss = task_loss(states[name], out, _target_rows(data.targets[name], idx, device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses[name].append(loss.item())
+        losses["_titles"][0] += len(idx)
+        if bar is not None:
+            bar.update(len(idx))
+    return losses
+
+
+def joint_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGData,
+                       states: dict[str, dict], steps: int, batch_size: int,
+                       gen: torch.Generator, device, amp: bool, bar=None) -> dict[str, list]:
+    """Eq. 3: one batch of any products, the sum of the labelled tasks' normalized losses."""
+    everyone = [b for b in length_buckets(data.lengths).values()]
+    losses: dict[str, list] = {n: [] for n in states}
+    losses["_titles"] = [0]
+    model.train()
+    for _ in range(steps):
+        idx = draw_batch(everyone, batch_size, gen)
+        ids = torch.from_numpy(data.ids[idx, : data.lengths[idx[0]]]).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            h = model(ids)
+        total = 0.0
+        for name, state in states.items():
+            sel = data.targets[name].has[idx]
+            if sel.any():
+                keep = torch.from_numpy(sel).to(device)
+                loss = task_loss(state, model.heads[name](h[keep]),
+                                 _target_rows(data.targets[name], idx[sel], device))
+                total = total + loss
+                losses[name].append(loss.item())
+        opt.zero_grad(set_to_none=True)
+        if torch.is_tensor(total):
+            total.backward()
+            opt.step()
+        losses["_titles"][0] += len(idx)
+        if bar is not None:
+            bar.update(len(idx))
+    return losses
+
+
+@torch.inference_mode()
+def validate(model: MRNet, data: PGData, states: dict[str, dict], device, batch: int = 4096) -> dict:
+    """Per-task normalized loss and metrics on the validation split."""
+    model.eval()
+    out: dict[str, dict] = {}
+    for name, state in states.items():
+        idx = np.concatenate(data.buckets[name]) if data.buckets[name] else np.empty(0, np.int64)
+        if not len(idx):
+            continue
+        outputs, rows = [], []
+        for group in data.buckets[name]:
+            for start in range(0, len(group), batch):
+                part = group[start:start + batch]
+                ids = torch.from_numpy(data.ids[part, : data.lengths[part[0]]]).to(device)
+                outputs.append(model.heads[name](model(ids)).float().cpu())
+                rows.append(part)
+        order = np.concatenate(rows)
+        output = torch.cat(outputs)
+        target = _target_rows(data.targets[name], order, "cpu")
+        out[name] = {"loss": float(task_loss(state, output, target)), "n": len(order),
+                     **T.metrics(state, output.numpy(), target.numpy())}
+    return out
+
+
+def epoch_steps(data: PGData, batch_size: int) -> int:
+    """One epoch = every labelled (product, task) pair once, in expectation."""
+    pairs = sum(int(t.has.sum()) for t in data.targets.values())
+    return max(1, math.ceil(pairs / batch_size))
+
+
+@torch.no_grad()
+def init_weights(model: MRNet, vectors: np.ndarray, states: dict[str, dict]) -> None:
+    """Word2vec rows into the embedding; each head starts as its trivial predictor.
+
+    A head's bias is the training prior (class log-frequencies, target mean, mean TF-IDF
+    vector) and its weights are small, so every normalized task loss starts near 1.0.
+    """
+    model.words.weight.copy_(torch.from_numpy(vectors))
+    for name, state in states.items():
+        head = model.heads[name]
+        head.weight.mul_(0.1)
+        head.bias.copy_(torch.tensor(state["prior"], dtype=torch.float32))
+
+
+def _device(cfg: Config) -> torch.device:
+    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _load_checkpoint(uri: str, config_hash: str) -> dict | None:
+    if not storage.exists(uri):
+        return None
+    ckpt = torch.load(storage.local_path(uri), map_location="cpu", weights_only=True)
+    return ckpt if ckpt.get("config_hash") == config_hash else None
+
+
+def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors: np.ndarray,
+             out_dir: str) -> tuple[str, dict]:
+    """Train (or resume) the model of one PG; write model.safetensors + metrics.json."""
+    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    torch.manual_seed(cfg.train.seed)
+    device = _device(cfg)
+    df = catalog[catalog["product_group"] == pg]
+    if df.empty:
+        raise ValueError(f"PG {pg!r} has no products in the catalog")
+    train_df, val_df = split_train_val(df, cfg.train.val_fraction, cfg.train.seed)
+    states = [T.fit_task(spec, train_df) for spec in cfg.tasks]
+    active = {s["name"]: s for s in states if s["active"]}
+    if not active:
+        raise ValueError(f"PG {pg!r}: no task has enough labels ({[s.get('why') for s in states]})")
+    meta = {"pg": pg, "config": cfg.model_dump(mode="json"), "config_hash": cfg.hash(),
+            "vocab": words, "tasks": states, "n_train": len(train_df), "n_val": len(val_df)}
+    train, val = prepare(cfg, train_df, words, states), prepare(cfg, val_df, words, states)
+    model = build_model(meta)
+    init_weights(model, vectors, active)
+    model.to(device)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    ckpt_uri = storage.join(out_dir, "ckpt.pt")
+    history, start = [], 0
+    if (ckpt := _load_checkpoint(ckpt_uri, cfg.hash())) is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        history, start = json.loads(ckpt["history"]), int(ckpt["epoch"])
+    steps = cfg.train.steps_per_epoch or epoch_steps(train, cfg.train.batch_size)
+    loop = alternating_optimization if cfg.train.optimization == "alternating" else joint_optimization
+    amp = cfg.train.amp and device.type == "cuda"
+    for epoch in range(start + 1, cfg.train.epochs + 1):
+        bar = tqdm(desc=f"{pg} epoch {epoch}/{cfg.train.epochs}", unit="title", leave=False,
+                   disable=not cfg.train.progress)
+        t0 = time.perf_counter()
+        losses = loop(model, opt, train, active, steps, cfg.train.batch_size, gen, device, amp, bar)
+        seconds = time.perf_counter() - t0
+        bar.close()
+        titles = losses.pop("_titles")[0]
+        history.append({"epoch": epoch, "seconds": round(seconds, 3), "titles_per_s": round(titles / seconds, 1),
+                        "train_loss": {k: float(np.mean(v)) for k, v in losses.items() if v},
+                        "val": validate(model, val, active, device)})
+        save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                         "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                         "config_hash": cfg.hash(), "meta": json.dumps(meta),
+                         "history": json.dumps(history)}, ckpt_uri)
+    meta["history"] = history
+    model_uri = save_model(model, meta, storage.join(out_dir, "model.safetensors"))
+    report = {"pg": pg, "n_train": len(train_df), "n_val": len(val_df), "history": history,
+              "inactive_tasks": {s["name"]: s["why"] for s in states if not s["active"]}}
+    storage.write_text(storage.join(out_dir, "metrics.json"), json.dumps(report, indent=2))
+    return model_uri, report
+
+
+def save_checkpoint(obj: dict, uri: str) -> None:
+    with storage.atomic_path(uri, suffix=".pt") as tmp:
+        torch.save(obj, tmp)
