@@ -57,7 +57,7 @@ def read_catalog(uri: str) -> pd.DataFrame:
         return _read_parquet_keep_nan(path)
     if path.suffix in {".csv", ".gz", ".tsv"}:
         sep = "\t" if ".tsv" in path.suffixes else ","
-        return pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep,
+        return pd.read_csv(path, dtype=object, keep_default_na=False, sep=sep,
                            encoding="utf-8", encoding_errors="surrogateescape")
     raise CatalogError(f"{uri}: unsupported catalog format {path.suffix!r} (use .parquet or .csv)")
 
@@ -100,6 +100,14 @@ def _text(value: object) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="surrogateescape")
     return str(value)
+
+
+def _printable(value: object) -> str:
+    """Any cell as writable text: invalid UTF-8 shows as \\xNN escapes in the quarantine."""
+    text = _text(value)
+    if text is None:
+        return ""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _parse_number(value: object) -> tuple[float | None, str | None]:
@@ -158,13 +166,20 @@ def validate(df: pd.DataFrame, uri: str, pgs: list[str], tasks: list[TaskSpec],
     """Split a catalog into (clean rows with typed labels, quarantined rows with reasons)."""
     df = df.reset_index(drop=True)
     reasons: list[list[str]] = [[] for _ in range(len(df))]
+    labels = _label_columns(df, tasks)
     out = pd.DataFrame(index=df.index)
-    for col in REQUIRED + [c for c in TEXT_COLUMNS if c in df.columns and c not in REQUIRED]:
+    for col in df.columns:
+        if col in labels or not (col in REQUIRED + TEXT_COLUMNS or df[col].dtype == object
+                                 or pd.api.types.is_string_dtype(df[col])):
+            continue
         values = [_text(v) for v in df[col]]
         for i, v in enumerate(values):
             if v is not None and _BAD_CHARS.search(v):
                 reasons[i].append(f"invalid_text:{col}")
-        out[col] = [_WHITESPACE.sub(" ", v).strip() if v is not None else "" for v in values]
+        out[col] = pd.Series([_WHITESPACE.sub(" ", v).strip() if v is not None else None for v in values],
+                             dtype=object)
+    for col in REQUIRED + [c for c in TEXT_COLUMNS if c in df.columns]:
+        out[col] = out[col].fillna("")
     first_seen: dict[str, int] = {}
     known = set(pgs)
     for i, (pid, pg, title) in enumerate(zip(out["product_id"], out["product_group"], out["title"])):
@@ -180,7 +195,7 @@ def validate(df: pd.DataFrame, uri: str, pgs: list[str], tasks: list[TaskSpec],
             reasons[i].append("empty_title")
         elif len(title) > max_title_chars:
             reasons[i].append("title_too_long")
-    for col, kind in _label_columns(df, tasks).items():
+    for col, kind in labels.items():
         parsed = [_PARSERS[kind](v) for v in df[col]]
         for i, (_, defect) in enumerate(parsed):
             if defect:
@@ -190,10 +205,14 @@ def validate(df: pd.DataFrame, uri: str, pgs: list[str], tasks: list[TaskSpec],
         if col not in out:
             out[col] = df[col]
     bad = np.array([bool(r) for r in reasons], dtype=bool)
-    quarantine = df[bad].astype(str).assign(
+    clean = out[~bad].reset_index(drop=True)
+    for col in clean.columns:
+        if clean[col].dtype == object and col not in labels:
+            clean[col] = clean[col].astype("str")
+    quarantine = df[bad].map(_printable).assign(
         row=np.flatnonzero(bad) + 1, reason=["; ".join(r) for r, b in zip(reasons, bad) if b],
         source_file=uri)
-    return out[~bad].reset_index(drop=True), quarantine.reset_index(drop=True)
+    return clean, quarantine.reset_index(drop=True)
 
 
 def sample_per_pg(df: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:

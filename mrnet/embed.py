@@ -65,7 +65,7 @@ def embed_pg(model_uri: str, catalog: pd.DataFrame, out_uri: str, batch_size: in
 
 def read_titles_csv(uri: str) -> pd.DataFrame:
     """A CSV of new titles: a ``title`` column, optional ``product_id`` (else row numbers)."""
-    df = pd.read_csv(storage.local_path(uri), dtype=str, keep_default_na=False)
+    df = pd.read_csv(storage.local_path(uri), dtype=str, keep_default_na=False, skip_blank_lines=False)
     if "title" not in df.columns:
         raise ValueError(f"{uri}: required column 'title' is missing (columns: {list(df.columns)})")
     empty = df.index[df["title"].str.strip() == ""]

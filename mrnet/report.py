@@ -60,6 +60,7 @@ def plot_curves(summary: dict, uri: str) -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     pgs = list(summary["pgs"])
     cols = min(6, len(pgs))
@@ -71,6 +72,8 @@ def plot_curves(summary: dict, uri: str) -> str | None:
             ax.plot([h["epoch"] for h in history], [h["val"][task]["loss"] for h in history],
                     marker=".", label=task)
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_ylim(0, 2)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(pg, fontsize=9)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(pgs):]:

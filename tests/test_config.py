@@ -1,0 +1,62 @@
+import pytest
+
+from mrnet.config import Config, TaskSpec, config_from_json, load_config, parse_overrides
+from tests.conftest import REPO
+
+DEMO = REPO / "configs" / "demo.yaml"
+
+
+def test_demo_config_has_paper_defaults():
+    cfg = load_config(DEMO)
+    assert cfg.word2vec.vector_size == 128 and cfg.word2vec.min_count == 10
+    assert cfg.model.embed_dim == 128
+    assert {t.kind for t in cfg.tasks} == {"multiclass", "binary", "regression", "decoding"}
+    assert {t.signal for t in cfg.tasks} == {"static", "dynamic"}
+    tfidf = next(t for t in cfg.tasks if t.kind == "decoding")
+    assert tfidf.dim == 5000
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(DEMO, ["train.epochs=7", "pgs=[watches, beverages]", "train.lr=0.01"])
+    assert cfg.train.epochs == 7 and cfg.pgs == ["watches", "beverages"] and cfg.train.lr == 0.01
+
+
+def test_tiny_mode_and_explicit_override_order():
+    cfg = load_config(DEMO, ["train.epochs=3"], tiny=True)
+    assert cfg.train.steps_per_epoch == 2 and cfg.train.epochs == 3
+
+
+def test_config_is_frozen_and_hash_tracks_content():
+    cfg = load_config(DEMO)
+    with pytest.raises(Exception):
+        cfg.train.epochs = 3  # type: ignore[misc]
+    assert cfg.hash() == load_config(DEMO).hash()
+    assert cfg.hash() != load_config(DEMO, ["train.epochs=9"]).hash()
+    assert config_from_json(cfg.model_dump_json()) == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epochs=many", "epochs"),
+    ("train.optimiser=adam", "optimiser"),
+    ("model.embed_dim=127", "even"),
+])
+def test_bad_values_are_refused_with_the_field_and_file(override, message):
+    with pytest.raises(ValueError) as err:
+        load_config(DEMO, [override])
+    assert message in str(err.value) and "demo.yaml" in str(err.value)
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ValueError, match="key.path=value"):
+        parse_overrides(["train.epochs"])
+
+
+def test_task_spec_rules():
+    with pytest.raises(ValueError, match="top_k"):
+        TaskSpec(name="c", kind="multiclass", column="color")
+    with pytest.raises(ValueError, match="regression only"):
+        TaskSpec(name="c", kind="binary", column="x", transform="log1p")
+    assert TaskSpec(name="hv", kind="binary", column="price", quantile=0.9).column_type == "number"
+    assert TaskSpec(name="o", kind="binary", column="on_offer").column_type == "bool"
+    with pytest.raises(ValueError, match="duplicate task"):
+        Config(tasks=[TaskSpec(name="a", kind="decoding", column="title")] * 2)

@@ -1,0 +1,70 @@
+"""The model file: shapes, bucketed == packed (the batching trick), safe save/load."""
+
+import numpy as np
+import torch
+
+from mrnet.model import MRNet, load_model, save_model
+from mrnet.text import Vocab, length_buckets
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return MRNet(vocab_size=50, word_dim=16, embed_dim=12, head_dims={"color": 5, "price": 1, "tfidf": 30})
+
+
+def test_shapes_and_embedding_is_concatenated_final_states():
+    model = _model()
+    ids = torch.randint(2, 50, (4, 7))
+    h = model(ids)
+    assert h.shape == (4, 12)
+    _, (h_n, _) = model.lstm(model.words(ids))
+    assert torch.equal(h[:, :6], h_n[0]) and torch.equal(h[:, 6:], h_n[1])
+    assert model.heads["tfidf"](h).shape == (4, 30)
+    assert not model.words.weight.requires_grad  # word2vec rows frozen by default
+
+
+def test_length_bucketed_batches_equal_packed_sequences():
+    """Exact-length buckets (no padding) give the same h_T as pack_padded_sequence, within 1e-5."""
+    model = _model(1).eval()
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 12, size=200)
+    ids = np.zeros((200, lengths.max()), np.int64)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = rng.integers(2, 50, size=n)
+    with torch.no_grad():
+        packed = model.forward_packed(torch.from_numpy(ids), torch.from_numpy(lengths)).numpy()
+        bucketed = np.empty_like(packed)
+        for n, idx in length_buckets(lengths).items():
+            bucketed[idx] = model(torch.from_numpy(ids[idx, :n])).numpy()
+    assert np.abs(packed - bucketed).max() < 1e-5
+
+
+def test_save_load_roundtrip_is_self_describing_and_pickle_free(tmp_path):
+    model = _model(2).eval()
+    meta = {"pg": "watches", "vocab": Vocab([f"w{i}" for i in range(48)]).words,
+            "config": {"word2vec": {"vector_size": 16}, "model": {"embed_dim": 12, "max_tokens": 8,
+                                                                  "freeze_word_vectors": True}},
+            "tasks": [{"name": "color", "active": True, "out_dim": 5},
+                      {"name": "price", "active": True, "out_dim": 1},
+                      {"name": "tfidf", "active": True, "out_dim": 30},
+                      {"name": "brand", "active": False}]}
+    uri = save_model(model, meta, str(tmp_path / "model.safetensors"))
+    raw = (tmp_path / "model.safetensors").read_bytes()
+    assert b"pickle" not in raw[:200] and raw[8:9] == b"{"  # safetensors: u64 length + JSON header
+    loaded, loaded_meta = load_model(uri)
+    assert loaded_meta["pg"] == "watches" and len(loaded_meta["vocab"]) == 50
+    ids = torch.randint(2, 50, (3, 5))
+    with torch.no_grad():
+        assert torch.equal(model(ids), loaded(ids))
+
+
+def test_load_refuses_a_foreign_safetensors_file(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    try:
+        load_model(str(tmp_path / "other.safetensors"))
+    except ValueError as err:
+        assert "not an mrnet model" in str(err)
+    else:
+        raise AssertionError("a foreign file was accepted")

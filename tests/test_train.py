@@ -1,0 +1,120 @@
+"""Training: alternating updates, determinism, SIGKILL + resume = uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mrnet.catalog import read_catalog
+from mrnet.train import alternating_optimization, prepare, split_train_val, train_pg
+from mrnet import tasks as T
+from mrnet.model import build_model
+from mrnet.word2vec import load_vectors
+from tests.conftest import REPO
+
+
+def _inputs(tiny_artifacts):
+    cfg, catalog_uri, vectors_uri = tiny_artifacts
+    words, vectors = load_vectors(vectors_uri)
+    return cfg, read_catalog(catalog_uri), words, vectors
+
+
+def test_alternating_step_updates_encoder_and_one_head_only(tiny_artifacts):
+    cfg, catalog, words, vectors = _inputs(tiny_artifacts)
+    df = catalog[catalog.product_group == "watches"]
+    states = [T.fit_task(s, df) for s in cfg.tasks]
+    active = {s["name"]: s for s in states if s["active"]}
+    data = prepare(cfg, df, words, states)
+    model = build_model({"config": cfg.model_dump(mode="json"), "vocab": words, "tasks": states})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    losses = alternating_optimization(model, opt, data, active, 1, 8, torch.Generator().manual_seed(0),
+                                      torch.device("cpu"), amp=False)
+    chosen = [k for k, v in losses.items() if v and k != "_titles"]
+    assert len(chosen) == 1
+    changed = {k.split(".")[1] for k, v in model.state_dict().items()
+               if k.startswith("heads.") and not torch.equal(v, before[k])}
+    assert changed == set(chosen)
+    assert not torch.equal(model.lstm.weight_hh_l0, before["lstm.weight_hh_l0"])
+    assert torch.equal(model.words.weight, before["words.weight"])  # frozen word2vec
+
+
+def test_validation_split_is_stable_and_disjoint():
+    df = pd.DataFrame({"product_id": [f"p{i}" for i in range(1000)]})
+    a_train, a_val = split_train_val(df, 0.1, 13)
+    b_train, b_val = split_train_val(df.sample(frac=1, random_state=1), 0.1, 13)
+    assert set(a_val.product_id) == set(b_val.product_id) and 60 < len(a_val) < 140
+    assert not set(a_val.product_id) & set(a_train.product_id)
+
+
+def test_training_is_deterministic_and_reports_per_task_validation(tiny_artifacts, tmp_path):
+    cfg, catalog, words, vectors = _inputs(tiny_artifacts)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})})
+    uri_a, report = train_pg(cfg, "watches", catalog, words, vectors, str(tmp_path / "a"))
+    uri_b, _ = train_pg(cfg, "watches", catalog, words, vectors, str(tmp_path / "b"))
+    a, b = load_file(uri_a), load_file(uri_b)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["epoch"] for h in report["history"]] == [1, 2]
+    val = report["history"][-1]["val"]
+    expected = {"multiclass": "accuracy", "binary": "accuracy", "regression": "rmse", "decoding": "mse"}
+    kinds = {t.name: t.kind for t in cfg.tasks}
+    assert {"color", "tfidf"} <= set(val)
+    assert all(expected[kinds[name]] in metrics and metrics["n"] > 0 for name, metrics in val.items())
+
+
+def test_joint_optimization_runs(tiny_artifacts, tmp_path):
+    cfg, catalog, words, vectors = _inputs(tiny_artifacts)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"optimization": "joint"})})
+    _, report = train_pg(cfg, "automotive", catalog, words, vectors, str(tmp_path / "j"))
+    assert report["history"][-1]["train_loss"]
+
+
+KILL_SCRIPT = """
+import sys
+from mrnet.catalog import read_catalog
+from mrnet.train import train_pg
+from mrnet.word2vec import load_vectors
+from mrnet.config import load_config
+cfg = load_config(sys.argv[1], sys.argv[5:])
+words, vectors = load_vectors(sys.argv[3])
+train_pg(cfg, "watches", read_catalog(sys.argv[2]), words, vectors, sys.argv[4])
+"""
+
+
+def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tiny_artifacts, tmp_path):
+    cfg, catalog_uri, vectors_uri = tiny_artifacts
+    overrides = [f"artifact_root={tmp_path}", "data.max_rows_per_pg=150", "train.threads=1",
+                 "train.epochs=3", "train.steps_per_epoch=150", "train.batch_size=16",
+                 "train.progress=false", "word2vec.min_count=1", f"pgs=[watches]"]
+    config = str(REPO / "configs" / "demo.yaml")
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, config, catalog_uri, vectors_uri,
+                             str(killed_dir), *overrides], cwd=REPO)
+    ckpt = killed_dir / "ckpt.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    state = torch.load(ckpt, weights_only=True)
+    assert state["epoch"] < 3 and not (killed_dir / "model.safetensors").exists()
+
+    from mrnet.config import load_config
+    cfg = load_config(config, overrides)
+    words, vectors = load_vectors(vectors_uri)
+    catalog = read_catalog(catalog_uri)
+    resumed_uri, report = train_pg(cfg, "watches", catalog, words, vectors, str(killed_dir))
+    clean_uri, clean_report = train_pg(cfg, "watches", catalog, words, vectors, str(tmp_path / "clean"))
+    assert [h["epoch"] for h in report["history"]] == [1, 2, 3]
+    resumed, clean = load_file(resumed_uri), load_file(clean_uri)
+    assert all(torch.equal(resumed[k], clean[k]) for k in clean)
+    assert report["history"][-1]["val"] == clean_report["history"][-1]["val"]
