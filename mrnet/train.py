@@ -246,6 +246,7 @@ def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vect
                         "train_loss": {k: float(np.mean(v)) for k, v in losses.items() if v},
                         "val": validate(model, val, active, device)})
         save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                         "step": epoch * steps,
                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                          "config_hash": cfg.hash(), "meta": json.dumps(meta),
                          "history": json.dumps(history)}, ckpt_uri)

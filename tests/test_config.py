@@ -1,4 +1,5 @@
 import pytest
+from pydantic import ValidationError
 
 from mrnet.config import Config, TaskSpec, config_from_json, load_config, parse_overrides
 from tests.conftest import REPO
@@ -28,7 +29,7 @@ def test_tiny_mode_and_explicit_override_order():
 
 def test_config_is_frozen_and_hash_tracks_content():
     cfg = load_config(DEMO)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.train.epochs = 3  # type: ignore[misc]
     assert cfg.hash() == load_config(DEMO).hash()
     assert cfg.hash() != load_config(DEMO, ["train.epochs=9"]).hash()

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mrnet import pipeline
-from mrnet.embed import embed_cold_start, read_titles_csv
+from mrnet.embed import read_titles_csv
 from mrnet.model import load_model
 from mrnet.embed import embed_titles
 from tests.conftest import REPO

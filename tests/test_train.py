@@ -1,15 +1,12 @@
 """Training: alternating updates, determinism, SIGKILL + resume = uninterrupted run."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -93,7 +90,7 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tiny_artifacts, tmp_
     cfg, catalog_uri, vectors_uri = tiny_artifacts
     overrides = [f"artifact_root={tmp_path}", "data.max_rows_per_pg=150", "train.threads=1",
                  "train.epochs=3", "train.steps_per_epoch=150", "train.batch_size=16",
-                 "train.progress=false", "word2vec.min_count=1", f"pgs=[watches]"]
+                 "train.progress=false", "word2vec.min_count=1", "pgs=[watches]"]
     config = str(REPO / "configs" / "demo.yaml")
     killed_dir = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, config, catalog_uri, vectors_uri,
@@ -106,7 +103,8 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tiny_artifacts, tmp_
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
     state = torch.load(ckpt, weights_only=True)
-    assert state["epoch"] < 3 and not (killed_dir / "model.safetensors").exists()
+    assert state["epoch"] < 3 and state["step"] == state["epoch"] * 150
+    assert not (killed_dir / "model.safetensors").exists()
 
     from mrnet.config import load_config
     cfg = load_config(config, overrides)
