@@ -147,6 +147,13 @@ class Config(_Frozen):
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def training_hash(self) -> str:
+        """Hash of what changes a PG model's training (resume key); run-only fields excluded:
+        where artifacts go, which PGs run, progress bars, inference batch size."""
+        tree = self.model_dump(mode="json", exclude={"artifact_root": True, "pgs": True, "embed": True,
+                                                     "train": {"progress"}})
+        return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+
 
 TINY_OVERRIDES = [
     "data.max_rows_per_pg=120",

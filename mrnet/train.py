@@ -17,6 +17,7 @@ from it and ends with the same weights as an uninterrupted run.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -108,7 +109,7 @@ def alternating_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGD
         losses[name].append(loss.item())
         losses["_titles"][0] += len(idx)
         if bar is not None:
-            bar.update(len(idx))
+            bar.update(1)
     return losses
 
 
@@ -140,7 +141,7 @@ def joint_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGData,
             opt.step()
         losses["_titles"][0] += len(idx)
         if bar is not None:
-            bar.update(len(idx))
+            bar.update(1)
     return losses
 
 
@@ -198,7 +199,11 @@ def _load_checkpoint(uri: str, config_hash: str) -> dict | None:
     if not storage.exists(uri):
         return None
     ckpt = torch.load(storage.local_path(uri), map_location="cpu", weights_only=True)
-    return ckpt if ckpt.get("config_hash") == config_hash else None
+    if ckpt.get("config_hash") != config_hash:
+        logging.getLogger("mrnet").warning("%s was written with another training config; starting over", uri)
+        return None
+    logging.getLogger("mrnet").warning("resuming from %s (epoch %s)", uri, ckpt["epoch"])
+    return ckpt
 
 
 def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors: np.ndarray,
@@ -215,7 +220,7 @@ def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vect
     active = {s["name"]: s for s in states if s["active"]}
     if not active:
         raise ValueError(f"PG {pg!r}: no task has enough labels ({[s.get('why') for s in states]})")
-    meta = {"pg": pg, "config": cfg.model_dump(mode="json"), "config_hash": cfg.hash(),
+    meta = {"pg": pg, "config": cfg.model_dump(mode="json"), "config_hash": cfg.training_hash(),
             "vocab": words, "tasks": states, "n_train": len(train_df), "n_val": len(val_df)}
     train, val = prepare(cfg, train_df, words, states), prepare(cfg, val_df, words, states)
     model = build_model(meta)
@@ -225,7 +230,7 @@ def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vect
     gen = torch.Generator().manual_seed(cfg.train.seed)
     ckpt_uri = storage.join(out_dir, "ckpt.pt")
     history, start = [], 0
-    if (ckpt := _load_checkpoint(ckpt_uri, cfg.hash())) is not None:
+    if (ckpt := _load_checkpoint(ckpt_uri, cfg.training_hash())) is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
@@ -235,7 +240,7 @@ def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vect
     loop = alternating_optimization if cfg.train.optimization == "alternating" else joint_optimization
     amp = cfg.train.amp and device.type == "cuda"
     for epoch in range(start + 1, cfg.train.epochs + 1):
-        bar = tqdm(desc=f"{pg} epoch {epoch}/{cfg.train.epochs}", unit="title", leave=False,
+        bar = tqdm(total=steps, desc=f"{pg} epoch {epoch}/{cfg.train.epochs}", unit="step", leave=False,
                    disable=not cfg.train.progress)
         t0 = time.perf_counter()
         losses = loop(model, opt, train, active, steps, cfg.train.batch_size, gen, device, amp, bar)
@@ -248,7 +253,7 @@ def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vect
         save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                          "step": epoch * steps,
                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                         "config_hash": cfg.hash(), "meta": json.dumps(meta),
+                         "config_hash": cfg.training_hash(), "meta": json.dumps(meta),
                          "history": json.dumps(history)}, ckpt_uri)
     meta["history"] = history
     model_uri = save_model(model, meta, storage.join(out_dir, "model.safetensors"))

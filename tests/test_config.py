@@ -34,6 +34,9 @@ def test_config_is_frozen_and_hash_tracks_content():
     assert cfg.hash() == load_config(DEMO).hash()
     assert cfg.hash() != load_config(DEMO, ["train.epochs=9"]).hash()
     assert config_from_json(cfg.model_dump_json()) == cfg
+    moved = load_config(DEMO, ["artifact_root=elsewhere", "pgs=[watches]", "train.progress=false"])
+    assert moved.training_hash() == cfg.training_hash() and moved.hash() != cfg.hash()
+    assert load_config(DEMO, ["train.lr=0.1"]).training_hash() != cfg.training_hash()
 
 
 @pytest.mark.parametrize("override, message", [
