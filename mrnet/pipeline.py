@@ -66,22 +66,32 @@ def word2vec_step(cfg: Config, corpus_uri: str) -> tuple[str, dict]:
                           progress=cfg.train.progress)
 
 
-def train_step(cfg: Config, pg: str, catalog_uri: str, vectors_uri: str) -> tuple[str, dict]:
-    from mrnet.catalog import read_catalog
+def _train(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors) -> tuple[str, dict]:
     from mrnet.train import train_pg
+
+    return train_pg(cfg, pg, catalog, words, vectors, storage.join(cfg.artifact_root, "models", pg))
+
+
+def _embed(cfg: Config, model_uri: str, catalog: pd.DataFrame, pg: str) -> tuple[str, dict]:
+    from mrnet.embed import embed_pg
+
+    return embed_pg(model_uri, catalog, storage.join(cfg.artifact_root, "embeddings", f"{pg}.parquet"),
+                    cfg.embed.batch_size)
+
+
+def train_step(cfg: Config, pg: str, catalog_uri: str, vectors_uri: str) -> tuple[str, dict]:
+    """One PG's training as its own task (reads its inputs; `run` loads them once for all PGs)."""
+    from mrnet.catalog import read_catalog
     from mrnet.word2vec import load_vectors
 
     words, vectors = load_vectors(vectors_uri)
-    catalog = read_catalog(catalog_uri)
-    return train_pg(cfg, pg, catalog, words, vectors, storage.join(cfg.artifact_root, "models", pg))
+    return _train(cfg, pg, read_catalog(catalog_uri), words, vectors)
 
 
 def embed_step(cfg: Config, model_uri: str, catalog_uri: str, pg: str) -> tuple[str, dict]:
     from mrnet.catalog import read_catalog
-    from mrnet.embed import embed_pg
 
-    return embed_pg(model_uri, read_catalog(catalog_uri),
-                    storage.join(cfg.artifact_root, "embeddings", f"{pg}.parquet"), cfg.embed.batch_size)
+    return _embed(cfg, model_uri, read_catalog(catalog_uri), pg)
 
 
 def _timed(fn, *args):
@@ -92,8 +102,9 @@ def _timed(fn, *args):
 
 def run(cfg: Config, log=print) -> dict:
     """The whole issue-2 pipeline: catalog → corpus → word2vec → per-PG train + embed."""
-    from mrnet.catalog import describe_quarantine
+    from mrnet.catalog import describe_quarantine, read_catalog
     from mrnet.report import write_summary
+    from mrnet.word2vec import load_vectors
 
     t_start = time.perf_counter()
     pgs = pg_list(cfg)
@@ -103,11 +114,12 @@ def run(cfg: Config, log=print) -> dict:
     log(f"[corpus] {corpus['documents']} documents, {corpus['tokens']} tokens ({t_corpus}s)")
     (vectors_uri, w2v), t_w2v = _timed(word2vec_step, cfg, corpus_uri)
     log(f"[word2vec] {w2v['vocab_size']} words ({t_w2v}s)")
+    catalog, (words, vectors) = read_catalog(catalog_uri), load_vectors(vectors_uri)  # once for all PGs
     results, failed = {}, {}
     for i, pg in enumerate(pgs, 1):
         try:
-            (model_uri, report), t_train = _timed(train_step, cfg, pg, catalog_uri, vectors_uri)
-            (emb_uri, _), t_embed = _timed(embed_step, cfg, model_uri, catalog_uri, pg)
+            (model_uri, report), t_train = _timed(_train, cfg, pg, catalog, words, vectors)
+            (emb_uri, _), t_embed = _timed(_embed, cfg, model_uri, catalog, pg)
         except Exception as exc:  # one PG failing must not hide the others' results
             failed[pg] = f"{type(exc).__name__}: {exc}"
             log(f"[{i}/{len(pgs)}] {pg}: FAILED {failed[pg]}\n{traceback.format_exc()}")

@@ -90,11 +90,13 @@ def draw_batch(buckets: list[np.ndarray], batch_size: int, gen: torch.Generator)
 
 def alternating_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGData,
                              states: dict[str, dict], steps: int, batch_size: int,
-                             gen: torch.Generator, device, amp: bool, bar=None) -> dict[str, list]:
-    """Paper §3.1: each step, one task chosen uniformly; encoder + that head updated."""
+                             gen: torch.Generator, device, amp: bool, bar=None) -> tuple[dict[str, list], int]:
+    """Paper §3.1: each step, one task chosen uniformly; encoder + that head updated.
+
+    Returns the per-task step losses and the number of titles processed."""
     names = sorted(states)
     losses: dict[str, list] = {n: [] for n in names}
-    losses["_titles"] = [0]
+    titles = 0
     model.train()
     for _ in range(steps):
         name = names[int(torch.randint(len(names), (1,), generator=gen))]
@@ -107,19 +109,19 @@ def alternating_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGD
         loss.backward()
         opt.step()
         losses[name].append(loss.item())
-        losses["_titles"][0] += len(idx)
+        titles += len(idx)
         if bar is not None:
             bar.update(1)
-    return losses
+    return losses, titles
 
 
 def joint_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGData,
                        states: dict[str, dict], steps: int, batch_size: int,
-                       gen: torch.Generator, device, amp: bool, bar=None) -> dict[str, list]:
+                       gen: torch.Generator, device, amp: bool, bar=None) -> tuple[dict[str, list], int]:
     """Eq. 3: one batch of any products, the sum of the labelled tasks' normalized losses."""
-    everyone = [b for b in length_buckets(data.lengths).values()]
+    everyone = list(length_buckets(data.lengths).values())
     losses: dict[str, list] = {n: [] for n in states}
-    losses["_titles"] = [0]
+    titles = 0
     model.train()
     for _ in range(steps):
         idx = draw_batch(everyone, batch_size, gen)
@@ -139,10 +141,10 @@ def joint_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGData,
         if torch.is_tensor(total):
             total.backward()
             opt.step()
-        losses["_titles"][0] += len(idx)
+        titles += len(idx)
         if bar is not None:
             bar.update(1)
-    return losses
+    return losses, titles
 
 
 @torch.inference_mode()
@@ -151,8 +153,7 @@ def validate(model: MRNet, data: PGData, states: dict[str, dict], device, batch:
     model.eval()
     out: dict[str, dict] = {}
     for name, state in states.items():
-        idx = np.concatenate(data.buckets[name]) if data.buckets[name] else np.empty(0, np.int64)
-        if not len(idx):
+        if not data.buckets[name]:
             continue
         outputs, rows = [], []
         for group in data.buckets[name]:
@@ -243,10 +244,9 @@ def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vect
         bar = tqdm(total=steps, desc=f"{pg} epoch {epoch}/{cfg.train.epochs}", unit="step", leave=False,
                    disable=not cfg.train.progress)
         t0 = time.perf_counter()
-        losses = loop(model, opt, train, active, steps, cfg.train.batch_size, gen, device, amp, bar)
+        losses, titles = loop(model, opt, train, active, steps, cfg.train.batch_size, gen, device, amp, bar)
         seconds = time.perf_counter() - t0
         bar.close()
-        titles = losses.pop("_titles")[0]
         history.append({"epoch": epoch, "seconds": round(seconds, 3), "titles_per_s": round(titles / seconds, 1),
                         "train_loss": {k: float(np.mean(v)) for k, v in losses.items() if v},
                         "val": validate(model, val, active, device)})
