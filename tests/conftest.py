@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from mrnet.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-RAW = REPO.parent / "shared" / "data"
+RAW = Path(os.environ.get("MRNET_RAW_DIR", REPO.parent / "shared" / "data"))  # CI: shared/ beside the clone
 TINY_PGS = "[watches,beverages,automotive]"
 
 
@@ -26,7 +27,7 @@ def raw_catalog(tmp_path_factory) -> str:
     """The full demo catalog built from shared/data (3 s)."""
     from mrnet.demo_catalog import build_demo_catalog
 
-    assert RAW.is_dir(), f"shared data not found at {RAW}"
+    assert RAW.is_dir(), f"shared data not found at {RAW} (set MRNET_RAW_DIR to the shared/data folder)"
     out = tmp_path_factory.mktemp("raw") / "raw.parquet"
     return build_demo_catalog(RAW, REPO / "configs" / "pg_mapping.yaml", str(out))
 
