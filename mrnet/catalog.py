@@ -215,13 +215,21 @@ def validate(df: pd.DataFrame, uri: str, pgs: list[str], tasks: list[TaskSpec],
     return clean, quarantine.reset_index(drop=True)
 
 
-def sample_per_pg(df: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFrame:
-    """Deterministic cap per PG (stable across runs: ordered by a seeded hash of product_id)."""
-    if not max_rows:
+def sample_per_pg(df: pd.DataFrame, max_rows: int | None, seed: int,
+                  fraction: float | None = None) -> pd.DataFrame:
+    """Deterministic per-PG sample: the first ``ceil(fraction * n)`` products of each PG (at
+    most ``max_rows``) in the order of a seeded hash of product_id, so a product stays in or
+    out of the sample across runs."""
+    if not max_rows and not fraction:
         return df
     key = pd.util.hash_pandas_object(df["product_id"], index=False, hash_key=f"{seed:016d}"[:16])
     order = df.assign(_k=key.values).sort_values(["product_group", "_k"])
-    return order.groupby("product_group", sort=False).head(max_rows).drop(columns="_k").reset_index(drop=True)
+    rank = order.groupby("product_group", sort=False).cumcount()
+    keep = rank < (max_rows or len(df))
+    if fraction:
+        sizes = order.groupby("product_group", sort=False)["product_id"].transform("size")
+        keep &= rank < np.ceil(sizes * fraction)
+    return order[keep].drop(columns="_k").reset_index(drop=True)
 
 
 def quarantine_summary(uri: str, n_in: int, quarantine: pd.DataFrame) -> dict:
@@ -232,12 +240,12 @@ def quarantine_summary(uri: str, n_in: int, quarantine: pd.DataFrame) -> dict:
 
 def validate_catalog(uri: str, out_dir: str, pgs: list[str], tasks: list[TaskSpec],
                      max_title_chars: int, max_rows_per_pg: int | None = None,
-                     seed: int = 0) -> tuple[str, dict]:
+                     seed: int = 0, sample_fraction: float | None = None) -> tuple[str, dict]:
     """Validate ``uri``; write clean catalog, quarantine and summary under ``out_dir``."""
     raw = read_catalog(uri)
     warnings = check_columns(raw, uri, tasks)
     clean, quarantine = validate(raw, uri, pgs, tasks, max_title_chars)
-    clean = sample_per_pg(clean, max_rows_per_pg, seed)
+    clean = sample_per_pg(clean, max_rows_per_pg, seed, sample_fraction)
     summary = quarantine_summary(uri, len(raw), quarantine) | {"warnings": warnings,
                                                                "rows_used": len(clean)}
     for name, frame in (("quarantine.parquet", quarantine), ("catalog.parquet", clean)):

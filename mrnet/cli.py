@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from mrnet import pipeline, storage
@@ -24,7 +25,18 @@ def _root(cfg: Config, *parts: str) -> str:
 
 
 def _cmd_run(cfg: Config, args) -> None:
-    pipeline.run(cfg)
+    params = {"config": args.config, "overrides": args.overrides, "tiny": args.tiny,
+              "promote": not args.no_promote}
+    summary = pipeline.run(params, args.run_id, mode="refresh" if args.command == "refresh" else "retrain")
+    print(f"run {summary['run_id']}: {summary['artifact_root']}")
+
+
+def _cmd_summary(cfg: Config, args) -> None:
+    """Print the summary of a run (default: the newest run under artifact_root)."""
+    runs = storage.join(cfg.artifact_root, "runs")
+    root = args.run or pipeline.latest_run(runs)
+    print(storage.read_text(storage.join(root, "summary.md")))
+    print(f"run folder: {root}")
 
 
 def _cmd_build_demo(cfg: Config, args) -> None:
@@ -83,7 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--tiny", action="store_true", help="smoke-run size: few rows, 1 epoch of 2 steps")
     parser = argparse.ArgumentParser(prog="mrnet", description="MRNet-Product2Vec embeddings pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", parents=[common], help="the whole pipeline").set_defaults(fn=_cmd_run)
+    for name, text in (("run", "full retrain: the mrnet_retrain DAG's stages, without Airflow"),
+                       ("refresh", "dynamic-signal refresh of the current release (mrnet_refresh_dynamic)")):
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.add_argument("--run-id", help="default: local__<UTC time>")
+        p.add_argument("--no-promote", action="store_true", help="record the release, keep the current one")
+        p.set_defaults(fn=_cmd_run)
+    p = sub.add_parser("summary", parents=[common], help="print a run's summary (default: newest run)")
+    p.add_argument("--run", help="a run folder (…/runs/<run_id>)")
+    p.set_defaults(fn=_cmd_summary)
     catalog = sub.add_parser("catalog", help="build / validate catalogs").add_subparsers(dest="action", required=True)
     p = catalog.add_parser("build-demo", parents=[common], help="canonical catalog from shared/data")
     p.add_argument("--out")
@@ -114,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("mrnet").setLevel(logging.INFO)
     try:
         cfg = load_config(args.config, args.overrides, tiny=args.tiny)
         args.fn(cfg, args)

@@ -78,6 +78,7 @@ class DataConfig(_Frozen):
     catalog: str | None = None  # a canonical catalog (parquet/csv); None = build the demo one
     max_title_chars: int = 512
     max_rows_per_pg: int | None = None  # sample cap, for quick trials and tiny mode
+    sample_fraction: float | None = Field(default=None, gt=0.0, le=1.0)  # per-PG sample, quick trials
 
 
 class Word2VecConfig(_Frozen):
@@ -120,6 +121,17 @@ class TrainConfig(_Frozen):
     progress: bool = True
 
 
+class RefreshConfig(_Frozen):
+    """Periodic refresh (paper §6): warm-start each PG model from the latest release and
+    fine-tune on refreshed dynamic labels. ``tasks: all`` keeps sampling the static tasks
+    too (their labels are unchanged), so the encoder does not drift away from them;
+    ``dynamic`` trains the dynamic heads only."""
+
+    epochs: int = Field(default=2, ge=1)
+    lr: float = 5e-4
+    tasks: Literal["all", "dynamic"] = "all"
+
+
 class EmbedConfig(_Frozen):
     batch_size: int = 8192
 
@@ -132,6 +144,7 @@ class Config(_Frozen):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     embed: EmbedConfig = EmbedConfig()
+    refresh: RefreshConfig = RefreshConfig()
     tasks: list[TaskSpec]
 
     @model_validator(mode="after")
@@ -160,6 +173,7 @@ TINY_OVERRIDES = [
     "word2vec.min_count=1",
     "word2vec.epochs=1",
     "train.epochs=1",
+    "refresh.epochs=1",
     "train.steps_per_epoch=2",
     "train.batch_size=32",
     "train.progress=false",

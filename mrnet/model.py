@@ -69,15 +69,21 @@ def save_model(model: MRNet, meta: dict, uri: str) -> str:
 
 def load_model(uri: str, device: str = "cpu") -> tuple[MRNet, dict]:
     """Rebuild a saved model from its own metadata; weights only, nothing unpickled."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = str(storage.local_path(uri))
-    with safe_open(path, framework="pt") as fh:
-        header = fh.metadata() or {}
-    if "mrnet" not in header:
-        raise ValueError(f"{uri}: not an mrnet model (no 'mrnet' metadata in the safetensors header)")
-    meta = json.loads(header["mrnet"])
+    meta = read_meta(uri)
     model = build_model(meta)
     model.load_state_dict(load_file(path, device="cpu"))
     return model.to(device).eval(), meta
+
+
+def read_meta(uri: str) -> dict:
+    """A model's metadata (config, vocab, task states, PG) without loading its weights."""
+    from safetensors import safe_open
+
+    with safe_open(str(storage.local_path(uri)), framework="pt") as fh:
+        header = fh.metadata() or {}
+    if "mrnet" not in header:
+        raise ValueError(f"{uri}: not an mrnet model (no 'mrnet' metadata in the safetensors header)")
+    return json.loads(header["mrnet"])

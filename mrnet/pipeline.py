@@ -1,21 +1,13 @@
-"""Pipeline steps: config + URIs in, URI out. The CLI and the Airflow tasks call these.
+"""Pipeline steps: config + URIs in, URI out, plus ``run``, every stage of a DAG run in order.
 
-Artifact layout under ``artifact_root`` (a local path or ``s3://`` prefix)::
-
-    catalog/raw.parquet              demo catalog built from shared/data (if no data.catalog)
-    catalog/catalog.parquet          validated rows          catalog/quarantine.parquet + summary
-    corpus/corpus.txt                tokenized titles + descriptions (LineSentence)
-    word2vec/vectors.bin             word2vec binary format (no pickle)
-    models/<pg>/model.safetensors    self-describing model  (+ ckpt.pt, metrics.json)
-    embeddings/<pg>.parquet          product_id, product_group, model_version, embedding[128]
-    summary.json, summary.md, training_curves.png
+The steps write under ``cfg.artifact_root``; flow.py gives each run its own root
+(``…/runs/<run_id>/``) and documents the layout. ``run`` is what ``mrnet run`` calls:
+the same stages as the ``mrnet_retrain`` DAG, without Airflow.
 """
 
 from __future__ import annotations
 
 import json
-import time
-import traceback
 
 import pandas as pd
 
@@ -49,7 +41,8 @@ def validate_step(cfg: Config, catalog_uri: str | None = None) -> tuple[str, dic
     source = catalog_uri or cfg.data.catalog or build_demo_step(cfg)
     return validate_catalog(source, storage.join(cfg.artifact_root, "catalog"),
                             list(load_pg_mapping(cfg.data.pg_mapping)), cfg.tasks,
-                            cfg.data.max_title_chars, cfg.data.max_rows_per_pg, cfg.train.seed)
+                            cfg.data.max_title_chars, cfg.data.max_rows_per_pg, cfg.train.seed,
+                            cfg.data.sample_fraction)
 
 
 def corpus_step(cfg: Config, catalog_uri: str) -> tuple[str, dict]:
@@ -94,55 +87,37 @@ def embed_step(cfg: Config, model_uri: str, catalog_uri: str, pg: str) -> tuple[
     return _embed(cfg, model_uri, read_catalog(catalog_uri), pg)
 
 
-def _timed(fn, *args):
-    t0 = time.perf_counter()
-    result = fn(*args)
-    return result, round(time.perf_counter() - t0, 2)
+def run(params: dict, run_id: str | None = None, mode: str = "retrain") -> dict:
+    """The DAG's stages in order, in this process (no Airflow): same run layout, cache and release.
 
+    ``params`` are the DAG's run params (config, pgs, epochs, sample_fraction, promote, tiny,
+    overrides). A failed PG is recorded and the others go on; the report then raises naming it."""
+    from datetime import datetime, timezone
 
-def run(cfg: Config, log=print) -> dict:
-    """The whole issue-2 pipeline: catalog → corpus → word2vec → per-PG train + embed."""
-    from mrnet.catalog import describe_quarantine, read_catalog
-    from mrnet.report import write_summary
-    from mrnet.word2vec import load_vectors
+    from mrnet import flow, release
 
-    t_start = time.perf_counter()
-    pgs = pg_list(cfg)
-    (catalog_uri, quarantine), t_val = _timed(validate_step, cfg)
-    log(f"[catalog] {describe_quarantine(quarantine)} ({t_val}s)")
-    (corpus_uri, corpus), t_corpus = _timed(corpus_step, cfg, catalog_uri)
-    log(f"[corpus] {corpus['documents']} documents, {corpus['tokens']} tokens ({t_corpus}s)")
-    (vectors_uri, w2v), t_w2v = _timed(word2vec_step, cfg, corpus_uri)
-    log(f"[word2vec] {w2v['vocab_size']} words ({t_w2v}s)")
-    catalog, (words, vectors) = read_catalog(catalog_uri), load_vectors(vectors_uri)  # once for all PGs
-    results, failed = {}, {}
+    run_id = run_id or f"local__{datetime.now(timezone.utc):%Y-%m-%dT%H%M%S}"
+    run_uri = flow.start_run(params, run_id, "cli", mode)
+    base = release.base_release(run_uri) if mode == "refresh" else None
+    catalog = flow.validate(run_uri)
+    vectors = flow.word2vec(run_uri, flow.corpus(run_uri, catalog)) if mode == "retrain" else None
+    pgs, embeddings = flow.plan(run_uri), []
     for i, pg in enumerate(pgs, 1):
         try:
-            (model_uri, report), t_train = _timed(_train, cfg, pg, catalog, words, vectors)
-            (emb_uri, _), t_embed = _timed(_embed, cfg, model_uri, catalog, pg)
-        except Exception as exc:  # one PG failing must not hide the others' results
-            failed[pg] = f"{type(exc).__name__}: {exc}"
-            log(f"[{i}/{len(pgs)}] {pg}: FAILED {failed[pg]}\n{traceback.format_exc()}")
-            continue
-        results[pg] = report | {"model": model_uri, "embeddings": emb_uri,
-                                "train_s": t_train, "embed_s": t_embed}
-        log(f"[{i}/{len(pgs)}] {pg}: {report['n_train']} train / {report['n_val']} val, "
-            f"train {t_train}s, embed {t_embed}s")
-    summary = {"artifact_root": cfg.artifact_root, "config_hash": cfg.hash(), "catalog": catalog_uri,
-               "quarantine": quarantine, "corpus": corpus | {"uri": corpus_uri},
-               "word2vec": w2v | {"uri": vectors_uri}, "pgs": results, "failed": failed,
-               "seconds": {"validate": t_val, "corpus": t_corpus, "word2vec": t_w2v,
-                           "total": round(time.perf_counter() - t_start, 2)}}
-    write_summary(summary, cfg.artifact_root, log)
-    if failed:
-        raise RuntimeError(f"{len(failed)} PG(s) failed: {sorted(failed)} (the others finished; "
-                           f"see {storage.join(cfg.artifact_root, 'summary.json')})")
-    return summary
+            model = (flow.train(run_uri, pg, catalog, vectors) if mode == "retrain"
+                     else flow.refresh(run_uri, pg, catalog, base))
+            embeddings.append(flow.embed(run_uri, model, catalog))
+            print(f"[{i}/{len(pgs)}] {pg}: ok", flush=True)
+        except Exception as exc:  # recorded in failures/<pg>.json; the report names it at the end
+            print(f"[{i}/{len(pgs)}] {pg}: FAILED {type(exc).__name__}: {exc}", flush=True)
+    summary_uri = release.report(run_uri, embeddings)
+    release.publish(run_uri, summary_uri)
+    return json.loads(storage.read_text(summary_uri))
 
 
-def load_summary(root: str) -> dict:
-    return json.loads(storage.read_text(storage.join(root, "summary.json")))
-
-
-def read_embeddings(uri: str) -> pd.DataFrame:
-    return pd.read_parquet(storage.local_path(uri))
+def latest_run(runs_uri: str) -> str:
+    """The run folder under ``runs_uri`` whose run.json is newest (local artifact roots)."""
+    runs = sorted(storage.local_path(runs_uri).glob("*/summary.md"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"no finished run under {runs_uri}")
+    return str(runs[-1].parent)

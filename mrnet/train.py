@@ -170,9 +170,9 @@ def validate(model: MRNet, data: PGData, states: dict[str, dict], device, batch:
     return out
 
 
-def epoch_steps(data: PGData, batch_size: int) -> int:
-    """One epoch = every labelled (product, task) pair once, in expectation."""
-    pairs = sum(int(t.has.sum()) for t in data.targets.values())
+def epoch_steps(data: PGData, batch_size: int, tasks=None) -> int:
+    """One epoch = every labelled (product, task) pair of ``tasks`` (default all) once, in expectation."""
+    pairs = sum(int(t.has.sum()) for name, t in data.targets.items() if tasks is None or name in tasks)
     return max(1, math.ceil(pairs / batch_size))
 
 
@@ -207,37 +207,51 @@ def _load_checkpoint(uri: str, config_hash: str) -> dict | None:
     return ckpt
 
 
-def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors: np.ndarray,
-             out_dir: str) -> tuple[str, dict]:
-    """Train (or resume) the model of one PG; write model.safetensors + metrics.json."""
-    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
-    torch.manual_seed(cfg.train.seed)
-    device = _device(cfg)
+def pg_split(cfg: Config, catalog: pd.DataFrame, pg: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     df = catalog[catalog["product_group"] == pg]
     if df.empty:
         raise ValueError(f"PG {pg!r} has no products in the catalog")
-    train_df, val_df = split_train_val(df, cfg.train.val_fraction, cfg.train.seed)
+    return split_train_val(df, cfg.train.val_fraction, cfg.train.seed)
+
+
+def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors: np.ndarray,
+             out_dir: str) -> tuple[str, dict]:
+    """Train (or resume) the model of one PG; write model.safetensors + metrics.json."""
+    train_df, val_df = pg_split(cfg, catalog, pg)
     states = [T.fit_task(spec, train_df) for spec in cfg.tasks]
     active = {s["name"]: s for s in states if s["active"]}
     if not active:
         raise ValueError(f"PG {pg!r}: no task has enough labels ({[s.get('why') for s in states]})")
     meta = {"pg": pg, "config": cfg.model_dump(mode="json"), "config_hash": cfg.training_hash(),
             "vocab": words, "tasks": states, "n_train": len(train_df), "n_val": len(val_df)}
-    train, val = prepare(cfg, train_df, words, states), prepare(cfg, val_df, words, states)
+    torch.manual_seed(cfg.train.seed)  # the LSTM's initial weights
     model = build_model(meta)
     init_weights(model, vectors, active)
+    return fit(cfg, model, meta, train_df, val_df, active, out_dir)
+
+
+def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: pd.DataFrame,
+        active: dict[str, dict], out_dir: str) -> tuple[str, dict]:
+    """Run ``cfg.train.epochs`` epochs of the configured loop on ``active`` tasks, checkpointing
+    each epoch to ``out_dir/ckpt.pt`` and resuming from it when ``meta['config_hash']`` matches
+    (a retried task continues instead of starting over). Writes model.safetensors + metrics.json."""
+    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    device = _device(cfg)
+    pg, resume_key = meta["pg"], meta["config_hash"]
+    train = prepare(cfg, train_df, meta["vocab"], meta["tasks"])
+    val = prepare(cfg, val_df, meta["vocab"], meta["tasks"])
     model.to(device)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     ckpt_uri = storage.join(out_dir, "ckpt.pt")
     history, start = [], 0
-    if (ckpt := _load_checkpoint(ckpt_uri, cfg.training_hash())) is not None:
+    if (ckpt := _load_checkpoint(ckpt_uri, resume_key)) is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
         history, start = json.loads(ckpt["history"]), int(ckpt["epoch"])
-    steps = cfg.train.steps_per_epoch or epoch_steps(train, cfg.train.batch_size)
+    steps = cfg.train.steps_per_epoch or epoch_steps(train, cfg.train.batch_size, active)
     loop = alternating_optimization if cfg.train.optimization == "alternating" else joint_optimization
     amp = cfg.train.amp and device.type == "cuda"
     for epoch in range(start + 1, cfg.train.epochs + 1):
@@ -253,12 +267,13 @@ def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vect
         save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                          "step": epoch * steps,
                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                         "config_hash": cfg.training_hash(), "meta": json.dumps(meta),
+                         "config_hash": resume_key, "meta": json.dumps(meta),
                          "history": json.dumps(history)}, ckpt_uri)
-    meta["history"] = history
+    meta = meta | {"history": history}
     model_uri = save_model(model, meta, storage.join(out_dir, "model.safetensors"))
     report = {"pg": pg, "n_train": len(train_df), "n_val": len(val_df), "history": history,
-              "inactive_tasks": {s["name"]: s["why"] for s in states if not s["active"]}}
+              "resumed_from_epoch": start,
+              "inactive_tasks": {s["name"]: s["why"] for s in meta["tasks"] if not s["active"]}}
     storage.write_text(storage.join(out_dir, "metrics.json"), json.dumps(report, indent=2))
     return model_uri, report
 

@@ -1,0 +1,128 @@
+"""What both mrnet DAGs share: run params, retry/timeout defaults, GPU routing, failure logging.
+
+Deployment settings come from Airflow's own config, so they are set per environment with
+``AIRFLOW__MRNET__<KEY>`` variables (or an ``[mrnet]`` section in airflow.cfg), never by
+editing a DAG file:
+
+===========================  ==================  ===========================================
+key                          default             meaning
+===========================  ==================  ===========================================
+gpu_queue                    gpu                 queue of PG train/embed tasks (Celery workers
+                                                 started with ``-q gpu`` take them)
+gpu_pool                     gpu                 pool those tasks take a slot of; its size is
+                                                 the number of PG models trained at once
+config                       configs/demo.yaml   default ``config`` param (relative paths are
+                                                 relative to $MRNET_HOME or the worker's cwd)
+retrain_cron                 0 2 * * 0           mrnet_retrain: Sundays 02:00 UTC
+refresh_cron                 0 2 * * 3           mrnet_refresh_dynamic: Wednesdays 02:00 UTC
+catalog_asset_uri            file:///var/lib/mrnet/catalog.parquet   URI of the catalog Asset
+retries                      2                   task retries
+retry_delay_seconds          120                 first retry delay (then exponential)
+train_timeout_minutes        240                 PG train / refresh task timeout
+task_timeout_minutes         60                  every other task's timeout
+===========================  ==================  ===========================================
+
+Only ``pendulum`` and ``airflow.sdk`` are imported here: parsing stays fast and light.
+"""
+
+import pendulum
+from airflow.sdk import Asset, Param, TriggerRule, conf, task
+
+
+def setting(key: str, default: str) -> str:
+    return conf.get("mrnet", key, fallback=default)
+
+
+def log_failure(context) -> None:
+    """Task failure/retry callback: one clear line naming the task, PG slot, try and error."""
+    import logging
+
+    ti = context["ti"]
+    slot = f"[{ti.map_index}]" if ti.map_index >= 0 else ""
+    fate = "will retry" if ti.try_number <= ti.max_tries else "no retries left"
+    logging.getLogger("mrnet.dags").error(
+        "mrnet: task %s%s of %s run %s failed on try %s (%s): %s", ti.task_id, slot, ti.dag_id,
+        ti.run_id, ti.try_number, fate, context.get("exception"))
+
+
+CATALOG = Asset(name="mrnet_catalog", uri=setting("catalog_asset_uri", "file:///var/lib/mrnet/catalog.parquet"),
+                group="mrnet")
+
+DEFAULT_ARGS = {
+    "owner": "mrnet",
+    "retries": int(setting("retries", "2")),
+    "retry_delay": pendulum.duration(seconds=int(setting("retry_delay_seconds", "120"))),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": pendulum.duration(minutes=30),
+    "execution_timeout": pendulum.duration(minutes=int(setting("task_timeout_minutes", "60"))),
+    "on_failure_callback": log_failure,
+    "on_retry_callback": log_failure,
+}
+
+GPU_TASK = {  # PG training and embedding: GPU workers in production, local in the embedded default
+    "queue": setting("gpu_queue", "gpu"),
+    "pool": setting("gpu_pool", "gpu"),
+    "execution_timeout": pendulum.duration(minutes=int(setting("train_timeout_minutes", "240"))),
+}
+
+DAG_DEFAULTS = {  # both DAGs: no backfill of missed weeks, one run at a time
+    "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
+    "catchup": False,
+    "max_active_runs": 1,
+    "default_args": DEFAULT_ARGS,
+}
+
+
+def run_params(epochs_help: str) -> dict:
+    """Trigger-form params, validated by JSON schema before a run is created."""
+    return {
+        "config": Param(setting("config", "configs/demo.yaml"), type="string", pattern=r"^\S+\.ya?ml$",
+                        title="Config file", description="YAML config (configs/*.yaml); relative to "
+                        "$MRNET_HOME or the worker's working directory, or an absolute path."),
+        "pgs": Param([], type="array", uniqueItems=True, items={"type": "string", "pattern": "^[a-z0-9_]+$"},
+                     title="Product groups", description="PG names to run (empty: every PG of the "
+                     "config). An unknown name fails the run's first task and lists the known ones.",
+                     examples=["watches", "footwear", "beverages"]),
+        "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=500, title="Epochs",
+                        description=epochs_help),
+        "sample_fraction": Param(None, type=["null", "number"], exclusiveMinimum=0, maximum=1,
+                                 title="Sample fraction", description="Train on this fraction of each "
+                                 "PG's products (a quick trial run); empty: all."),
+        "promote": Param(True, type="boolean", title="Promote",
+                         description="Make this run's release the current one if every PG succeeds."),
+        "tiny": Param(False, type="boolean", title="Tiny smoke run",
+                      description="Few rows, 1 epoch of 2 steps: checks the wiring in a minute."),
+        "overrides": Param([], type="array", items={"type": "string", "pattern": r"^[A-Za-z_][\w.]*=.*$"},
+                           title="Config overrides", description="key.path=value, e.g. train.lr=0.001"),
+    }
+
+
+# ------------------------------------------------------------------ tasks both DAGs run
+
+
+@task
+def validate_catalog(run: str) -> str:
+    from mrnet import flow
+
+    return flow.validate(run)
+
+
+@task(**GPU_TASK)
+def embed_pg(run: str, model: str, catalog: str) -> str:
+    from mrnet import flow
+
+    return flow.embed(run, model, catalog)
+
+
+@task(trigger_rule=TriggerRule.ALL_DONE, retries=0)  # runs after failed PGs too, to name them
+def report(run: str, embeddings: list[str]) -> str:
+    from mrnet import release
+
+    return release.report(run, embeddings)
+
+
+@task
+def publish(run: str, summary: str) -> str:
+    from mrnet import release
+
+    return release.publish(run, summary)

@@ -1,0 +1,66 @@
+"""
+### mrnet_refresh_dynamic: periodic refresh of the dynamic signals (paper §6)
+
+"We periodically retrain MRNet to keep the model updated with the dynamic signals."
+pin the current release → validate today's catalog → per PG (mapped, GPU queue + pool):
+warm-start the released model, re-fit the dynamic tasks (price, offer, review …) on the
+refreshed labels and fine-tune for `refresh.epochs` → re-embed → report → publish.
+
+Cadence: refresh weekly (`[mrnet] refresh_cron`, default Wednesdays 02:00 UTC), midway
+between the weekly full retrains of `mrnet_retrain` (Sundays, and on every catalog update),
+so dynamic signals are never more than about half a week old while vocabulary, word
+vectors and static heads are rebuilt from scratch every week. A refresh keeps each
+model's vocabulary and task list; changing those takes a full retrain.
+"""
+
+from airflow.sdk import CronTriggerTimetable, dag, task, task_group
+
+from mrnet_common import (DAG_DEFAULTS, GPU_TASK, embed_pg, publish, report, run_params, setting,
+                          validate_catalog)
+
+
+@dag(
+    dag_id="mrnet_refresh_dynamic",
+    schedule=CronTriggerTimetable(setting("refresh_cron", "0 2 * * 3"), timezone="UTC", run_immediately=False),
+    params=run_params("Fine-tuning epochs per PG model (empty: the config's refresh.epochs)."),
+    tags=["mrnet", "refresh"],
+    doc_md=__doc__,
+    **DAG_DEFAULTS,
+)
+def mrnet_refresh_dynamic():
+    @task
+    def start(params=None, run_id=None) -> str:
+        from mrnet import flow
+
+        return flow.start_run(dict(params), run_id, "mrnet_refresh_dynamic", "refresh")
+
+    @task
+    def pin_base_release(run: str) -> str:
+        from mrnet import release
+
+        return release.base_release(run)
+
+    @task
+    def plan_pgs(run: str, base: str) -> list[str]:
+        from mrnet import flow
+
+        return flow.plan(run)
+
+    @task(**GPU_TASK)
+    def refresh_pg(run: str, pg: str, catalog: str, base: str) -> str:
+        from mrnet import flow
+
+        return flow.refresh(run, pg, catalog, base)
+
+    @task_group
+    def pg(pg: str, run: str, catalog: str, base: str):
+        return embed_pg(run, refresh_pg(run, pg, catalog, base), catalog)
+
+    run = start()
+    base = pin_base_release(run)
+    catalog = validate_catalog(run)
+    embeddings = pg.partial(run=run, catalog=catalog, base=base).expand(pg=plan_pgs(run, base))
+    publish(run, report(run, embeddings))
+
+
+mrnet_refresh_dynamic()

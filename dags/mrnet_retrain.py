@@ -1,0 +1,74 @@
+"""
+### mrnet_retrain: full MRNet-Product2Vec retrain (paper §3)
+
+validate catalog → build corpus → train word2vec → per PG (mapped, GPU queue + pool):
+train the BiLSTM with alternating optimization → embed the PG's products →
+report (names any failed PG) → publish the release.
+
+Runs weekly (`[mrnet] retrain_cron`, default Sundays 02:00 UTC) and whenever the
+`mrnet_catalog` asset is updated. Trigger it from the UI with params for a trial run
+(PG subset, epochs, sample fraction, promote off). Every task returns a URI; the
+run's files are under `<artifact_root>/runs/<run_id>/`. Corpus and word vectors are
+reused from the cache when the catalog text and the settings are unchanged.
+"""
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task, task_group
+
+from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, embed_pg, publish, report,
+                          run_params, setting, validate_catalog)
+
+
+@dag(
+    dag_id="mrnet_retrain",
+    schedule=AssetOrTimeSchedule(  # weekly, and whenever the catalog asset is updated
+        timetable=CronTriggerTimetable(setting("retrain_cron", "0 2 * * 0"), timezone="UTC", run_immediately=False),
+        assets=CATALOG,
+    ),
+    params=run_params("Training epochs per PG model (empty: the config's train.epochs)."),
+    tags=["mrnet", "retrain"],
+    doc_md=__doc__,
+    **DAG_DEFAULTS,
+)
+def mrnet_retrain():
+    @task
+    def start(params=None, run_id=None) -> str:
+        from mrnet import flow
+
+        return flow.start_run(dict(params), run_id, "mrnet_retrain", "retrain")
+
+    @task
+    def build_corpus(run: str, catalog: str) -> str:
+        from mrnet import flow
+
+        return flow.corpus(run, catalog)
+
+    @task
+    def train_word2vec(run: str, corpus: str) -> str:
+        from mrnet import flow
+
+        return flow.word2vec(run, corpus)
+
+    @task
+    def plan_pgs(run: str) -> list[str]:
+        from mrnet import flow
+
+        return flow.plan(run)
+
+    @task(**GPU_TASK)
+    def train_pg(run: str, pg: str, catalog: str, vectors: str) -> str:
+        from mrnet import flow
+
+        return flow.train(run, pg, catalog, vectors)
+
+    @task_group
+    def pg(pg: str, run: str, catalog: str, vectors: str):
+        return embed_pg(run, train_pg(run, pg, catalog, vectors), catalog)
+
+    run = start()
+    catalog = validate_catalog(run)
+    vectors = train_word2vec(run, build_corpus(run, catalog))
+    embeddings = pg.partial(run=run, catalog=catalog, vectors=vectors).expand(pg=plan_pgs(run))
+    publish(run, report(run, embeddings))
+
+
+mrnet_retrain()

@@ -1,0 +1,274 @@
+"""Run-scoped stages: what the Airflow tasks (dags/) and ``mrnet run`` call, one function each.
+
+Every stage takes URIs and ids and returns a URI (``plan`` returns PG names), so XCom carries
+only strings. A run lives under ``<artifact_root>/runs/<run_id>/``; a retried task rewrites its
+own outputs atomically, and PG training resumes from its checkpoint there. Layout::
+
+    <artifact_root>/
+      runs/<run_id>/run.json             resolved config + params; every stage reads it
+      runs/<run_id>/catalog/…            validated catalog + quarantine
+      runs/<run_id>/models/<pg>/…        model.safetensors, ckpt.pt, metrics.json
+      runs/<run_id>/embeddings/<pg>.parquet
+      runs/<run_id>/stages/*.json        what each stage produced: URIs, stats, cache hit, seconds
+      runs/<run_id>/failures/<pg>.json   why a PG failed (its last attempt)
+      runs/<run_id>/summary.{md,json}, training_curves.png, release.json
+      cache/corpus/<key>/                keyed by a content hash of the catalog's title/description
+      cache/word2vec/<key>/              keyed by the corpus file's hash + word2vec settings
+      releases/current.json              the release consumers read; moved only by ``publish``
+      releases/<run_id>.json             every release ever published
+
+``mode`` is ``retrain`` (paper §3: corpus → word2vec → PG models) or ``refresh`` (paper §6:
+warm-start each PG model from the current release, fine-tune on refreshed dynamic labels).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mrnet import pipeline, storage
+from mrnet.config import Config, load_config
+
+log = logging.getLogger("mrnet.flow")
+PARAMS = {"config", "pgs", "epochs", "sample_fraction", "promote", "tiny", "overrides"}
+CORPUS_FORMAT = "corpus-v1"  # bump when tokenization or the corpus layout changes
+
+
+@dataclass(frozen=True)
+class Run:
+    uri: str
+    run_id: str
+    dag_id: str
+    mode: str
+    home: str
+    root: str
+    promote: bool
+    started: float
+    cfg: Config
+
+    def path(self, *parts: str) -> str:
+        return storage.join(self.root, *parts)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def safe_run_id(run_id: str) -> str:
+    """Airflow run ids hold ':' and '+'; keep them readable but path- and S3-safe."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_") or "run"
+
+
+def _absolute(path: str | None) -> str | None:
+    """Relative paths are relative to $MRNET_HOME (default: the working directory)."""
+    if path is None or storage.is_s3(path) or os.path.isabs(path):
+        return path
+    return str(Path(os.environ.get("MRNET_HOME", os.getcwd())) / path)
+
+
+def _overrides(params: dict, mode: str) -> list[str]:
+    out = list(params.get("overrides") or [])
+    if params.get("pgs"):
+        out.append(f"pgs={json.dumps(list(params['pgs']))}")
+    if params.get("epochs"):
+        out.append(f"{'refresh' if mode == 'refresh' else 'train'}.epochs={int(params['epochs'])}")
+    if params.get("sample_fraction"):
+        out.append(f"data.sample_fraction={float(params['sample_fraction'])}")
+    return out
+
+
+def start_run(params: dict, run_id: str, dag_id: str = "cli", mode: str = "retrain") -> str:
+    """Resolve config + params once for the whole run; write ``run.json``; return its URI."""
+    unknown = set(params) - PARAMS
+    if unknown:
+        raise ValueError(f"unknown run param(s) {sorted(unknown)}; known: {sorted(PARAMS)}")
+    cfg = load_config(_absolute(params.get("config") or "configs/demo.yaml"), _overrides(params, mode),
+                      tiny=bool(params.get("tiny")))
+    data = cfg.data.model_copy(update={k: _absolute(getattr(cfg.data, k))
+                                       for k in ("raw_dir", "pg_mapping", "catalog")})
+    home = _absolute(cfg.artifact_root)
+    root = storage.join(home, "runs", safe_run_id(run_id))
+    cfg = cfg.model_copy(update={"data": data, "artifact_root": root})
+    pipeline.pg_list(cfg)  # unknown PG names fail here, before any work
+    run = {"run_id": run_id, "dag_id": dag_id, "mode": mode, "home": home, "root": root,
+           "promote": bool(params.get("promote", True)), "params": params, "started": time.time(),
+           "started_at": _now(), "config": cfg.model_dump(mode="json")}
+    uri = storage.join(root, "run.json")
+    storage.write_text(uri, json.dumps(run, indent=2))
+    log.info("run %s (%s, %s): %s", run_id, dag_id, mode, root)
+    return uri
+
+
+@functools.lru_cache(maxsize=8)
+def load_run(run_uri: str) -> Run:
+    r = json.loads(storage.read_text(run_uri))
+    return Run(run_uri, r["run_id"], r["dag_id"], r["mode"], r["home"], r["root"], r["promote"],
+               r["started"], Config.model_validate(r["config"]))
+
+
+def _record(run: Run, stage: str, data: dict) -> None:
+    storage.write_text(run.path("stages", f"{stage}.json"), json.dumps(data, indent=2, default=str))
+
+
+def _stage(run: Run, stage: str) -> dict:
+    return json.loads(storage.read_text(run.path("stages", f"{stage}.json")))
+
+
+def validate(run_uri: str) -> str:
+    """Validate the run's catalog (defects → quarantine); return the clean catalog's URI."""
+    from mrnet.catalog import describe_quarantine
+
+    run, t0 = load_run(run_uri), time.perf_counter()
+    uri, quarantine = pipeline.validate_step(run.cfg)
+    log.info("[catalog] %s", describe_quarantine(quarantine))
+    _record(run, "validate", {"uri": uri, "quarantine": quarantine,
+                              "seconds": round(time.perf_counter() - t0, 2)})
+    return uri
+
+
+def text_hash(catalog_uri: str, columns=("title", "description")) -> str:
+    """Content hash of the text the corpus is built from: a price change keeps it."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(storage.local_path(catalog_uri))
+    names = [c for c in columns if c in parquet.schema_arrow.names]
+    digest = hashlib.sha256(json.dumps(names).encode())
+    for batch in parquet.iter_batches(batch_size=50_000, columns=names):
+        for column in batch.columns:
+            values = ("" if v is None else v for v in column.to_pylist())
+            digest.update("\x1f".join(values).encode("utf-8", "surrogateescape") + b"\x1e")
+    return digest.hexdigest()
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _cached(run: Run, kind: str, key: str, filename: str, build) -> str:
+    """Reuse ``cache/<kind>/<key>/`` when complete (its meta.json is written last), else build it."""
+    t0 = time.perf_counter()
+    entry = storage.join(run.home, "cache", kind, key)
+    out, marker = storage.join(entry, filename), storage.join(entry, "meta.json")
+    hit = storage.exists(marker) and storage.exists(out)
+    if hit:
+        meta = json.loads(storage.read_text(marker))
+        log.info("[%s] cache hit %s (built by run %s): inputs unchanged, not rebuilt", kind, key, meta["built_by"])
+    else:
+        _, stats = build(out)
+        meta = {"key": key, "stats": stats, "built_by": run.run_id, "created": _now()}
+        storage.write_text(marker, json.dumps(meta, indent=2))
+        log.info("[%s] cache miss %s: built %s", kind, key, stats)
+    _record(run, kind, {"uri": out, "key": key, "cache_hit": hit, "stats": meta["stats"],
+                        "seconds": round(time.perf_counter() - t0, 2)})
+    return out
+
+
+def corpus(run_uri: str, catalog_uri: str) -> str:
+    """Tokenized corpus, keyed by the catalog's text content."""
+    from mrnet.corpus import build_corpus
+
+    run = load_run(run_uri)
+    key = _key(CORPUS_FORMAT, text_hash(catalog_uri))
+    return _cached(run, "corpus", key, "corpus.txt",
+                   lambda out: build_corpus(catalog_uri, out, progress=run.cfg.train.progress))
+
+
+def word2vec(run_uri: str, corpus_uri: str) -> str:
+    """Word vectors, keyed by the corpus file and the settings (not the worker count)."""
+    from mrnet.word2vec import train_word2vec
+
+    run = load_run(run_uri)
+    settings = run.cfg.word2vec.model_dump(exclude={"workers"})
+    key = _key(storage.sha256_file(storage.local_path(corpus_uri)), settings)
+    return _cached(run, "word2vec", key, "vectors.bin",
+                   lambda out: train_word2vec(corpus_uri, run.cfg.word2vec, out, progress=run.cfg.train.progress))
+
+
+@functools.lru_cache(maxsize=2)
+def _catalog(uri: str):
+    from mrnet.catalog import read_catalog
+
+    return read_catalog(uri)
+
+
+@functools.lru_cache(maxsize=2)
+def _vectors(uri: str):
+    from mrnet.word2vec import load_vectors
+
+    return load_vectors(uri)
+
+
+def plan(run_uri: str) -> list[str]:
+    """The PGs this run trains (retrain) or refreshes (those of the base release)."""
+    run = load_run(run_uri)
+    pgs = pipeline.pg_list(run.cfg)
+    if run.mode == "refresh":
+        base = json.loads(storage.read_text(run.path("base_release.json")))
+        missing = [pg for pg in pgs if pg not in base["models"]]
+        if run.cfg.pgs and missing:
+            raise ValueError(f"PG(s) {missing} are not in base release {base['release']}; run mrnet_retrain")
+        pgs = [pg for pg in pgs if pg in base["models"]]
+    _record(run, "plan", {"pgs": pgs})
+    return pgs
+
+
+@contextmanager
+def _pg_stage(run: Run, pg: str, stage: str):
+    """Time one PG stage; on failure leave ``failures/<pg>.json`` (the report names it) and re-raise."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    except Exception as exc:
+        storage.write_text(run.path("failures", f"{pg}.json"), json.dumps(
+            {"pg": pg, "stage": stage, "error": f"{type(exc).__name__}: {exc}", "at": _now(),
+             "traceback": traceback.format_exc()[-4000:]}, indent=2))
+        log.error("[%s] %s failed: %s: %s", pg, stage, type(exc).__name__, exc)
+        raise
+    _record(run, f"{stage}-{pg}", {"pg": pg, "seconds": round(time.perf_counter() - t0, 2)})
+
+
+def train(run_uri: str, pg: str, catalog_uri: str, vectors_uri: str) -> str:
+    """Train one PG model (resuming from this run's checkpoint on a retry)."""
+    run = load_run(run_uri)
+    with _pg_stage(run, pg, "train"):
+        words, vectors = _vectors(vectors_uri)
+        uri, report = pipeline._train(run.cfg, pg, _catalog(catalog_uri), words, vectors)
+    resumed = report["resumed_from_epoch"]
+    log.info("[%s] trained: %s train / %s val products, %s epochs%s", pg, report["n_train"], report["n_val"],
+             len(report["history"]), f" (resumed after epoch {resumed})" if resumed else "")
+    return uri
+
+
+def refresh(run_uri: str, pg: str, catalog_uri: str, base_release_uri: str) -> str:
+    """Warm-start the PG's released model and fine-tune it on refreshed dynamic labels (§6)."""
+    from mrnet.refresh import refresh_pg
+
+    run = load_run(run_uri)
+    base = json.loads(storage.read_text(base_release_uri))["models"][pg]["uri"]
+    with _pg_stage(run, pg, "train"):
+        uri, report = refresh_pg(run.cfg, pg, _catalog(catalog_uri), base, run.path("models", pg))
+    log.info("[%s] refreshed from %s: %s epochs, re-initialised heads %s", pg,
+             report["refreshed_from"]["version"], len(report["history"]), report["reinitialised_heads"])
+    return uri
+
+
+def embed(run_uri: str, model_uri: str, catalog_uri: str) -> str:
+    """Embed every catalog product of the model's PG → ``embeddings/<pg>.parquet``."""
+    from mrnet.model import read_meta
+
+    run = load_run(run_uri)
+    pg = read_meta(model_uri)["pg"]
+    with _pg_stage(run, pg, "embed"):
+        uri, stats = pipeline._embed(run.cfg, model_uri, _catalog(catalog_uri), pg)
+    log.info("[%s] embedded %s products → %s", pg, stats["products"], uri)
+    return uri

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make airflow`: Airflow standalone (API server + UI, scheduler, DAG processor, triggerer) on
+# localhost, with the project's dags/ and SQLite under $AIRFLOW_HOME. Prints the UI address and
+# the login once the API server answers; Ctrl-C stops everything.
+set -euo pipefail
+: "${AIRFLOW_HOME:?run through make airflow}"
+port="${AIRFLOW_PORT:-8080}"
+export AIRFLOW__API__PORT="$port"
+export AIRFLOW__API__BASE_URL="http://localhost:$port"
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:-admin:admin}"
+log="$AIRFLOW_HOME/standalone.log"
+airflow standalone > "$log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' INT TERM EXIT
+echo "starting airflow standalone (log: $log) ..."
+for _ in $(seq 1 120); do
+  if curl -fsS "http://localhost:$port/api/v2/monitor/health" > /dev/null 2>&1; then
+    passwords="$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
+    echo
+    echo "  Airflow UI:  http://localhost:$port"
+    echo "  login:       admin / $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin"])' "$passwords" 2>/dev/null || echo "(see $passwords)")"
+    echo "  DAGs:        mrnet_retrain (Trigger → params form), mrnet_refresh_dynamic"
+    echo
+    echo "Ctrl-C stops it."
+    wait $pid
+    exit $?
+  fi
+  kill -0 $pid 2>/dev/null || { tail -40 "$log"; exit 1; }
+  sleep 1
+done
+echo "airflow standalone did not answer on port $port within 120 s; see $log" >&2
+exit 1

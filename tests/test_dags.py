@@ -1,0 +1,255 @@
+"""The Airflow DAGs: parse time, structure, params, and full `airflow dags test` runs on a tiny fixture.
+
+Airflow reads its config when first imported, so this module points AIRFLOW_HOME at a
+throwaway folder before importing it; the full runs use the `airflow` CLI in subprocesses
+with a migrated SQLite database (the embedded default).
+"""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import RAW, REPO
+
+DAGS = REPO / "dags"
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="mrnet-airflow-"))
+ENV = {"AIRFLOW_HOME": str(AIRFLOW_HOME), "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+       "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__MRNET__RETRY_DELAY_SECONDS": "0",
+       "MRNET_HOME": str(REPO)}
+os.environ.update(ENV)
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+PGS = ["watches", "beverages", "automotive"]
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import BundleDagBag
+
+    return BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS)  # as the DAG processor loads a bundle
+
+
+def test_dagbag_has_both_dags_and_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert {"mrnet_retrain", "mrnet_refresh_dynamic"} <= set(dagbag.dag_ids)
+
+
+@pytest.mark.parametrize("name", ["mrnet_retrain", "mrnet_refresh_dynamic"])
+def test_dag_file_parses_fast_without_heavy_imports(name):
+    code = (
+        "import sys, time, importlib.util\n"
+        "import airflow.sdk, airflow.sdk.definitions.decorators  # the DAG processor has these loaded\n"
+        f"sys.path.insert(0, {str(DAGS)!r})\n"
+        "t0 = time.perf_counter()\n"
+        f"spec = importlib.util.spec_from_file_location('d', {str(DAGS / (name + '.py'))!r})\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(time.perf_counter() - t0)\n"
+        "print(sorted(m for m in ('torch', 'pandas', 'gensim', 'mrnet', 'numpy', 'sklearn') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=os.environ | ENV, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seconds, heavy = out.stdout.strip().splitlines()[-2:]
+    assert float(seconds) < 1.0, f"{name} took {seconds} s to parse"
+    assert heavy == "[]", f"{name} imports {heavy} at parse time"
+
+
+def test_dag_files_import_only_pendulum_and_airflow_sdk():
+    for path in DAGS.glob("*.py"):
+        tops = [line for line in path.read_text().splitlines() if line.startswith(("import ", "from "))]
+        for line in tops:
+            module = line.split()[1]
+            assert module in ("pendulum", "airflow.sdk", "mrnet_common"), f"{path.name}: {line}"
+
+
+def _task(dag, task_id):
+    return dag.get_task(task_id)
+
+
+def test_retrain_structure(dagbag):
+    dag = dagbag.dags["mrnet_retrain"]
+    assert set(dag.task_ids) == {"start", "validate_catalog", "build_corpus", "train_word2vec", "plan_pgs",
+                                 "pg.train_pg", "pg.embed_pg", "report", "publish"}
+    chain = ["start", "validate_catalog", "build_corpus", "train_word2vec", "pg.train_pg", "pg.embed_pg",
+             "report", "publish"]
+    for up, down in zip(chain, chain[1:]):
+        assert down in _task(dag, up).downstream_task_ids, (up, down)
+    assert "pg.train_pg" in _task(dag, "plan_pgs").downstream_task_ids
+    _check_common(dag, "pg.train_pg")
+    schedule = dag.timetable
+    assert type(schedule).__name__ == "AssetOrTimeSchedule"
+    assert schedule.timetable.expression == "0 2 * * 0"
+    assert schedule.asset_condition.name == "mrnet_catalog"
+
+
+def test_refresh_structure(dagbag):
+    dag = dagbag.dags["mrnet_refresh_dynamic"]
+    assert set(dag.task_ids) == {"start", "pin_base_release", "validate_catalog", "plan_pgs",
+                                 "pg.refresh_pg", "pg.embed_pg", "report", "publish"}
+    for up, down in [("start", "pin_base_release"), ("pin_base_release", "plan_pgs"), ("plan_pgs", "pg.refresh_pg"),
+                     ("validate_catalog", "pg.refresh_pg"), ("pg.refresh_pg", "pg.embed_pg"),
+                     ("pg.embed_pg", "report"), ("report", "publish")]:
+        assert down in _task(dag, up).downstream_task_ids, (up, down)
+    _check_common(dag, "pg.refresh_pg")
+    assert dag.timetable.expression == "0 2 * * 3"
+
+
+def _check_common(dag, train_id):
+    assert dag.catchup is False and dag.max_active_runs == 1
+    for task_id in (train_id, "pg.embed_pg"):
+        task = _task(dag, task_id)
+        assert task.queue == "gpu" and task.pool == "gpu", task_id
+        assert task.get_closest_mapped_task_group() is not None  # one instance per PG
+        assert task.execution_timeout.total_seconds() == 240 * 60
+    assert _task(dag, "start").retries == 2 and _task(dag, "start").execution_timeout.total_seconds() == 3600
+    assert _task(dag, "report").trigger_rule == "all_done" and _task(dag, "report").retries == 0
+    assert _task(dag, "publish").trigger_rule == "all_success"
+    assert set(dag.params) == {"config", "pgs", "epochs", "sample_fraction", "promote", "tiny", "overrides"}
+    assert dag.params["promote"] is True and dag.params["pgs"] == []
+
+
+def test_queue_and_pool_come_from_airflow_config():
+    code = ("from pathlib import Path\nfrom airflow.dag_processing.dagbag import BundleDagBag\n"
+            f"bag = BundleDagBag(dag_folder={str(DAGS)!r}, bundle_path=Path({str(DAGS)!r}))\n"
+            "t = bag.dags['mrnet_retrain'].get_task('pg.train_pg')\n"
+            "print(t.queue, t.pool)\n")
+    env = os.environ | ENV | {"AIRFLOW__MRNET__GPU_QUEUE": "h200", "AIRFLOW__MRNET__GPU_POOL": "gpus8"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split()[-2:] == ["h200", "gpus8"], out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("conf, message", [
+    ({"epochs": 0}, "epochs"),
+    ({"sample_fraction": 1.5}, "sample_fraction"),
+    ({"pgs": "watches"}, "pgs"),
+    ({"pgs": ["Watches!"]}, "pgs"),
+    ({"config": "configs/demo.txt"}, "config"),
+    ({"overrides": ["no equals sign"]}, "overrides"),
+    ({"promote": "yes"}, "promote"),
+])
+def test_bad_params_are_rejected(dagbag, conf, message):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    for dag_id in ("mrnet_retrain", "mrnet_refresh_dynamic"):
+        params = copy.deepcopy(dagbag.dags[dag_id].params)
+        with pytest.raises(ParamValidationError, match=f"Invalid input for param {message}"):
+            params.update(conf)  # what the trigger form and `airflow dags trigger/test -c` do
+            params.validate()
+
+
+def test_good_params_validate(dagbag):
+    params = copy.deepcopy(dagbag.dags["mrnet_retrain"].params)
+    params.update({"pgs": ["watches"], "epochs": 3, "sample_fraction": 0.1, "promote": False})
+    assert params.validate()["epochs"] == 3
+
+
+# ---------------------------------------------------------------- full runs (airflow dags test)
+
+@pytest.fixture(scope="module")
+def airflow_db():
+    for cmd in (["db", "migrate"], ["pools", "set", "gpu", "1", "GPU slots"]):
+        out = subprocess.run([AIRFLOW, *cmd], env=os.environ | ENV, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return AIRFLOW_HOME
+
+
+@pytest.fixture(scope="module")
+def fixture_catalog(tmp_path_factory, raw_catalog):
+    df = pd.read_parquet(raw_catalog)
+    out = tmp_path_factory.mktemp("fixture") / "catalog.parquet"
+    df[df.product_group.isin(PGS)].groupby("product_group").head(150).to_parquet(out, index=False)
+    return out
+
+
+def _conf(home, catalog, **extra) -> dict:
+    return {"tiny": True, "pgs": PGS, "overrides": [f"artifact_root={home}", f"data.catalog={catalog}",
+                                                    f"data.raw_dir={RAW}", "train.threads=1"]} | extra
+
+
+def dags_test(dag_id: str, conf: dict, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)], env=os.environ | ENV | (env or {}),
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+
+
+def _runs(home: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in (home / "runs").glob("*/run.json")}
+
+
+def _stage(home, run_dir, name):
+    return json.loads((home / "runs" / run_dir / "stages" / f"{name}.json").read_text())
+
+
+def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, tmp_path):
+    home = tmp_path / "home"
+    first = dags_test("mrnet_retrain", _conf(home, fixture_catalog))
+    assert first.returncode == 0, first.stdout[-4000:]
+    (run1,) = _runs(home)
+    current = json.loads((home / "releases" / "current.json").read_text())
+    assert current["dag_id"] == "mrnet_retrain" and set(current["models"]) == set(PGS)
+    assert _stage(home, run1, "corpus")["cache_hit"] is False
+
+    df = pd.read_parquet(fixture_catalog)
+    df["price"] *= 2
+    refreshed_catalog = tmp_path / "refreshed.parquet"
+    df.to_parquet(refreshed_catalog, index=False)
+    refresh = dags_test("mrnet_refresh_dynamic", _conf(home, refreshed_catalog))
+    assert refresh.returncode == 0, refresh.stdout[-4000:]
+    current = json.loads((home / "releases" / "current.json").read_text())
+    assert current["mode"] == "refresh" and current["base_release"] == _runs(home)[run1]["run_id"]
+
+    # same catalog again, plus a PG with no products: corpus + word2vec come from the cache,
+    # the good PGs finish, the run fails naming the bad one, and the release does not move
+    third = dags_test("mrnet_retrain", _conf(home, fixture_catalog, pgs=["watches", "jewellery"]))
+    assert third.returncode != 0
+    assert "1 of 2 PG(s) failed: ['jewellery']" in third.stdout + third.stderr
+    assert "mrnet: task pg.train_pg[1] of mrnet_retrain" in third.stdout + third.stderr  # failure callback
+    (run3,) = set(_runs(home)) - {run1} - {r for r, v in _runs(home).items() if v["mode"] == "refresh"}
+    for stage in ("corpus", "word2vec"):
+        assert _stage(home, run3, stage)["cache_hit"] is True
+        assert _stage(home, run3, stage)["uri"] == _stage(home, run1, stage)["uri"]
+    assert (home / "runs" / run3 / "embeddings" / "watches.parquet").exists()
+    assert json.loads((home / "releases" / "current.json").read_text()) == current
+
+
+RESUME_DRIVER = """
+import json, sys
+from pathlib import Path
+import mrnet.train as T
+from airflow.dag_processing.dagbag import BundleDagBag
+
+save = T.save_checkpoint
+def fail_once_after_epoch_1(obj, uri):
+    save(obj, uri)
+    if obj["epoch"] == 1 and "/watches/" in uri and not getattr(T, "_failed", False):
+        T._failed = True
+        raise RuntimeError("injected worker crash after the epoch-1 checkpoint")
+T.save_checkpoint = fail_once_after_epoch_1
+dag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=Path(sys.argv[1])).get_dag("mrnet_retrain")
+run = dag.test(run_conf=json.loads(sys.argv[2]))
+print("RUN STATE", run.state)
+"""
+
+
+def test_retried_pg_task_resumes_from_its_checkpoint(airflow_db, fixture_catalog, tmp_path):
+    home = tmp_path / "home"
+    conf = _conf(home, fixture_catalog, pgs=["watches"], epochs=2)
+    out = subprocess.run([sys.executable, "-c", RESUME_DRIVER, str(DAGS), json.dumps(conf)],
+                         env=os.environ | ENV, capture_output=True, text=True, timeout=600, cwd=REPO)
+    log = out.stdout + out.stderr
+    assert "RUN STATE success" in log, log[-4000:]
+    assert "injected worker crash" in log and "(will retry)" in log
+    assert "resuming from" in log and "(epoch 1)" in log
+    (run,) = _runs(home)
+    metrics = json.loads((home / "runs" / run / "models" / "watches" / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == 1 and [h["epoch"] for h in metrics["history"]] == [1, 2]
+
+
+def test_dags_test_cli_refuses_a_bad_param(airflow_db):
+    out = dags_test("mrnet_retrain", {"sample_fraction": 2})
+    assert out.returncode != 0
+    assert "Invalid input for param sample_fraction: 2 is greater than the maximum of 1" in out.stdout + out.stderr

@@ -1,0 +1,152 @@
+"""Run-scoped stages without Airflow: run layout, content-hash cache, refresh, report, release."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from mrnet import flow, pipeline, release
+from mrnet.model import load_model
+from tests.conftest import RAW, REPO
+
+PGS = ["watches", "beverages", "automotive"]
+
+
+def _params(root, catalog=None, **extra):
+    overrides = [f"artifact_root={root}", f"data.raw_dir={RAW}", f"data.pg_mapping={REPO / 'configs/pg_mapping.yaml'}",
+                 "train.threads=1"] + ([f"data.catalog={catalog}"] if catalog else [])
+    return {"config": str(REPO / "configs/demo.yaml"), "tiny": True, "pgs": PGS, "overrides": overrides} | extra
+
+
+@pytest.fixture(scope="module")
+def fixture_catalog(tmp_path_factory, raw_catalog):
+    """3 PGs × 150 products of the real demo catalog."""
+    df = pd.read_parquet(raw_catalog)
+    df = df[df.product_group.isin(PGS)].groupby("product_group").head(150)
+    out = tmp_path_factory.mktemp("fixture") / "catalog.parquet"
+    df.to_parquet(out, index=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory, fixture_catalog):
+    """One full local retrain, published: (home, summary)."""
+    home = tmp_path_factory.mktemp("home")
+    summary = pipeline.run(_params(home, fixture_catalog), run_id="manual__2026-01-01T00:00:00+00:00")
+    return home, summary
+
+
+def test_run_is_scoped_and_published(released):
+    home, summary = released
+    root = home / "runs" / "manual__2026-01-01T00_00_00_00_00"
+    assert summary["artifact_root"] == str(root) and not summary["failed"]
+    current = json.loads((home / "releases" / "current.json").read_text())
+    assert current["release"] == "manual__2026-01-01T00:00:00+00:00"
+    assert set(current["models"]) == set(PGS)
+    for pg in PGS:
+        assert current["models"][pg]["uri"] == str(root / "models" / pg / "model.safetensors")
+        assert len(pd.read_parquet(current["embeddings"][pg])) > 0
+    run = json.loads((root / "run.json").read_text())
+    assert run["config"]["artifact_root"] == str(root) and run["params"]["pgs"] == PGS
+
+
+def test_unchanged_text_reuses_corpus_and_word2vec(released, fixture_catalog, tmp_path):
+    home, first = released
+    df = pd.read_parquet(fixture_catalog)
+    df["price"] = df["price"] * 1.25  # a dynamic signal changes; the text does not
+    changed = tmp_path / "prices.parquet"
+    df.to_parquet(changed, index=False)
+    run_uri = flow.start_run(_params(home, changed), "second", mode="retrain")
+    catalog = flow.validate(run_uri)
+    corpus = flow.corpus(run_uri, catalog)
+    vectors = flow.word2vec(run_uri, corpus)
+    assert corpus == first["corpus"]["uri"] and vectors == first["word2vec"]["uri"]
+    stages = home / "runs" / "second" / "stages"
+    assert json.loads((stages / "corpus.json").read_text())["cache_hit"] is True
+    assert json.loads((stages / "word2vec.json").read_text())["cache_hit"] is True
+    df.loc[df.index[0], "title"] = "a brand new title about teapots"
+    df.to_parquet(changed, index=False)
+    run_uri = flow.start_run(_params(home, changed), "third", mode="retrain")
+    assert flow.corpus(run_uri, flow.validate(run_uri)) != corpus  # new text → new cache entry
+
+
+def test_refresh_warm_starts_and_refits_dynamic_tasks_only(released, fixture_catalog, tmp_path):
+    home, first = released
+    df = pd.read_parquet(fixture_catalog)
+    df["price"] = df["price"] * 3.0
+    changed = tmp_path / "prices.parquet"
+    df.to_parquet(changed, index=False)
+    summary = pipeline.run(_params(home, changed, promote=False), run_id="refresh-1", mode="refresh")
+    assert not summary["failed"]
+    base, base_meta = load_model(first["pgs"]["beverages"]["model"])
+    new, meta = load_model(summary["pgs"]["beverages"]["model"])
+    old_tasks = {t["name"]: t for t in base_meta["tasks"]}
+    new_tasks = {t["name"]: t for t in meta["tasks"]}
+    assert new_tasks["subcategory"] == old_tasks["subcategory"]        # static: kept
+    assert new_tasks["price"]["mean"] != old_tasks["price"]["mean"]     # dynamic: re-fitted
+    assert meta["vocab"] == base_meta["vocab"]
+    assert torch.equal(new.words.weight, base.words.weight)           # word vectors carried over
+    assert not torch.equal(new.lstm.weight_hh_l0, base.lstm.weight_hh_l0)  # fine-tuned
+    assert meta["refreshed_from"]["model"] == first["pgs"]["beverages"]["model"]
+    current = json.loads((home / "releases" / "current.json").read_text())
+    assert current["release"] != "refresh-1"  # promote=false keeps the current release
+
+
+def test_refresh_without_a_release_says_what_to_do(tmp_path, fixture_catalog):
+    with pytest.raises(FileNotFoundError, match="run mrnet_retrain"):
+        pipeline.run(_params(tmp_path, fixture_catalog), run_id="r", mode="refresh")
+
+
+def test_failed_pg_is_named_and_nothing_is_published(released, fixture_catalog):
+    home, _ = released
+    before = (home / "releases" / "current.json").read_text()
+    with pytest.raises(RuntimeError, match=r"1 of 2 PG\(s\) failed: \['jewellery'\].*no products"):
+        pipeline.run(_params(home, fixture_catalog, pgs=["watches", "jewellery"]), run_id="partial")
+    summary = json.loads((home / "runs" / "partial" / "summary.json").read_text())
+    assert list(summary["pgs"]) == ["watches"] and list(summary["failed"]) == ["jewellery"]
+    assert (home / "releases" / "current.json").read_text() == before
+
+
+def test_stale_refresh_does_not_overwrite_a_newer_release(released, fixture_catalog):
+    home, _ = released
+    run_uri = flow.start_run(_params(home, fixture_catalog, pgs=["watches"]), "stale", mode="refresh")
+    release.base_release(run_uri)
+    current = home / "releases" / "current.json"
+    saved = current.read_text()
+    current.write_text(json.dumps(json.loads(saved) | {"release": "published-meanwhile"}))
+    try:
+        catalog = flow.validate(run_uri)
+        flow.plan(run_uri)
+        model = flow.refresh(run_uri, "watches", catalog, str(home / "runs" / "stale" / "base_release.json"))
+        summary = release.report(run_uri, flow.embed(run_uri, model, catalog))
+        with pytest.raises(RuntimeError, match="published-meanwhile.*not overwriting"):
+            release.publish(run_uri, summary)
+    finally:
+        current.write_text(saved)
+
+
+def test_start_run_rejects_bad_params(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown run param\(s\) \['epoch'\]"):
+        flow.start_run({"epoch": 3}, "x")
+    with pytest.raises(ValueError, match=r"unknown PG\(s\) \['atlantis'\]"):
+        flow.start_run(_params(tmp_path, pgs=["atlantis"]), "x")
+
+
+def test_params_become_overrides(tmp_path):
+    run = flow.load_run(flow.start_run(_params(tmp_path, epochs=7, sample_fraction=0.5), "p"))
+    assert run.cfg.train.epochs == 7 and run.cfg.data.sample_fraction == 0.5 and run.cfg.pgs == PGS
+    refresh = flow.load_run(flow.start_run(_params(tmp_path, epochs=3), "q", mode="refresh"))
+    assert refresh.cfg.refresh.epochs == 3
+    assert flow.safe_run_id("scheduled__2026-11-22T02:00:00+00:00") == "scheduled__2026-11-22T02_00_00_00_00"
+
+
+def test_sample_fraction_is_per_pg_and_stable():
+    from mrnet.catalog import sample_per_pg
+
+    df = pd.DataFrame({"product_id": [f"p{i}" for i in range(300)], "product_group": ["a"] * 200 + ["b"] * 100})
+    half = sample_per_pg(df, None, 13, 0.5)
+    assert half.product_group.value_counts().to_dict() == {"a": 100, "b": 50}
+    assert set(sample_per_pg(df, None, 13, 0.25).product_id) <= set(half.product_id)  # nested samples
+    assert len(sample_per_pg(df, 30, 13, 0.5)) == 60
+
