@@ -21,7 +21,7 @@ from mrnet_common import (DAG_DEFAULTS, GPU_TASK, embed_pg, publish, report, run
 
 @dag(
     dag_id="mrnet_refresh_dynamic",
-    schedule=CronTriggerTimetable(setting("refresh_cron", "0 2 * * 3"), timezone="UTC", run_immediately=False),
+    schedule=CronTriggerTimetable(setting("refresh_cron", "0 2 * * 3"), timezone="UTC"),
     params=run_params("Fine-tuning epochs per PG model (empty: the config's refresh.epochs)."),
     tags=["mrnet", "refresh"],
     doc_md=__doc__,

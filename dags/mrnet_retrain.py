@@ -21,7 +21,7 @@ from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, embed_pg, publish, re
 @dag(
     dag_id="mrnet_retrain",
     schedule=AssetOrTimeSchedule(  # weekly, and whenever the catalog asset is updated
-        timetable=CronTriggerTimetable(setting("retrain_cron", "0 2 * * 0"), timezone="UTC", run_immediately=False),
+        timetable=CronTriggerTimetable(setting("retrain_cron", "0 2 * * 0"), timezone="UTC"),
         assets=CATALOG,
     ),
     params=run_params("Training epochs per PG model (empty: the config's train.epochs)."),

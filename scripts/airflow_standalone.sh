@@ -11,7 +11,7 @@ export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="${AIRFLOW__CORE__SIMPLE_AUTH_MA
 log="$AIRFLOW_HOME/standalone.log"
 airflow standalone > "$log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' INT TERM EXIT
+trap 'kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null' INT TERM EXIT  # SIGINT: standalone stops its components
 echo "starting airflow standalone (log: $log) ..."
 for _ in $(seq 1 120); do
   if curl -fsS "http://localhost:$port/api/v2/monitor/health" > /dev/null 2>&1; then

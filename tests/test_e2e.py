@@ -10,12 +10,15 @@ from tests.conftest import RAW, REPO, TINY_PGS
 
 
 def test_mrnet_run_tiny_end_to_end(tmp_path):
-    root = tmp_path / "run"
-    cmd = [sys.executable, "-m", "mrnet", "run", "--tiny", "--set", f"artifact_root={root}",
+    home = tmp_path / "home"
+    root = home / "runs" / "smoke"
+    cmd = [sys.executable, "-m", "mrnet", "run", "--tiny", "--run-id", "smoke", "--set", f"artifact_root={home}",
            "--set", f"data.raw_dir={RAW}", "--set", f"pgs={TINY_PGS}"]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "3 PG models trained, 0 failed" in result.stdout
+    assert "3 PG models trained, 0 failed" in result.stderr  # the summary is logged
+    assert f"run smoke: {root}" in result.stdout
+    assert json.loads((home / "releases" / "current.json").read_text())["release"] == "smoke"
     summary = json.loads((root / "summary.json").read_text())
     assert set(summary["pgs"]) == {"watches", "beverages", "automotive"}
     assert summary["quarantine"]["by_reason"]["unknown_pg"] > 0
@@ -25,6 +28,9 @@ def test_mrnet_run_tiny_end_to_end(tmp_path):
         assert len(pd.read_parquet(root / "embeddings" / f"{pg}.parquet")) > 0
     assert (root / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (root / "catalog" / "quarantine.parquet").exists()
+    summary_cmd = [sys.executable, "-m", "mrnet", "summary", "--set", f"artifact_root={home}"]
+    shown = subprocess.run(summary_cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "| watches |" in shown.stdout and str(root) in shown.stdout
 
 
 def test_cli_reports_bad_config_without_a_traceback(tmp_path):
