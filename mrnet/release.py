@@ -68,6 +68,9 @@ def report(run_uri: str, embeddings) -> str:
 
     embeddings = [embeddings] if isinstance(embeddings, str) else list(embeddings or [])
     run = load_run(run_uri)
+    if _optional_stage(run, "validate") is None or _optional_stage(run, "plan") is None:
+        raise RuntimeError(f"run {run.run_id} stopped before its PGs ran: validate_catalog or plan_pgs did not "
+                           "finish (see that task's log); nothing published")
     pgs = _stage(run, "plan")["pgs"]
     log.info("report: %d embedding file(s) from the PG tasks: %s", len(embeddings), embeddings)
     done = {uri.rsplit("/", 1)[-1].removesuffix(".parquet") for uri in embeddings if storage.exists(uri)}

@@ -126,6 +126,12 @@ def test_stale_refresh_does_not_overwrite_a_newer_release(released, fixture_cata
         current.write_text(saved)
 
 
+def test_report_after_an_early_failure_says_where_it_stopped(tmp_path):
+    run_uri = flow.start_run(_params(tmp_path), "early")
+    with pytest.raises(RuntimeError, match="stopped before its PGs ran: validate_catalog or plan_pgs"):
+        release.report(run_uri, [])
+
+
 def test_start_run_rejects_bad_params(tmp_path):
     with pytest.raises(ValueError, match=r"unknown run param\(s\) \['epoch'\]"):
         flow.start_run({"epoch": 3}, "x")
