@@ -126,3 +126,10 @@ def publish(run: str, summary: str) -> str:
     from mrnet import release
 
     return release.publish(run, summary)
+
+
+@task
+def promotion_gate(run: str, release_manifest: str) -> str:
+    from mrnet import release
+
+    return release.promote(run, release_manifest)

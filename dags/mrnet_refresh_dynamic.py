@@ -15,8 +15,8 @@ model's vocabulary and task list; changing those takes a full retrain.
 
 from airflow.sdk import CronTriggerTimetable, dag, task, task_group
 
-from mrnet_common import (DAG_DEFAULTS, GPU_TASK, embed_pg, publish, report, run_params, setting,
-                          validate_catalog)
+from mrnet_common import (DAG_DEFAULTS, GPU_TASK, embed_pg, promotion_gate, publish, report, run_params,
+                          setting, validate_catalog)
 
 
 @dag(
@@ -60,7 +60,7 @@ def mrnet_refresh_dynamic():
     base = pin_base_release(run)
     catalog = validate_catalog(run)
     embeddings = pg.partial(run=run, catalog=catalog, base=base).expand(pg=plan_pgs(run, base))
-    publish(run, report(run, embeddings))
+    promotion_gate(run, publish(run, report(run, embeddings)))
 
 
 mrnet_refresh_dynamic()

@@ -14,7 +14,7 @@ reused from the cache when the catalog text and the settings are unchanged.
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task, task_group
 
-from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, embed_pg, publish, report,
+from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, embed_pg, promotion_gate, publish, report,
                           run_params, setting, validate_catalog)
 
 
@@ -68,7 +68,7 @@ def mrnet_retrain():
     catalog = validate_catalog(run)
     vectors = train_word2vec(run, build_corpus(run, catalog))
     embeddings = pg.partial(run=run, catalog=catalog, vectors=vectors).expand(pg=plan_pgs(run))
-    publish(run, report(run, embeddings))
+    promotion_gate(run, publish(run, report(run, embeddings)))
 
 
 mrnet_retrain()

@@ -31,6 +31,12 @@ def _cmd_run(cfg: Config, args) -> None:
     print(f"run {summary['run_id']}: {summary['artifact_root']}")
 
 
+def _cmd_compare(cfg: Config, args) -> None:
+    from mrnet.release import compare
+
+    print(compare(cfg))
+
+
 def _cmd_summary(cfg: Config, args) -> None:
     """Print the summary of a run (default: the newest run under artifact_root)."""
     runs = storage.join(cfg.artifact_root, "runs")
@@ -75,10 +81,23 @@ def _cmd_train(cfg: Config, args) -> None:
     print(json.dumps({k: last.get(k) for k in ("epoch", "seconds", "titles_per_s")}), uri, sep="\n")
 
 
+def _champion_model(cfg: Config, pg: str) -> str:
+    """The PG's champion: ``models:/<prefix>-<pg>@champion`` with tracking, else releases/current.json."""
+    if cfg.tracking.enabled:
+        return f"models:/{cfg.tracking.registry_prefix}-{pg}@champion"
+    current = json.loads(storage.read_text(_root(cfg, "releases", "current.json")))
+    return current["models"][pg]["uri"]
+
+
 def _cmd_embed(cfg: Config, args) -> None:
     from mrnet.embed import embed_cold_start
 
-    model = args.model or _root(cfg, "models", args.pg, "model.safetensors")
+    model = args.model or _champion_model(cfg, args.pg)
+    if model.startswith("models:/"):
+        from mrnet import tracking
+        from mrnet.flow import _absolute
+
+        model = tracking.resolve_model(tracking.tracking_uri(cfg, _absolute(cfg.artifact_root)), model)
     if args.titles:
         print(embed_cold_start(model, args.titles, args.out or args.titles.rsplit(".", 1)[0] + ".emb.parquet",
                                cfg.embed.batch_size))
@@ -101,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--run-id", help="default: local__<UTC time>")
         p.add_argument("--no-promote", action="store_true", help="record the release, keep the current one")
         p.set_defaults(fn=_cmd_run)
+    sub.add_parser("compare", parents=[common], help="challenger vs champion, as the promotion gate sees them"
+                   ).set_defaults(fn=_cmd_compare)
     p = sub.add_parser("summary", parents=[common], help="print a run's summary (default: newest run)")
     p.add_argument("--run", help="a run folder (…/runs/<run_id>)")
     p.set_defaults(fn=_cmd_summary)
@@ -124,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_train)
     p = sub.add_parser("embed", parents=[common], help="embed a PG's catalog products, or new titles")
     p.add_argument("--pg", required=True)
-    p.add_argument("--model", help="model.safetensors (default: the PG's model under artifact_root)")
+    p.add_argument("--model", help="model.safetensors or models:/mrnet-<pg>@<alias> "
+                                   "(default: the PG's champion)")
     p.add_argument("--catalog")
     p.add_argument("--titles", help="cold start: CSV with a 'title' column (optional 'product_id')")
     p.add_argument("--out")

@@ -132,6 +132,31 @@ class RefreshConfig(_Frozen):
     tasks: Literal["all", "dynamic"] = "all"
 
 
+class TrackingConfig(_Frozen):
+    """MLflow tracking + model registry (tracking.py is the only module that imports mlflow).
+
+    ``uri`` null: $MLFLOW_TRACKING_URI if set, else ``sqlite:///<artifact_root>/mlflow.db``
+    (the embedded default); production points it at the MLflow server. Registered models are
+    ``<prefix>-<pg>`` (one per PG encoder) and ``<prefix>-release`` (the release manifests)."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "mrnet"
+    registry_prefix: str = "mrnet"
+    log_weights: bool = True  # copy each model.safetensors into its MLflow run's artifacts
+
+
+class GateConfig(_Frozen):
+    """Champion/challenger promotion gate (gate.py), on normalized validation losses (1.0 =
+    label-prior predictor): no (PG, task) loss may rise by more than ``tolerance``, and the
+    mean over all (PG, task) pairs may not rise by more than ``aggregate_tolerance``."""
+
+    tolerance: float = Field(default=0.03, ge=0.0)
+    aggregate_tolerance: float = Field(default=0.005, ge=0.0)  # "holds": within this of the champion
+    stability_sample: int = Field(default=400, ge=20)  # products per PG for k-NN overlap@k
+    stability_k: int = Field(default=10, ge=1)
+
+
 class EmbedConfig(_Frozen):
     batch_size: int = 8192
 
@@ -145,6 +170,8 @@ class Config(_Frozen):
     train: TrainConfig = TrainConfig()
     embed: EmbedConfig = EmbedConfig()
     refresh: RefreshConfig = RefreshConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    gate: GateConfig = GateConfig()
     tasks: list[TaskSpec]
 
     @model_validator(mode="after")
@@ -164,7 +191,7 @@ class Config(_Frozen):
         """Hash of what changes a PG model's training (resume key); run-only fields excluded:
         where artifacts go, which PGs run, progress bars, inference batch size."""
         tree = self.model_dump(mode="json", exclude={"artifact_root": True, "pgs": True, "embed": True,
-                                                     "train": {"progress"}})
+                                                     "tracking": True, "gate": True, "train": {"progress"}})
         return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -55,6 +55,7 @@ class Run:
     promote: bool
     started: float
     cfg: Config
+    mlflow: dict | None  # {uri, experiment_id, parent}: where this run is tracked; None = off
 
     def path(self, *parts: str) -> str:
         return storage.join(self.root, *parts)
@@ -100,20 +101,58 @@ def start_run(params: dict, run_id: str, dag_id: str = "cli", mode: str = "retra
     root = storage.join(home, "runs", safe_run_id(run_id))
     cfg = cfg.model_copy(update={"data": data, "artifact_root": root})
     pipeline.pg_list(cfg)  # unknown PG names fail here, before any work
+    tracked = _start_tracking(cfg, home, run_id, dag_id, mode) if cfg.tracking.enabled else None
     run = {"run_id": run_id, "dag_id": dag_id, "mode": mode, "home": home, "root": root,
            "promote": bool(params.get("promote", True)), "params": params, "started": time.time(),
-           "started_at": _now(), "config": cfg.model_dump(mode="json")}
+           "started_at": _now(), "mlflow": tracked, "config": cfg.model_dump(mode="json")}
     uri = storage.join(root, "run.json")
     storage.write_text(uri, json.dumps(run, indent=2))
     log.info("run %s (%s, %s): %s", run_id, dag_id, mode, root)
     return uri
 
 
+def _start_tracking(cfg: Config, home: str, run_id: str, dag_id: str, mode: str) -> dict:
+    """The MLflow parent run of this DAG run (found again by its tags on a retry)."""
+    from mrnet import tracking as tr
+
+    uri = tr.tracking_uri(cfg, home)
+    exp = tr.experiment_id(uri, cfg.tracking.experiment, home)
+    parent = tr.find_or_create_run(uri, exp, {"mrnet.run_id": run_id, "mrnet.kind": "parent"}, run_id, extra_tags={
+        "mrnet.dag_id": dag_id, "mrnet.mode": mode, "mrnet.git_commit": tr.git_commit(),
+        "mrnet.config_hash": cfg.hash()})
+    tr.log_params(uri, parent, cfg)
+    return {"uri": uri, "experiment_id": exp, "parent": parent}
+
+
 @functools.lru_cache(maxsize=8)
 def load_run(run_uri: str) -> Run:
     r = json.loads(storage.read_text(run_uri))
     return Run(run_uri, r["run_id"], r["dag_id"], r["mode"], r["home"], r["root"], r["promote"],
-               r["started"], Config.model_validate(r["config"]))
+               r["started"], Config.model_validate(r["config"]), r.get("mlflow"))
+
+
+def nested_run(run: Run, kind: str, key: str) -> str | None:
+    """The MLflow run of one stage (kind ``stage``) or PG (kind ``pg``), reattached on a retry."""
+    if not run.mlflow:
+        return None
+    from mrnet import tracking as tr
+
+    tags = {"mrnet.run_id": run.run_id, "mrnet.kind": kind, f"mrnet.{'pg' if kind == 'pg' else 'stage'}": key}
+    return tr.find_or_create_run(run.mlflow["uri"], run.mlflow["experiment_id"], tags, f"{kind}:{key}",
+                                 parent=run.mlflow["parent"])
+
+
+def track_stage(run: Run, stage: str, metrics: dict, artifacts: tuple[tuple[str, str], ...] = ()) -> None:
+    """Log one finished stage as a nested run: metrics + (uri, folder) artifacts."""
+    if not run.mlflow:
+        return
+    from mrnet import tracking as tr
+
+    uri, run_id = run.mlflow["uri"], nested_run(run, "stage", stage)
+    tr.log_metrics(uri, run_id, metrics)
+    for artifact, folder in artifacts:
+        tr.log_artifact(uri, run_id, artifact, folder)
+    tr.finish(uri, run_id)
 
 
 def _record(run: Run, stage: str, data: dict) -> None:
@@ -131,8 +170,16 @@ def validate(run_uri: str) -> str:
     run, t0 = load_run(run_uri), time.perf_counter()
     uri, quarantine = pipeline.validate_step(run.cfg)
     log.info("[catalog] %s", describe_quarantine(quarantine))
-    _record(run, "validate", {"uri": uri, "quarantine": quarantine,
-                              "seconds": round(time.perf_counter() - t0, 2)})
+    catalog_hash = storage.sha256_file(storage.local_path(quarantine["source_file"]))[:16]
+    seconds = round(time.perf_counter() - t0, 2)
+    _record(run, "validate", {"uri": uri, "quarantine": quarantine, "catalog_hash": catalog_hash, "seconds": seconds})
+    if run.mlflow:
+        from mrnet import tracking as tr
+
+        tr.set_tags(run.mlflow["uri"], run.mlflow["parent"], {"mrnet.catalog_hash": catalog_hash})
+    track_stage(run, "validate", {"seconds": seconds, "rows_in": quarantine["rows_in"],
+                                  "rows_quarantined": quarantine["rows_quarantined"], "rows_used": quarantine["rows_used"]},
+                ((run.path("catalog", "quarantine_summary.json"), "catalog"),))
     return uri
 
 
@@ -168,8 +215,10 @@ def _cached(run: Run, kind: str, key: str, filename: str, build) -> str:
         meta = {"key": key, "stats": stats, "built_by": run.run_id, "created": _now()}
         storage.write_text(marker, json.dumps(meta, indent=2))
         log.info("[%s] cache miss %s: built %s", kind, key, stats)
-    _record(run, kind, {"uri": out, "key": key, "cache_hit": hit, "stats": meta["stats"],
-                        "seconds": round(time.perf_counter() - t0, 2)})
+    seconds = round(time.perf_counter() - t0, 2)
+    _record(run, kind, {"uri": out, "key": key, "cache_hit": hit, "stats": meta["stats"], "seconds": seconds})
+    track_stage(run, kind, meta["stats"] | {"seconds": seconds, "cache_hit": float(hit)},
+                ((out, kind),) if kind == "word2vec" else ())
     return out
 
 
@@ -224,25 +273,59 @@ def plan(run_uri: str) -> list[str]:
 
 @contextmanager
 def _pg_stage(run: Run, pg: str, stage: str):
-    """Time one PG stage; on failure leave ``failures/<pg>.json`` (the report names it) and re-raise."""
+    """Time one PG stage in the PG's MLflow run (yielded: its id, or None); on failure leave
+    ``failures/<pg>.json`` (the report names it), mark the MLflow run FAILED and re-raise."""
     t0 = time.perf_counter()
+    mlflow_run = nested_run(run, "pg", pg)
     try:
-        yield
+        yield mlflow_run
     except Exception as exc:
         storage.write_text(run.path("failures", f"{pg}.json"), json.dumps(
             {"pg": pg, "stage": stage, "error": f"{type(exc).__name__}: {exc}", "at": _now(),
              "traceback": traceback.format_exc()[-4000:]}, indent=2))
         log.error("[%s] %s failed: %s: %s", pg, stage, type(exc).__name__, exc)
+        if mlflow_run:
+            from mrnet import tracking as tr
+
+            tr.finish(run.mlflow["uri"], mlflow_run, "FAILED")
         raise
-    _record(run, f"{stage}-{pg}", {"pg": pg, "seconds": round(time.perf_counter() - t0, 2)})
+    seconds = round(time.perf_counter() - t0, 2)
+    _record(run, f"{stage}-{pg}", {"pg": pg, "seconds": seconds})
+    if mlflow_run:
+        from mrnet import tracking as tr
+
+        tr.log_metrics(run.mlflow["uri"], mlflow_run, {f"{stage}_seconds": seconds})
+        tr.finish(run.mlflow["uri"], mlflow_run)
+
+
+def _epoch_logger(run: Run, mlflow_run: str | None):
+    """fit()'s per-epoch callback: the epoch's metrics, live, with step = epoch. A resumed
+    retry logs only the epochs it trains; the earlier attempt logged the others."""
+    if not mlflow_run:
+        return None
+    from mrnet import tracking as tr
+
+    return lambda entry: tr.log_metrics(run.mlflow["uri"], mlflow_run, tr.epoch_metrics(entry), entry["epoch"])
+
+
+def _log_model(run: Run, mlflow_run: str | None, model_uri: str, pg: str) -> None:
+    if not mlflow_run:
+        return
+    from mrnet import tracking as tr
+
+    if run.cfg.tracking.log_weights:
+        tr.log_artifact(run.mlflow["uri"], mlflow_run, model_uri, "model")
+    tr.log_artifact(run.mlflow["uri"], mlflow_run, run.path("models", pg, "metrics.json"), "model")
 
 
 def train(run_uri: str, pg: str, catalog_uri: str, vectors_uri: str) -> str:
     """Train one PG model (resuming from this run's checkpoint on a retry)."""
     run = load_run(run_uri)
-    with _pg_stage(run, pg, "train"):
+    with _pg_stage(run, pg, "train") as mlflow_run:
         words, vectors = _vectors(vectors_uri)
-        uri, report = pipeline._train(run.cfg, pg, _catalog(catalog_uri), words, vectors)
+        uri, report = pipeline._train(run.cfg, pg, _catalog(catalog_uri), words, vectors,
+                                      on_epoch=_epoch_logger(run, mlflow_run))
+        _log_model(run, mlflow_run, uri, pg)
     resumed = report["resumed_from_epoch"]
     log.info("[%s] trained: %s train / %s val products, %s epochs%s", pg, report["n_train"], report["n_val"],
              len(report["history"]), f" (resumed after epoch {resumed})" if resumed else "")
@@ -255,8 +338,10 @@ def refresh(run_uri: str, pg: str, catalog_uri: str, base_release_uri: str) -> s
 
     run = load_run(run_uri)
     base = json.loads(storage.read_text(base_release_uri))["models"][pg]["uri"]
-    with _pg_stage(run, pg, "train"):
-        uri, report = refresh_pg(run.cfg, pg, _catalog(catalog_uri), base, run.path("models", pg))
+    with _pg_stage(run, pg, "train") as mlflow_run:
+        uri, report = refresh_pg(run.cfg, pg, _catalog(catalog_uri), base, run.path("models", pg),
+                                 on_epoch=_epoch_logger(run, mlflow_run))
+        _log_model(run, mlflow_run, uri, pg)
     log.info("[%s] refreshed from %s: %s epochs, re-initialised heads %s", pg,
              report["refreshed_from"]["version"], len(report["history"]), report["reinitialised_heads"])
     return uri

@@ -59,10 +59,11 @@ def word2vec_step(cfg: Config, corpus_uri: str) -> tuple[str, dict]:
                           progress=cfg.train.progress)
 
 
-def _train(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors) -> tuple[str, dict]:
+def _train(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors,
+           on_epoch=None) -> tuple[str, dict]:
     from mrnet.train import train_pg
 
-    return train_pg(cfg, pg, catalog, words, vectors, storage.join(cfg.artifact_root, "models", pg))
+    return train_pg(cfg, pg, catalog, words, vectors, storage.join(cfg.artifact_root, "models", pg), on_epoch)
 
 
 def _embed(cfg: Config, model_uri: str, catalog: pd.DataFrame, pg: str) -> tuple[str, dict]:
@@ -111,7 +112,7 @@ def run(params: dict, run_id: str | None = None, mode: str = "retrain") -> dict:
         except Exception as exc:  # recorded in failures/<pg>.json; the report names it at the end
             print(f"[{i}/{len(pgs)}] {pg}: FAILED {type(exc).__name__}: {exc}", flush=True)
     summary_uri = release.report(run_uri, embeddings)
-    release.publish(run_uri, summary_uri)
+    release.promote(run_uri, release.publish(run_uri, summary_uri))
     return json.loads(storage.read_text(summary_uri))
 
 

@@ -80,7 +80,8 @@ def warm_start(model: MRNet, base: MRNet, states: list[dict], old_states: list[d
     return fresh
 
 
-def refresh_pg(cfg: Config, pg: str, catalog: pd.DataFrame, base_uri: str, out_dir: str) -> tuple[str, dict]:
+def refresh_pg(cfg: Config, pg: str, catalog: pd.DataFrame, base_uri: str, out_dir: str,
+               on_epoch=None) -> tuple[str, dict]:
     """Fine-tune the PG model at ``base_uri`` on today's labels; write model + metrics."""
     base, base_meta = load_model(base_uri)
     if base_meta["pg"] != pg:
@@ -104,5 +105,5 @@ def refresh_pg(cfg: Config, pg: str, catalog: pd.DataFrame, base_uri: str, out_d
     fresh = warm_start(model, base, states, base_meta["tasks"])
     if fresh:
         logging.getLogger("mrnet").warning("%s: heads %s re-initialised (their labels changed shape)", pg, fresh)
-    model_uri, report = fit(rcfg, model, meta, train_df, val_df, active, out_dir)
+    model_uri, report = fit(rcfg, model, meta, train_df, val_df, active, out_dir, on_epoch)
     return model_uri, report | {"refreshed_from": meta["refreshed_from"], "reinitialised_heads": fresh}

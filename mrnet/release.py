@@ -27,14 +27,14 @@ def current_uri(home: str) -> str:
 
 
 def base_release(run_uri: str) -> str:
-    """Pin the release a refresh starts from (``base_release.json`` in the run); return its URI."""
+    """Pin the champion release a refresh starts from (``base_release.json``); return its URI."""
     run = load_run(run_uri)
-    source = current_uri(run.home)
-    if not storage.exists(source):
-        raise FileNotFoundError(f"no published release at {source}: a refresh warm-starts from the "
-                                "current release, so run mrnet_retrain (promote=true) first")
+    champion = champion_manifest(run)
+    if champion is None:
+        raise FileNotFoundError(f"no champion release (registry alias or {current_uri(run.home)}): a refresh "
+                                "warm-starts from the champion, so run mrnet_retrain (promote=true) first")
     uri = run.path("base_release.json")
-    storage.write_text(uri, storage.read_text(source))
+    storage.write_text(uri, json.dumps(champion, indent=2))
     log.info("refresh starts from release %s", json.loads(storage.read_text(uri))["release"])
     return uri
 
@@ -57,6 +57,26 @@ def _failure(run: Run, pg: str) -> str:
         failure = json.loads(storage.read_text(uri))
         return f"{failure['stage']}: {failure['error']}"
     return "did not finish (an upstream task failed or was skipped)"
+
+
+def _track_report(run: Run, summary: dict) -> None:
+    """Per-PG headline metrics, durations and the summary files on the parent run."""
+    if not run.mlflow:
+        return
+    from mrnet import tracking as tr
+    from mrnet.report import pg_rows
+
+    uri, parent = run.mlflow["uri"], run.mlflow["parent"]
+    metrics = {f"seconds.{k}": v for k, v in summary["seconds"].items() if v is not None}
+    for row in pg_rows(summary):
+        metrics |= {f"{row['pg']}.val_loss_mean": row["val_loss"], f"{row['pg']}.titles_per_s": row["titles_per_s"]}
+    metrics |= {"pgs_trained": len(summary["pgs"]), "pgs_failed": len(summary["failed"])}
+    tr.log_metrics(uri, parent, metrics)
+    for name in ("summary.md", "summary.json", "training_curves.png"):
+        if storage.exists(run.path(name)):
+            tr.log_artifact(uri, parent, run.path(name), "summary")
+    if summary["failed"]:
+        tr.finish(uri, parent, "FAILED")
 
 
 def report(run_uri: str, embeddings) -> str:
@@ -85,6 +105,7 @@ def report(run_uri: str, embeddings) -> str:
                            "corpus": corpus and corpus["seconds"], "word2vec": w2v and w2v["seconds"],
                            "total": round(time.time() - run.started, 2)}}
     write_summary(summary, run.root, log.info)
+    _track_report(run, summary)
     if failed:
         reasons = "; ".join(f"{pg}: {why}" for pg, why in sorted(failed.items()))
         raise RuntimeError(f"{len(failed)} of {len(pgs)} PG(s) failed: {sorted(failed)} (the others finished; "
@@ -92,38 +113,180 @@ def report(run_uri: str, embeddings) -> str:
     return run.path("summary.json")
 
 
-def publish(run_uri: str, summary_uri: str) -> str:
-    """Write the run's release manifest; if the run promotes, make it the current release."""
+def _read_parquet(uri: str):
+    import pandas as pd
+
+    return pd.read_parquet(storage.local_path(uri))
+
+
+def _manifest(run: Run, summary: dict, summary_uri: str, base: dict | None) -> dict:
     from mrnet.embed import model_version
 
-    run = load_run(run_uri)
-    summary = json.loads(storage.read_text(summary_uri))
-    base = (json.loads(storage.read_text(run.path("base_release.json")))
-            if storage.exists(run.path("base_release.json")) else None)
     manifest = {"release": run.run_id, "dag_id": run.dag_id, "mode": run.mode, "created": _now(),
                 "config_hash": run.cfg.hash(), "catalog": summary["catalog"],
+                "catalog_hash": _stage(run, "validate").get("catalog_hash"),
                 "word2vec": (summary.get("word2vec") or {}).get("uri"),
                 "base_release": base and base["release"], "summary": summary_uri,
                 "models": {pg: {"uri": r["model"], "version": model_version(r["model"])}
                            for pg, r in summary["pgs"].items()},
                 "embeddings": {pg: r["embeddings"] for pg, r in summary["pgs"].items()}}
     if base:  # a refresh covers the PGs it refreshed; the others stay as they were released
-        manifest["models"] = base["models"] | manifest["models"]
-        manifest["embeddings"] = base["embeddings"] | manifest["embeddings"]
+        for key in ("models", "embeddings", "registry"):
+            manifest[key] = base.get(key, {}) | manifest.get(key, {})
+    return manifest
+
+
+def _register(run: Run, manifest: dict, summary_uri: str) -> dict[str, str]:
+    """Register this run's PG encoders and the release; set ``challenger`` on all of them."""
+    from mrnet import tracking as tr
+
+    uri, prefix, registry = run.mlflow["uri"], run.cfg.tracking.registry_prefix, dict(manifest.get("registry", {}))
+    pg_runs = {r.data.tags["mrnet.pg"]: r.info.run_id for r in tr.find_runs(
+        uri, run.mlflow["experiment_id"], {"mrnet.run_id": run.run_id, "mrnet.kind": "pg"})}
+    for pg, model in manifest["models"].items():
+        if pg not in pg_runs:
+            continue  # carried over from the base release: its version is in base["registry"]
+        source = (tr.artifact_uri(uri, pg_runs[pg], "model") if run.cfg.tracking.log_weights
+                  else model["uri"].rsplit("/", 1)[0])
+        registry[pg] = tr.register(uri, f"{prefix}-{pg}", source, pg_runs[pg],
+                                   {"release": run.run_id, "sha256": model["version"], "pg": pg})
+    tr.log_text(uri, run.mlflow["parent"], json.dumps(manifest | {"registry": registry}, indent=2),
+                "release/release.json")
+    registry["release"] = tr.register(uri, f"{prefix}-release", tr.artifact_uri(uri, run.mlflow["parent"], "release"),
+                                      run.mlflow["parent"], {"release": run.run_id, "manifest": run.path("release.json"),
+                                                             "summary": summary_uri,
+                                                             "config_hash": manifest["config_hash"],
+                                                             "catalog_hash": str(manifest["catalog_hash"])})
+    _set_aliases(run, registry, "challenger")
+    return registry
+
+
+def _set_aliases(run: Run, registry: dict[str, str], alias: str) -> None:
+    from mrnet import tracking as tr
+
+    for part, version in registry.items():
+        tr.set_alias(run.mlflow["uri"], f"{run.cfg.tracking.registry_prefix}-{part}", alias, version)
+
+
+def aliased_manifest(cfg, home: str, mlflow_uri: str | None, alias: str) -> dict | None:
+    """The release manifest behind ``<prefix>-release@alias`` when tracking is on (so an alias
+    moved back in the MLflow UI is a rollback); without tracking, the champion is
+    ``releases/current.json`` and the challenger the newest recorded release."""
+    if mlflow_uri:
+        from mrnet import tracking as tr
+
+        version = tr.version_by_alias(mlflow_uri, f"{cfg.tracking.registry_prefix}-release", alias)
+        if version is None:
+            return None
+        return json.loads(storage.read_text(version["tags"]["manifest"])) | {"registry_version": version["version"]}
+    if alias == "champion":
+        current = current_uri(home)
+        return json.loads(storage.read_text(current)) if storage.exists(current) else None
+    recorded = sorted(storage.local_path(storage.join(home, "runs")).glob("*/release.json"), key=lambda f: f.stat().st_mtime)
+    return json.loads(recorded[-1].read_text()) if recorded else None
+
+
+def champion_manifest(run: Run) -> dict | None:
+    return aliased_manifest(run.cfg, run.home, run.mlflow and run.mlflow["uri"], "champion")
+
+
+def compare(cfg) -> str:
+    """``mrnet compare``: challenger vs champion, side by side, as the promotion gate sees them."""
+    from mrnet import gate
+    from mrnet.flow import _absolute
+
+    home = _absolute(cfg.artifact_root)
+    uri = None
+    if cfg.tracking.enabled:
+        from mrnet import tracking as tr
+
+        uri = tr.tracking_uri(cfg, home)
+    challenger = aliased_manifest(cfg, home, uri, "challenger")
+    champion = aliased_manifest(cfg, home, uri, "champion")
+    if challenger is None:
+        raise ValueError(f"no challenger release under {home} ({uri or 'no tracking'}): run mrnet_retrain first")
+    new = json.loads(storage.read_text(challenger["summary"]))
+    old = json.loads(storage.read_text(champion["summary"])) if champion else None
+    decision = gate.decide(new, old, cfg.gate)
+    stable = gate.stability(champion["embeddings"], challenger["embeddings"], cfg.gate, _read_parquet) if champion else {}
+
+    def name(m):
+        return "none" if m is None else f"{m['release']}" + (f" (version {m['registry_version']})" if "registry_version" in m else "")
+
+    same = " (the same release)" if champion and champion["release"] == challenger["release"] else ""
+    header = f"challenger: {name(challenger)}\nchampion:   {name(champion)}{same}\n"
+    return header + "\n" + gate.table(decision, stable, cfg.gate.stability_k)
+
+
+def _gate(run: Run, manifest: dict, summary: dict, champion: dict | None) -> dict:
+    """Decide; log the decision, its reasons and the stability metric (file + MLflow)."""
+    from mrnet import gate
+
+    old = json.loads(storage.read_text(champion["summary"])) if champion else None
+    if old and run.mode == "refresh":  # PGs this refresh did not touch are the champion's own
+        summary = summary | {"pgs": {pg: r for pg, r in old["pgs"].items() if pg in manifest["models"]}
+                             | summary["pgs"]}
+    decision = gate.decide(summary, old, run.cfg.gate)
+    stable = gate.stability(champion["embeddings"], manifest["embeddings"], run.cfg.gate, _read_parquet) if champion else {}
+    decision |= {"champion": champion and champion["release"], "challenger": run.run_id,
+                 f"knn_overlap_at_{run.cfg.gate.stability_k}": stable}
+    text = gate.table(decision, stable, run.cfg.gate.stability_k)
+    storage.write_text(run.path("gate.json"), json.dumps(decision, indent=2))
+    storage.write_text(run.path("compare.txt"), text)
+    log.info("promotion gate, %s vs champion %s:\n%s", run.run_id, decision["champion"], text)
+    if run.mlflow:
+        from mrnet import tracking as tr
+
+        uri, parent = run.mlflow["uri"], run.mlflow["parent"]
+        tr.log_text(uri, parent, json.dumps(decision, indent=2), "gate/decision.json")
+        tr.log_text(uri, parent, text, "gate/compare.txt")
+        tr.set_tags(uri, parent, {"mrnet.gate": "promoted" if decision["promote"] else "refused"})
+        tr.log_metrics(uri, parent, {f"stability.knn_overlap_at_{run.cfg.gate.stability_k}.{pg}": v
+                                     for pg, v in stable.items()} | {"gate.promoted": float(decision["promote"])})
+    return decision
+
+
+def publish(run_uri: str, summary_uri: str) -> str:
+    """Write the release manifest and register it (PG encoders + release) as ``challenger``."""
+    run = load_run(run_uri)
+    summary = json.loads(storage.read_text(summary_uri))
+    base = (json.loads(storage.read_text(run.path("base_release.json")))
+            if storage.exists(run.path("base_release.json")) else None)
+    manifest = _manifest(run, summary, summary_uri, base)
+    if run.mlflow:
+        manifest["registry"] = _register(run, manifest, summary_uri)
     uri = run.path("release.json")
     storage.write_text(uri, json.dumps(manifest, indent=2))
-    _record(run, "publish", {"release": uri, "promoted": run.promote})
-    if not run.promote:
-        log.info("promote=false: release recorded at %s; the current release is unchanged", uri)
-        return uri
-    current = current_uri(run.home)
-    if base and storage.exists(current):
-        now = json.loads(storage.read_text(current))["release"]
-        if now != base["release"]:
-            raise RuntimeError(f"release {now} was published while this refresh ran from {base['release']}; "
-                               f"not overwriting it (this run's release stays at {uri})")
-    storage.write_text(storage.join(run.home, "releases", f"{safe_run_id(run.run_id)}.json"), json.dumps(manifest, indent=2))
-    storage.write_text(current, json.dumps(manifest, indent=2))
-    log.info("published release %s → %s", run.run_id, current)
+    _record(run, "publish", {"release": uri})
+    log.info("release %s recorded at %s%s", run.run_id, uri, " and registered as challenger" if run.mlflow else "")
     return uri
 
+
+def promote(run_uri: str, release_uri: str) -> str:
+    """The promotion gate: compare with the champion, log the table and the reasons, and move
+    ``champion`` + ``releases/current.json`` only when the gate passes. Returns gate.json."""
+    run = load_run(run_uri)
+    manifest = json.loads(storage.read_text(release_uri))
+    summary = json.loads(storage.read_text(manifest["summary"]))
+    champion = champion_manifest(run)
+    if manifest["base_release"] and champion and champion["release"] != manifest["base_release"]:
+        raise RuntimeError(f"release {champion['release']} became champion while this refresh ran from "
+                           f"{manifest['base_release']}; not gating against it (refresh again)")
+    if not run.promote:
+        decision = {"promote": False, "reasons": ["promote=false: registered as challenger, not gated"]}
+        storage.write_text(run.path("gate.json"), json.dumps(decision, indent=2))
+        log.info("promote=false: release %s stays challenger; the champion is unchanged", run.run_id)
+    else:
+        decision = _gate(run, manifest, summary, champion)
+    if decision["promote"]:
+        if run.mlflow:
+            _set_aliases(run, manifest["registry"], "champion")
+        storage.write_text(storage.join(run.home, "releases", f"{safe_run_id(run.run_id)}.json"),
+                           json.dumps(manifest, indent=2))
+        storage.write_text(current_uri(run.home), json.dumps(manifest, indent=2))
+        log.info("release %s is the new champion → %s", run.run_id, current_uri(run.home))
+    if run.mlflow:
+        from mrnet import tracking as tr
+
+        tr.finish(run.mlflow["uri"], run.mlflow["parent"])
+    return run.path("gate.json")

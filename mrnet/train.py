@@ -215,7 +215,7 @@ def pg_split(cfg: Config, catalog: pd.DataFrame, pg: str) -> tuple[pd.DataFrame,
 
 
 def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors: np.ndarray,
-             out_dir: str) -> tuple[str, dict]:
+             out_dir: str, on_epoch=None) -> tuple[str, dict]:
     """Train (or resume) the model of one PG; write model.safetensors + metrics.json."""
     train_df, val_df = pg_split(cfg, catalog, pg)
     states = [T.fit_task(spec, train_df) for spec in cfg.tasks]
@@ -227,14 +227,15 @@ def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vect
     torch.manual_seed(cfg.train.seed)  # the LSTM's initial weights
     model = build_model(meta)
     init_weights(model, vectors, active)
-    return fit(cfg, model, meta, train_df, val_df, active, out_dir)
+    return fit(cfg, model, meta, train_df, val_df, active, out_dir, on_epoch)
 
 
 def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: pd.DataFrame,
-        active: dict[str, dict], out_dir: str) -> tuple[str, dict]:
+        active: dict[str, dict], out_dir: str, on_epoch=None) -> tuple[str, dict]:
     """Run ``cfg.train.epochs`` epochs of the configured loop on ``active`` tasks, checkpointing
     each epoch to ``out_dir/ckpt.pt`` and resuming from it when ``meta['config_hash']`` matches
-    (a retried task continues instead of starting over). Writes model.safetensors + metrics.json."""
+    (a retried task continues instead of starting over). Writes model.safetensors + metrics.json.
+    ``on_epoch(entry)`` sees each epoch's history entry once its checkpoint is written."""
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
     device = _device(cfg)
     pg, resume_key = meta["pg"], meta["config_hash"]
@@ -269,6 +270,8 @@ def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: p
                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                          "config_hash": resume_key, "meta": json.dumps(meta),
                          "history": json.dumps(history)}, ckpt_uri)
+        if on_epoch is not None:
+            on_epoch(history[-1])
     meta = meta | {"history": history}
     model_uri = save_model(model, meta, storage.join(out_dir, "model.safetensors"))
     report = {"pg": pg, "n_train": len(train_df), "n_val": len(val_df), "history": history,

@@ -42,3 +42,15 @@ def tiny_artifacts(tmp_path_factory, raw_catalog):
     corpus_uri, _ = pipeline.corpus_step(cfg, catalog_uri)
     vectors_uri, _ = pipeline.word2vec_step(cfg, corpus_uri)
     return cfg, catalog_uri, vectors_uri
+
+
+@pytest.fixture(scope="session")
+def fixture_catalog(tmp_path_factory, raw_catalog):
+    """The tiny fixture catalog of the run/DAG tests: 3 PGs × 150 products of the real demo catalog."""
+    import pandas as pd
+
+    df = pd.read_parquet(raw_catalog)
+    out = tmp_path_factory.mktemp("fixture") / "catalog.parquet"
+    df[df.product_group.isin(["watches", "beverages", "automotive"])].groupby("product_group").head(150).to_parquet(
+        out, index=False)
+    return out

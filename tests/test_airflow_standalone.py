@@ -16,7 +16,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from tests.conftest import RAW, REPO
@@ -104,11 +103,9 @@ def test_trigger_refuses_bad_params_with_a_clear_message(standalone):
     assert status == 400 and "Invalid input for param pgs" in body["detail"]
 
 
-def test_triggered_tiny_run_succeeds_on_the_scheduler(standalone, raw_catalog, tmp_path):
+def test_triggered_tiny_run_succeeds_on_the_scheduler(standalone, fixture_catalog, tmp_path):
     base, token, home = standalone
-    df = pd.read_parquet(raw_catalog)
-    catalog = tmp_path / "catalog.parquet"
-    df[df.product_group.isin(PGS)].groupby("product_group").head(150).to_parquet(catalog, index=False)
+    catalog = fixture_catalog
     conf = {"tiny": True, "pgs": PGS, "overrides": [f"artifact_root={tmp_path / 'home'}", f"data.catalog={catalog}",
                                                     f"data.raw_dir={RAW}", "train.threads=1"]}
     assert _call(base, "/api/v2/dags/mrnet_retrain", token, "PATCH", {"is_paused": False})[0] == 200

@@ -74,9 +74,9 @@ def _task(dag, task_id):
 def test_retrain_structure(dagbag):
     dag = dagbag.dags["mrnet_retrain"]
     assert set(dag.task_ids) == {"start", "validate_catalog", "build_corpus", "train_word2vec", "plan_pgs",
-                                 "pg.train_pg", "pg.embed_pg", "report", "publish"}
+                                 "pg.train_pg", "pg.embed_pg", "report", "publish", "promotion_gate"}
     chain = ["start", "validate_catalog", "build_corpus", "train_word2vec", "pg.train_pg", "pg.embed_pg",
-             "report", "publish"]
+             "report", "publish", "promotion_gate"]
     for up, down in zip(chain, chain[1:]):
         assert down in _task(dag, up).downstream_task_ids, (up, down)
     assert "pg.train_pg" in _task(dag, "plan_pgs").downstream_task_ids
@@ -90,10 +90,10 @@ def test_retrain_structure(dagbag):
 def test_refresh_structure(dagbag):
     dag = dagbag.dags["mrnet_refresh_dynamic"]
     assert set(dag.task_ids) == {"start", "pin_base_release", "validate_catalog", "plan_pgs",
-                                 "pg.refresh_pg", "pg.embed_pg", "report", "publish"}
+                                 "pg.refresh_pg", "pg.embed_pg", "report", "publish", "promotion_gate"}
     for up, down in [("start", "pin_base_release"), ("pin_base_release", "plan_pgs"), ("plan_pgs", "pg.refresh_pg"),
                      ("validate_catalog", "pg.refresh_pg"), ("pg.refresh_pg", "pg.embed_pg"),
-                     ("pg.embed_pg", "report"), ("report", "publish")]:
+                     ("pg.embed_pg", "report"), ("report", "publish"), ("publish", "promotion_gate")]:
         assert down in _task(dag, up).downstream_task_ids, (up, down)
     _check_common(dag, "pg.refresh_pg")
     assert dag.timetable.expression == "0 2 * * 3"
@@ -158,14 +158,6 @@ def airflow_db():
     return AIRFLOW_HOME
 
 
-@pytest.fixture(scope="module")
-def fixture_catalog(tmp_path_factory, raw_catalog):
-    df = pd.read_parquet(raw_catalog)
-    out = tmp_path_factory.mktemp("fixture") / "catalog.parquet"
-    df[df.product_group.isin(PGS)].groupby("product_group").head(150).to_parquet(out, index=False)
-    return out
-
-
 def _conf(home, catalog, **extra) -> dict:
     return {"tiny": True, "pgs": PGS, "overrides": [f"artifact_root={home}", f"data.catalog={catalog}",
                                                     f"data.raw_dir={RAW}", "train.threads=1"]} | extra
@@ -197,10 +189,13 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
     df["price"] *= 2
     refreshed_catalog = tmp_path / "refreshed.parquet"
     df.to_parquet(refreshed_catalog, index=False)
-    refresh = dags_test("mrnet_refresh_dynamic", _conf(home, refreshed_catalog))
+    lenient = _conf(home, refreshed_catalog)  # this test is about the mechanics, not the gate's verdict
+    lenient["overrides"] += ["gate.tolerance=10", "gate.aggregate_tolerance=10"]
+    refresh = dags_test("mrnet_refresh_dynamic", lenient)
     assert refresh.returncode == 0, refresh.stdout[-4000:]
     current = json.loads((home / "releases" / "current.json").read_text())
     assert current["mode"] == "refresh" and current["base_release"] == _runs(home)[run1]["run_id"]
+    assert "promotion gate" in refresh.stdout + refresh.stderr and "decision: PROMOTE" in refresh.stdout + refresh.stderr
 
     # same catalog again, plus a PG with no products: corpus + word2vec come from the cache,
     # the good PGs finish, the run fails naming the bad one, and the release does not move
@@ -214,6 +209,13 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
         assert _stage(home, run3, stage)["uri"] == _stage(home, run1, stage)["uri"]
     assert (home / "runs" / run3 / "embeddings" / "watches.parquet").exists()
     assert json.loads((home / "releases" / "current.json").read_text()) == current
+
+    # the run ends with a champion in the registry, and `mrnet compare` shows it
+    shown = subprocess.run([sys.executable, "-m", "mrnet", "compare", "--set", f"artifact_root={home}"], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    refresh_id = current["release"]
+    assert f"champion:   {refresh_id} (version 2)" in shown.stdout and "(the same release)" in shown.stdout
 
 
 RESUME_DRIVER = """

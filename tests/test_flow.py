@@ -20,16 +20,6 @@ def _params(root, catalog=None, **extra):
 
 
 @pytest.fixture(scope="module")
-def fixture_catalog(tmp_path_factory, raw_catalog):
-    """3 PGs × 150 products of the real demo catalog."""
-    df = pd.read_parquet(raw_catalog)
-    df = df[df.product_group.isin(PGS)].groupby("product_group").head(150)
-    out = tmp_path_factory.mktemp("fixture") / "catalog.parquet"
-    df.to_parquet(out, index=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def released(tmp_path_factory, fixture_catalog):
     """One full local retrain, published: (home, summary)."""
     home = tmp_path_factory.mktemp("home")
@@ -110,7 +100,9 @@ def test_failed_pg_is_named_and_nothing_is_published(released, fixture_catalog):
 
 def test_stale_refresh_does_not_overwrite_a_newer_release(released, fixture_catalog):
     home, _ = released
-    run_uri = flow.start_run(_params(home, fixture_catalog, pgs=["watches"]), "stale", mode="refresh")
+    params = _params(home, fixture_catalog, pgs=["watches"])
+    params["overrides"] = params["overrides"] + ["tracking.enabled=false"]  # champion = releases/current.json
+    run_uri = flow.start_run(params, "stale", mode="refresh")
     release.base_release(run_uri)
     current = home / "releases" / "current.json"
     saved = current.read_text()
@@ -119,9 +111,9 @@ def test_stale_refresh_does_not_overwrite_a_newer_release(released, fixture_cata
         catalog = flow.validate(run_uri)
         flow.plan(run_uri)
         model = flow.refresh(run_uri, "watches", catalog, str(home / "runs" / "stale" / "base_release.json"))
-        summary = release.report(run_uri, flow.embed(run_uri, model, catalog))
-        with pytest.raises(RuntimeError, match="published-meanwhile.*not overwriting"):
-            release.publish(run_uri, summary)
+        manifest = release.publish(run_uri, release.report(run_uri, flow.embed(run_uri, model, catalog)))
+        with pytest.raises(RuntimeError, match="published-meanwhile became champion while this refresh ran"):
+            release.promote(run_uri, manifest)
     finally:
         current.write_text(saved)
 

@@ -1,0 +1,144 @@
+"""Champion/challenger promotion gate and the comparison table (``mrnet compare``).
+
+The gate compares the final-epoch normalized validation loss of every (PG, task) pair, where
+1.0 is the label-prior predictor and lower is better (tasks.py), so every task is on one scale.
+The challenger is promoted only if all of these hold:
+
+- it is complete: every PG of the champion is in it (a run with a failed PG never gets here,
+  because its report fails first);
+- no (PG, task) loss of the champion is missing or rises by more than ``gate.tolerance``;
+- the mean over the shared (PG, task) pairs rises by at most ``gate.aggregate_tolerance``
+  (the aggregate "improves or holds").
+
+With no champion yet, the first complete release becomes champion. Embedding stability
+against the champion (mean k-NN overlap@k on a fixed sample of products, §4's nearest
+neighbours) is reported beside the decision; it informs the decision but does not gate it.
+Every decision carries its reasons, and publish logs it to MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from mrnet.config import GateConfig
+
+
+def final_losses(summary: dict) -> dict[tuple[str, str], float]:
+    """{(pg, task): normalized validation loss of the last epoch}."""
+    out = {}
+    for pg, result in summary["pgs"].items():
+        if result["history"]:
+            for task, values in result["history"][-1]["val"].items():
+                out[(pg, task)] = float(values["loss"])
+    return out
+
+
+def decide(challenger: dict, champion: dict | None, cfg: GateConfig) -> dict:
+    """Gate one challenger summary against the champion's; returns the decision with reasons."""
+    new = final_losses(challenger)
+    if challenger.get("failed"):
+        return {"promote": False, "rows": [], "aggregate": None,
+                "reasons": [f"failed PGs {sorted(challenger['failed'])}: a failed run never becomes champion"]}
+    if champion is None:
+        return {"promote": True, "rows": _rows(new, {}, cfg), "aggregate": {"challenger": _mean(new.values())},
+                "reasons": ["no champion yet: the first complete release becomes champion"]}
+    old = final_losses(champion)
+    reasons = []
+    missing_pgs = sorted(set(champion["pgs"]) - set(challenger["pgs"]))
+    if missing_pgs:
+        reasons.append(f"partial: PGs {missing_pgs} of the champion are not in this release")
+    rows = _rows(new, old, cfg)
+    for row in rows:
+        if row["verdict"] == "missing" and row["pg"] not in missing_pgs:
+            reasons.append(f"{row['pg']}.{row['task']}: task missing (champion {row['champion']:.4f})")
+        elif row["verdict"] == "regressed":
+            reasons.append(f"{row['pg']}.{row['task']}: loss {row['champion']:.4f} → {row['challenger']:.4f} "
+                           f"(+{row['delta']:.4f} > tolerance {cfg.tolerance})")
+    shared = [k for k in old if k in new]
+    aggregate = {"champion": _mean(old[k] for k in shared), "challenger": _mean(new[k] for k in shared)}
+    if shared and aggregate["challenger"] > aggregate["champion"] + cfg.aggregate_tolerance:
+        reasons.append(f"aggregate loss {aggregate['champion']:.4f} → {aggregate['challenger']:.4f} "
+                       f"(worse by more than {cfg.aggregate_tolerance})")
+    promote = not reasons
+    if promote:
+        reasons.append(f"no (PG, task) loss rose by more than {cfg.tolerance}; aggregate "
+                       f"{aggregate['champion']:.4f} → {aggregate['challenger']:.4f}")
+    return {"promote": promote, "rows": rows, "aggregate": aggregate, "reasons": reasons}
+
+
+def _mean(values) -> float | None:
+    values = list(values)
+    return float(np.mean(values)) if values else None
+
+
+def _rows(new: dict, old: dict, cfg: GateConfig) -> list[dict]:
+    rows = []
+    for pg, task in sorted(set(new) | set(old)):
+        a, b = old.get((pg, task)), new.get((pg, task))
+        if b is None:
+            verdict = "missing"
+        elif a is None:
+            verdict = "new"
+        else:
+            verdict = "regressed" if b - a > cfg.tolerance else ("improved" if b < a else "held")
+        rows.append({"pg": pg, "task": task, "champion": a, "challenger": b,
+                     "delta": None if a is None or b is None else b - a, "verdict": verdict})
+    return rows
+
+
+def _sample_ids(ids, n: int) -> list[str]:
+    """A fixed sample: the n product ids with the smallest sha1 (stable across releases)."""
+    return sorted(ids, key=lambda i: hashlib.sha1(str(i).encode()).hexdigest())[:n]
+
+
+def knn_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """Mean |kNN_a(i) ∩ kNN_b(i)| / k over rows, cosine similarity, self excluded."""
+    def neighbours(x):
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        sim = x @ x.T
+        np.fill_diagonal(sim, -np.inf)
+        return np.argsort(-sim, axis=1)[:, :k]
+
+    na, nb = neighbours(a), neighbours(b)
+    return float(np.mean([len(set(r) & set(s)) / k for r, s in zip(na, nb)]))
+
+
+def stability(champion_embeddings: dict[str, str], challenger_embeddings: dict[str, str], cfg: GateConfig,
+              read) -> dict[str, float]:
+    """Per-PG k-NN overlap@k between the champion's and the challenger's embeddings of the same
+    fixed product sample, plus their mean as ``mean``; ``read(uri)`` returns the parquet frame."""
+    out = {}
+    for pg in sorted(set(champion_embeddings) & set(challenger_embeddings)):
+        old, new = read(champion_embeddings[pg]), read(challenger_embeddings[pg])
+        ids = _sample_ids(set(old["product_id"]) & set(new["product_id"]), cfg.stability_sample)
+        if len(ids) <= cfg.stability_k:
+            continue
+        a = np.stack(old.set_index("product_id").loc[ids, "embedding"].to_numpy())
+        b = np.stack(new.set_index("product_id").loc[ids, "embedding"].to_numpy())
+        out[pg] = knn_overlap(a, b, cfg.stability_k)
+    if out:
+        out["mean"] = float(np.mean(list(out.values())))
+    return out
+
+
+def table(decision: dict, stable: dict[str, float] | None = None, k: int = 10) -> str:
+    """Champion vs challenger, side by side, then the decision and its reasons."""
+    def fmt(v):
+        return "–" if v is None else f"{v:.4f}"
+
+    lines = [f"{'pg':<24} {'task':<12} {'champion':>9} {'challenger':>10} {'delta':>8}  verdict"]
+    for r in decision["rows"]:
+        delta = "–" if r["delta"] is None else f"{r['delta']:+.4f}"
+        lines.append(f"{r['pg']:<24} {r['task']:<12} {fmt(r['champion']):>9} {fmt(r['challenger']):>10} "
+                     f"{delta:>8}  {r['verdict']}")
+    agg = decision.get("aggregate") or {}
+    lines.append(f"\naggregate normalized val loss: champion {fmt(agg.get('champion'))}, "
+                 f"challenger {fmt(agg.get('challenger'))}")
+    if stable:
+        lines.append(f"embedding stability, mean k-NN overlap@{k}: {stable.get('mean', float('nan')):.3f} "
+                     f"(min {min(v for p, v in stable.items() if p != 'mean'):.3f})")
+    lines.append(f"decision: {'PROMOTE' if decision['promote'] else 'KEEP CHAMPION'}")
+    lines += [f"  - {reason}" for reason in decision["reasons"]]
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""MLflow tracking + registry on the embedded default (SQLite): runs, aliases, the gate's cases,
+reattaching on retry, loading by alias, and `mrnet compare`."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from mlflow import MlflowClient
+
+from mrnet import flow, pipeline, release, tracking
+from mrnet.model import load_model
+from tests.conftest import REPO
+from tests.test_flow import _params
+
+PGS = ["watches", "beverages", "automotive"]
+
+
+def _client(home):
+    return MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+
+
+def _alias(home, name, alias):
+    return _client(home).get_model_version_by_alias(name, alias)
+
+
+def _runs(home, **tags):
+    c = _client(home)
+    exp = c.get_experiment_by_name("mrnet").experiment_id
+    query = " and ".join(f"tags.`mrnet.{k}` = '{v}'" for k, v in tags.items())
+    return c.search_runs([exp], filter_string=query)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory, fixture_catalog):
+    """first → worse (lr 1.0: diverges) → partial (one PG) → holds (6× the steps; within a 0.5
+    per-task tolerance on these 10-product validation splits), one home. Strictly better and the
+    other edge cases are in test_gate.py."""
+    home = tmp_path_factory.mktemp("registry")
+    runs = {}
+    runs["first"] = pipeline.run(_params(home, fixture_catalog), run_id="first")
+    runs["worse"] = pipeline.run(_params(home, fixture_catalog, overrides=_params(home, fixture_catalog)["overrides"]
+                                         + ["train.lr=1.0", "train.steps_per_epoch=8"]), run_id="worse")
+    runs["partial"] = pipeline.run(_params(home, fixture_catalog, pgs=["watches"]), run_id="partial")
+    better = _params(home, fixture_catalog)["overrides"] + ["train.steps_per_epoch=12", "gate.tolerance=0.5"]
+    runs["better"] = pipeline.run(_params(home, fixture_catalog, overrides=better), run_id="better")
+    return home, runs
+
+
+def _gate(home, run_id):
+    return json.loads((home / "runs" / run_id / "gate.json").read_text())
+
+
+def test_first_model_becomes_champion(history):
+    home, _ = history
+    assert _gate(home, "first")["promote"] is True
+    assert "first complete release" in _gate(home, "first")["reasons"][0]
+
+
+def test_worse_and_partial_never_move_the_champion(history):
+    home, _ = history
+    worse, partial = _gate(home, "worse"), _gate(home, "partial")
+    assert worse["promote"] is False and worse["champion"] == "first"
+    assert any("aggregate loss" in r or "tolerance" in r for r in worse["reasons"])
+    assert partial["promote"] is False and "partial: PGs ['automotive', 'beverages']" in partial["reasons"][0]
+    assert 0.0 <= worse["knn_overlap_at_10"]["mean"] <= 1.0
+
+
+def test_a_release_that_holds_is_promoted_and_aliases_follow(history):
+    home, _ = history
+    assert _gate(home, "better")["promote"] is True and _gate(home, "better")["champion"] == "first"
+    release_champion = _alias(home, "mrnet-release", "champion")
+    assert release_champion.tags["release"] == "better"
+    assert _alias(home, "mrnet-release", "challenger").tags["release"] == "better"
+    for pg in PGS:
+        assert _alias(home, f"mrnet-{pg}", "champion").tags["release"] == "better"
+    assert json.loads((home / "releases" / "current.json").read_text())["release"] == "better"
+
+
+def test_challenger_moves_on_every_successful_run_champion_only_through_the_gate(history):
+    home, _ = history
+    c = _client(home)
+    versions = {v.tags["release"]: c.get_model_version("mrnet-watches", v.version)
+                for v in c.search_model_versions("name = 'mrnet-watches'")}
+    assert set(versions) == {"first", "worse", "partial", "better"}
+    assert set(versions["better"].aliases) == {"champion", "challenger"}
+    assert versions["worse"].aliases == [] and versions["first"].aliases == []
+
+
+def test_parent_and_nested_runs_are_tagged_and_logged(history):
+    home, _ = history
+    (parent,) = _runs(home, run_id="better", kind="parent")
+    tags = parent.data.tags
+    assert parent.info.run_name == "better" and parent.info.status == "FINISHED"
+    assert {"mrnet.dag_id", "mrnet.git_commit", "mrnet.config_hash", "mrnet.catalog_hash"} <= set(tags)
+    assert tags["mrnet.gate"] == "promoted" and parent.data.params["train.steps_per_epoch"] == "12"
+    pg_runs = _runs(home, run_id="better", kind="pg")
+    assert sorted(r.data.tags["mrnet.pg"] for r in pg_runs) == sorted(PGS)
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in pg_runs)
+    watches = next(r for r in pg_runs if r.data.tags["mrnet.pg"] == "watches")
+    assert {"val.subcategory.loss", "val.subcategory.accuracy", "val_loss_mean", "titles_per_s", "train_seconds", "embed_seconds"} <= set(watches.data.metrics)
+    c = _client(home)
+    assert {a.path for a in c.list_artifacts(watches.info.run_id, "model")} == {"model/model.safetensors",
+                                                                                "model/metrics.json"}
+    assert {a.path for a in c.list_artifacts(parent.info.run_id, "summary")} >= {"summary/training_curves.png"}
+    assert {a.path for a in c.list_artifacts(parent.info.run_id, "gate")} == {"gate/decision.json", "gate/compare.txt"}
+    stages = {r.data.tags["mrnet.stage"] for r in _runs(home, run_id="better", kind="stage")}
+    assert stages == {"validate", "corpus", "word2vec"}
+
+
+def test_models_load_by_alias_without_unpickling(history):
+    home, runs = history
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    path = tracking.resolve_model(uri, "models:/mrnet-watches@champion")
+    model, meta = load_model(path)
+    assert meta["pg"] == "watches"
+    champion = json.loads((home / "releases" / "current.json").read_text())
+    from mrnet.embed import model_version
+
+    assert model_version(path) == champion["models"]["watches"]["version"]
+    with pytest.raises(ValueError, match="expected models:/<name>@<alias>"):
+        tracking.resolve_model(uri, "mrnet-watches")
+
+
+def test_a_retried_task_reattaches_to_its_mlflow_run(tmp_path, fixture_catalog):
+    params = _params(tmp_path, fixture_catalog, pgs=["watches"])
+    run_uri = flow.start_run(params, "retry")
+    assert flow.start_run(params, "retry") == run_uri  # a retried start
+    catalog = flow.validate(run_uri)
+    vectors = flow.word2vec(run_uri, flow.corpus(run_uri, catalog))
+    flow.plan(run_uri)
+    flow.train(run_uri, "watches", catalog, vectors)
+    flow.train(run_uri, "watches", catalog, vectors)  # a retried train_pg
+    assert len(_runs(tmp_path, run_id="retry", kind="parent")) == 1
+    assert len(_runs(tmp_path, run_id="retry", kind="pg")) == 1
+    release.promote(run_uri, release.publish(run_uri, release.report(run_uri, [flow.embed(
+        run_uri, str(tmp_path / "runs" / "retry" / "models" / "watches" / "model.safetensors"), catalog)])))
+    versions = _client(tmp_path).search_model_versions("name = 'mrnet-watches'")
+    release.publish(run_uri, str(tmp_path / "runs" / "retry" / "summary.json"))  # a retried publish
+    assert len(_client(tmp_path).search_model_versions("name = 'mrnet-watches'")) == len(versions) == 1
+
+
+def test_mrnet_compare_prints_champion_vs_challenger(history):
+    home, _ = history
+    out = subprocess.run([sys.executable, "-m", "mrnet", "compare", "--set", f"artifact_root={home}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "challenger: better (version 4)" in out.stdout and "(the same release)" in out.stdout
+    assert "watches                  subcategory" in out.stdout and "decision: PROMOTE" in out.stdout
