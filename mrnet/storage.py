@@ -40,6 +40,51 @@ def _s3_client():
     return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
 
 
+def _bucket_exists(bucket: str) -> bool:
+    import botocore.exceptions as bx
+
+    try:
+        _s3_client().head_bucket(Bucket=bucket)
+        return True
+    except bx.ClientError:
+        return False
+
+
+@contextlib.contextmanager
+def _s3_errors(uri: str, action: str):
+    """botocore's errors → one clear message naming the URI (and what to check)."""
+    import boto3.exceptions
+    import botocore.exceptions as bx
+
+    try:
+        yield
+    except boto3.exceptions.S3UploadFailedError as exc:  # upload_file wraps the ClientError
+        if "NoSuchBucket" in str(exc):
+            raise FileNotFoundError(f"S3 bucket {_split_s3(uri)[0]!r} does not exist ({action} {uri}); create it "
+                                    "or fix the artifact_root") from None
+        raise
+    except bx.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        bucket = _split_s3(uri)[0]
+        if code == "NoSuchBucket":
+            raise FileNotFoundError(f"S3 bucket {bucket!r} does not exist ({action} {uri}); create it or fix "
+                                    "the artifact_root") from None
+        if code in ("404", "NoSuchKey", "NotFound"):  # a HEAD's 404 does not say which is missing
+            if not _bucket_exists(bucket):
+                raise FileNotFoundError(f"S3 bucket {bucket!r} does not exist ({action} {uri}); create it or fix "
+                                        "the artifact_root") from None
+            raise FileNotFoundError(f"artifact not found: {uri}") from None
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise PermissionError(f"S3 refused to {action} {uri} ({code}): check the AWS credentials") from None
+        raise
+    except bx.NoCredentialsError:
+        raise PermissionError(f"no AWS credentials to {action} {uri}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                              "or an AWS profile") from None
+    except bx.EndpointConnectionError as exc:
+        raise ConnectionError(f"cannot reach S3 to {action} {uri}: {exc} (AWS_ENDPOINT_URL="
+                              f"{os.environ.get('AWS_ENDPOINT_URL', 'unset')})") from None
+
+
 @contextlib.contextmanager
 def atomic_path(uri: str, suffix: str = "") -> Iterator[Path]:
     """Yield a temp local path to write; publish it at ``uri`` only if the block succeeds."""
@@ -49,7 +94,8 @@ def atomic_path(uri: str, suffix: str = "") -> Iterator[Path]:
         try:
             yield tmp
             bucket, key = _split_s3(uri)
-            _s3_client().upload_file(str(tmp), bucket, key)
+            with _s3_errors(uri, "write"):
+                _s3_client().upload_file(str(tmp), bucket, key)
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
         return
@@ -79,11 +125,11 @@ def write_text(uri: str, text: str) -> str:
 def exists(uri: str) -> bool:
     if is_s3(uri):
         bucket, key = _split_s3(uri)
-        client = _s3_client()
         try:
-            client.head_object(Bucket=bucket, Key=key)
+            with _s3_errors(uri, "check"):
+                _s3_client().head_object(Bucket=bucket, Key=key)
             return True
-        except client.exceptions.ClientError:
+        except FileNotFoundError:
             return False
     return Path(uri).exists()
 
@@ -99,7 +145,7 @@ def local_path(uri: str, cache_dir: str | None = None) -> Path:
     cache = Path(cache_dir or os.environ.get("MRNET_CACHE", tempfile.gettempdir())) / "mrnet-s3"
     target = cache / bucket / key
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(str(target)) as tmp:
+    with atomic_path(str(target)) as tmp, _s3_errors(uri, "read"):
         _s3_client().download_file(bucket, key, str(tmp))
     return target
 
