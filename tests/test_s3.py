@@ -100,3 +100,25 @@ def test_an_interrupted_upload_is_never_manifested(s3):
     proc.wait()
     assert not storage.exists(f"{prefix}/embeddings.parquet")
     assert not storage.exists(f"{prefix}/release.json")
+
+
+def test_a_tiny_run_with_artifact_root_on_s3(s3, tmp_path, fixture_catalog):
+    """The whole retrain with every artifact (and MLflow's artifacts) under s3://…, tracking in SQLite."""
+    home = f"s3://{BUCKET}/home"
+    cmd = [sys.executable, "-m", "mrnet", "run", "--tiny", "--run-id", "on-s3", "--set", f"artifact_root={home}",
+           "--set", "pgs=[watches,beverages]", "--set", f"data.catalog={fixture_catalog}",
+           "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    out = subprocess.run(cmd, cwd=REPO, env=os.environ | s3, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    current = json.loads(storage.read_text(f"{home}/releases/current.json"))
+    assert current["release"] == "on-s3"
+    assert current["models"]["watches"]["uri"] == f"{home}/runs/on-s3/models/watches/model.safetensors"
+    assert storage.exists(current["embeddings"]["beverages"])
+    titles = tmp_path / "titles.csv"
+    titles.write_text("title\nanalog wrist watch for men\n")
+    embed = [sys.executable, "-m", "mrnet", "embed", "--pg", "watches", "--titles", str(titles),
+             "--model", "models:/mrnet-watches@champion", "--set", f"artifact_root={home}",
+             "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    out = subprocess.run(embed, cwd=REPO, env=os.environ | s3, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "titles.emb.parquet").exists()
