@@ -8,6 +8,7 @@ CONFIG ?= configs/demo.yaml
 PARAMS ?= {"config": "$(CONFIG)"}
 GPU_POOL_SLOTS ?= 1
 AIRFLOW_PORT ?= 8080
+MLFLOW_PORT ?= 5000
 
 # The embedded default: Airflow on SQLite under .airflow/, this checkout's dags/, LocalExecutor.
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
@@ -17,7 +18,7 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 export MRNET_HOME := $(CURDIR)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv airflow-db demo demo-lib airflow test bench clean-demo
+.PHONY: venv airflow-db demo demo-lib airflow mlflow test bench clean-demo
 
 venv: $(STAMP)
 
@@ -45,6 +46,10 @@ demo-lib: venv  ## the same stages without Airflow (mrnet run)
 
 airflow: airflow-db  ## airflow standalone on localhost with this checkout's DAGs
 	@AIRFLOW_PORT=$(AIRFLOW_PORT) scripts/airflow_standalone.sh
+
+mlflow: venv  ## MLflow UI on the embedded default's tracking DB (runs, registry, aliases)
+	@echo "MLflow UI: http://localhost:$(MLFLOW_PORT)  (Ctrl-C stops it)"
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/artifacts/demo/mlflow.db --port $(MLFLOW_PORT)
 
 test: venv
 	$(VENV)/bin/python -m pytest -q tests

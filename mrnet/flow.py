@@ -239,8 +239,15 @@ def word2vec(run_uri: str, corpus_uri: str) -> str:
     run = load_run(run_uri)
     settings = run.cfg.word2vec.model_dump(exclude={"workers"})
     key = _key(storage.sha256_file(storage.local_path(corpus_uri)), settings)
-    return _cached(run, "word2vec", key, "vectors.bin",
-                   lambda out: train_word2vec(corpus_uri, run.cfg.word2vec, out, progress=run.cfg.train.progress))
+    out = _cached(run, "word2vec", key, "vectors.bin",
+                  lambda out: train_word2vec(corpus_uri, run.cfg.word2vec, out, progress=run.cfg.train.progress))
+    if run.mlflow:  # the vocabulary, readable in the MLflow UI (vectors.bin is logged by _cached)
+        from mrnet import tracking as tr
+
+        stage_run = nested_run(run, "stage", "word2vec")
+        tr.log_text(run.mlflow["uri"], stage_run, "\n".join(_vectors(out)[0]), "word2vec/vocab.txt")
+        tr.finish(run.mlflow["uri"], stage_run)
+    return out
 
 
 @functools.lru_cache(maxsize=2)

@@ -104,8 +104,11 @@ def test_parent_and_nested_runs_are_tagged_and_logged(history):
                                                                                 "model/metrics.json"}
     assert {a.path for a in c.list_artifacts(parent.info.run_id, "summary")} >= {"summary/training_curves.png"}
     assert {a.path for a in c.list_artifacts(parent.info.run_id, "gate")} == {"gate/decision.json", "gate/compare.txt"}
-    stages = {r.data.tags["mrnet.stage"] for r in _runs(home, run_id="better", kind="stage")}
-    assert stages == {"validate", "corpus", "word2vec"}
+    stages = {r.data.tags["mrnet.stage"]: r.info.run_id for r in _runs(home, run_id="better", kind="stage")}
+    assert set(stages) == {"validate", "corpus", "word2vec"}
+    assert {a.path for a in c.list_artifacts(stages["word2vec"], "word2vec")} == {"word2vec/vectors.bin",
+                                                                                 "word2vec/vocab.txt"}
+    assert {a.path for a in c.list_artifacts(stages["validate"], "catalog")} == {"catalog/quarantine_summary.json"}
 
 
 def test_models_load_by_alias_without_unpickling(history):
