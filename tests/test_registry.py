@@ -44,6 +44,8 @@ def history(tmp_path_factory, fixture_catalog):
     runs["partial"] = pipeline.run(_params(home, fixture_catalog, pgs=["watches"]), run_id="partial")
     better = _params(home, fixture_catalog)["overrides"] + ["train.steps_per_epoch=12", "gate.tolerance=0.5"]
     runs["better"] = pipeline.run(_params(home, fixture_catalog, overrides=better), run_id="better")
+    with pytest.raises(RuntimeError, match=r"PG\(s\) failed: \['jewellery'\]"):
+        pipeline.run(_params(home, fixture_catalog, pgs=["watches", "jewellery"]), run_id="failed")
     return home, runs
 
 
@@ -64,6 +66,15 @@ def test_worse_and_partial_never_move_the_champion(history):
     assert any("aggregate loss" in r or "tolerance" in r for r in worse["reasons"])
     assert partial["promote"] is False and "partial: PGs ['automotive', 'beverages']" in partial["reasons"][0]
     assert 0.0 <= worse["knn_overlap_at_10"]["mean"] <= 1.0
+
+
+def test_a_failed_run_registers_nothing_and_moves_no_alias(history):
+    home, _ = history
+    (parent,) = _runs(home, run_id="failed", kind="parent")
+    assert parent.info.status == "FAILED" and "mrnet.gate" not in parent.data.tags
+    assert not (home / "runs" / "failed" / "release.json").exists()
+    assert _alias(home, "mrnet-release", "champion").tags["release"] == "better"
+    assert _alias(home, "mrnet-watches", "challenger").tags["release"] == "better"
 
 
 def test_a_release_that_holds_is_promoted_and_aliases_follow(history):
