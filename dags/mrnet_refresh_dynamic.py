@@ -2,9 +2,10 @@
 ### mrnet_refresh_dynamic: periodic refresh of the dynamic signals (paper §6)
 
 "We periodically retrain MRNet to keep the model updated with the dynamic signals."
-pin the current release → validate today's catalog → per PG (mapped, GPU queue + pool):
+pin the champion release → validate today's catalog → per PG (mapped, GPU queue + pool):
 warm-start the released model, re-fit the dynamic tasks (price, offer, review …) on the
-refreshed labels and fine-tune for `refresh.epochs` → re-embed → report → publish.
+refreshed labels and fine-tune for `refresh.epochs` → re-embed → report → publish →
+promotion_gate.
 
 Cadence: refresh weekly (`[mrnet] refresh_cron`, default Wednesdays 02:00 UTC), midway
 between the weekly full retrains of `mrnet_retrain` (Sundays, and on every catalog update),

@@ -3,7 +3,8 @@
 
 validate catalog → build corpus → train word2vec → per PG (mapped, GPU queue + pool):
 train the BiLSTM with alternating optimization → embed the PG's products →
-report (names any failed PG) → publish the release.
+report (names any failed PG) → publish (MLflow registry: `challenger`) →
+promotion_gate (vs the `champion`; moves it only if no metric regresses).
 
 Runs weekly (`[mrnet] retrain_cron`, default Sundays 02:00 UTC) and whenever the
 `mrnet_catalog` asset is updated. Trigger it from the UI with params for a trial run
