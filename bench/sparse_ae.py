@@ -1,0 +1,62 @@
+"""Benchmark (not a test): the sparse autoencoder's exact block-sparse loss vs the dense G·d
+formulation, forward + backward per batch, medians of interleaved runs in one process.
+Usage: `.venv/bin/python bench/sparse_ae.py [--repeats 7]`. Prints Markdown for docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.run_all import side_by_side  # noqa: E402
+from mrnet.sparse_ae import SparseAutoencoder, kl_sparsity, sparse_ae_loss  # noqa: E402
+
+
+def dense_step(model, x, group):
+    """The naive formulation: materialize the G·d input and output."""
+    n, d = x.shape
+    dense = torch.zeros(n, model.n_groups * d)
+    dense.view(n, model.n_groups, d)[torch.arange(n), group] = x
+    h = torch.sigmoid(dense @ model.w_enc.reshape(-1, model.hidden) + model.b_enc)
+    loss = (h @ model.w_dec + model.b_dec - dense).pow(2).sum(1).mean() + 0.1 * kl_sparsity(h, 0.05)
+    loss.backward()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, nargs="+", default=[256, 4096])
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    g, d = 23, 128  # the paper's 23 PGs, d = 128
+    model = SparseAutoencoder(g, d)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print("| what | ours (block-sparse, exact) | reference (dense G·d) | ratio |")
+    print("|---|---|---|---|")
+    for batch in args.batch:
+        x, group = torch.randn(batch, d), torch.randint(0, g, (batch,))
+
+        def ours():
+            for _ in range(args.steps):
+                sparse_ae_loss(model, x, group).backward()
+
+        def dense():
+            for _ in range(args.steps):
+                dense_step(model, x, group)
+
+        ours_s, dense_s = side_by_side(ours, dense, args.repeats)
+        rate = lambda s: batch * args.steps / s  # noqa: E731
+        print(f"| sparse AE forward+backward, G={g}, d={d}, batch {batch} (products/s) | {rate(ours_s):,.0f} | "
+              f"{rate(dense_s):,.0f} | {dense_s / ours_s:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
