@@ -14,8 +14,8 @@ own outputs atomically, and PG training resumes from its checkpoint there. Layou
       runs/<run_id>/summary.{md,json}, training_curves.png, release.json
       cache/corpus/<key>/                keyed by a content hash of the catalog's title/description
       cache/word2vec/<key>/              keyed by the corpus file's hash + word2vec settings
-      releases/current.json              the release consumers read; moved only by ``publish``
-      releases/<run_id>.json             every release ever published
+      releases/current.json              the champion release; moved only by ``release.promote``
+      releases/<run_id>.json             every release that became champion
 
 ``mode`` is ``retrain`` (paper §3: corpus → word2vec → PG models) or ``refresh`` (paper §6:
 warm-start each PG model from the current release, fine-tune on refreshed dynamic labels).
@@ -142,8 +142,10 @@ def nested_run(run: Run, kind: str, key: str) -> str | None:
                                  parent=run.mlflow["parent"])
 
 
-def track_stage(run: Run, stage: str, metrics: dict, artifacts: tuple[tuple[str, str], ...] = ()) -> None:
-    """Log one finished stage as a nested run: metrics + (uri, folder) artifacts."""
+def track_stage(run: Run, stage: str, metrics: dict, artifacts: tuple[tuple[str, str], ...] = (),
+                texts=None) -> None:
+    """Log one finished stage as a nested run: metrics, (uri, folder) artifacts, and text files
+    from ``texts()`` → {artifact path: text} (called only when tracking is on)."""
     if not run.mlflow:
         return
     from mrnet import tracking as tr
@@ -152,6 +154,8 @@ def track_stage(run: Run, stage: str, metrics: dict, artifacts: tuple[tuple[str,
     tr.log_metrics(uri, run_id, metrics)
     for artifact, folder in artifacts:
         tr.log_artifact(uri, run_id, artifact, folder)
+    for path, text in (texts() if texts else {}).items():
+        tr.log_text(uri, run_id, text, path)
     tr.finish(uri, run_id)
 
 
@@ -201,8 +205,9 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _cached(run: Run, kind: str, key: str, filename: str, build) -> str:
-    """Reuse ``cache/<kind>/<key>/`` when complete (its meta.json is written last), else build it."""
+def _cached(run: Run, kind: str, key: str, filename: str, build, texts=None) -> str:
+    """Reuse ``cache/<kind>/<key>/`` when complete (its meta.json is written last), else build it.
+    ``texts(out)`` adds text artifacts to the stage's MLflow run."""
     t0 = time.perf_counter()
     entry = storage.join(run.home, "cache", kind, key)
     out, marker = storage.join(entry, filename), storage.join(entry, "meta.json")
@@ -218,7 +223,7 @@ def _cached(run: Run, kind: str, key: str, filename: str, build) -> str:
     seconds = round(time.perf_counter() - t0, 2)
     _record(run, kind, {"uri": out, "key": key, "cache_hit": hit, "stats": meta["stats"], "seconds": seconds})
     track_stage(run, kind, meta["stats"] | {"seconds": seconds, "cache_hit": float(hit)},
-                ((out, kind),) if kind == "word2vec" else ())
+                ((out, kind),) if kind == "word2vec" else (), texts and (lambda: texts(out)))
     return out
 
 
@@ -239,15 +244,9 @@ def word2vec(run_uri: str, corpus_uri: str) -> str:
     run = load_run(run_uri)
     settings = run.cfg.word2vec.model_dump(exclude={"workers"})
     key = _key(storage.sha256_file(storage.local_path(corpus_uri)), settings)
-    out = _cached(run, "word2vec", key, "vectors.bin",
-                  lambda out: train_word2vec(corpus_uri, run.cfg.word2vec, out, progress=run.cfg.train.progress))
-    if run.mlflow:  # the vocabulary, readable in the MLflow UI (vectors.bin is logged by _cached)
-        from mrnet import tracking as tr
-
-        stage_run = nested_run(run, "stage", "word2vec")
-        tr.log_text(run.mlflow["uri"], stage_run, "\n".join(_vectors(out)[0]), "word2vec/vocab.txt")
-        tr.finish(run.mlflow["uri"], stage_run)
-    return out
+    return _cached(run, "word2vec", key, "vectors.bin",
+                   lambda out: train_word2vec(corpus_uri, run.cfg.word2vec, out, progress=run.cfg.train.progress),
+                   texts=lambda out: {"word2vec/vocab.txt": "\n".join(_vectors(out)[0])})  # readable in the UI
 
 
 @functools.lru_cache(maxsize=2)

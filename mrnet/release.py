@@ -1,13 +1,13 @@
-"""End of a run: the summary that names failed PGs, and the release manifest consumers read.
+"""End of a run: the summary that names failed PGs, the release manifest, registration and
+the promotion gate.
 
 A release is one JSON manifest naming every PG model and embedding file of one run, with
 the config and catalog hashes, so a consumer loads one consistent set. The files it
-names are run-scoped and never rewritten after the run, so replacing
-``releases/current.json`` (atomically) is the whole promotion: nothing half-written is
-ever visible. A run with a failed PG writes its summary, raises, and publishes nothing.
-
-Until the model registry lands (MLflow aliases, with a champion/challenger gate), the
-``promote`` run param decides whether ``publish`` moves ``releases/current.json``.
+names are run-scoped and never rewritten after the run, so moving the ``champion`` alias
+and replacing ``releases/current.json`` (atomically) is the whole promotion: nothing
+half-written is ever visible. A run with a failed PG writes its summary, raises, and
+publishes nothing. ``publish`` registers a release as ``challenger``; ``promote`` runs the
+gate (gate.py) and moves ``champion`` only when it passes (``promote=false``: not gated).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def base_release(run_uri: str) -> str:
                                 "warm-starts from the champion, so run mrnet_retrain (promote=true) first")
     uri = run.path("base_release.json")
     storage.write_text(uri, json.dumps(champion, indent=2))
-    log.info("refresh starts from release %s", json.loads(storage.read_text(uri))["release"])
+    log.info("refresh starts from release %s", champion["release"])
     return uri
 
 
@@ -88,15 +88,15 @@ def report(run_uri: str, embeddings) -> str:
 
     embeddings = [embeddings] if isinstance(embeddings, str) else list(embeddings or [])
     run = load_run(run_uri)
-    if _optional_stage(run, "validate") is None or _optional_stage(run, "plan") is None:
+    validated, planned = _optional_stage(run, "validate"), _optional_stage(run, "plan")
+    if validated is None or planned is None:
         raise RuntimeError(f"run {run.run_id} stopped before its PGs ran: validate_catalog or plan_pgs did not "
                            "finish (see that task's log); nothing published")
-    pgs = _stage(run, "plan")["pgs"]
+    pgs = planned["pgs"]
     log.info("report: %d embedding file(s) from the PG tasks: %s", len(embeddings), embeddings)
     done = {uri.rsplit("/", 1)[-1].removesuffix(".parquet") for uri in embeddings if storage.exists(uri)}
     results = {pg: _pg_result(run, pg) for pg in pgs if pg in done}
     failed = {pg: _failure(run, pg) for pg in pgs if pg not in done}
-    validated = _stage(run, "validate")
     corpus, w2v = _optional_stage(run, "corpus"), _optional_stage(run, "word2vec")
     summary = {"run_id": run.run_id, "dag_id": run.dag_id, "mode": run.mode, "artifact_root": run.root,
                "config_hash": run.cfg.hash(), "catalog": validated["uri"], "quarantine": validated["quarantine"],
@@ -192,7 +192,6 @@ def champion_manifest(run: Run) -> dict | None:
 
 def compare(cfg) -> str:
     """``mrnet compare``: challenger vs champion, side by side, as the promotion gate sees them."""
-    from mrnet import gate
     from mrnet.flow import _absolute
 
     home = _absolute(cfg.artifact_root)
@@ -205,32 +204,37 @@ def compare(cfg) -> str:
     champion = aliased_manifest(cfg, home, uri, "champion")
     if challenger is None:
         raise ValueError(f"no challenger release under {home} ({uri or 'no tracking'}): run mrnet_retrain first")
-    new = json.loads(storage.read_text(challenger["summary"]))
-    old = json.loads(storage.read_text(champion["summary"])) if champion else None
-    decision = gate.decide(new, old, cfg.gate)
-    stable = gate.stability(champion["embeddings"], challenger["embeddings"], cfg.gate, _read_parquet) if champion else {}
+    decision, stable, text = _judge(cfg, json.loads(storage.read_text(challenger["summary"])),
+                                    challenger["embeddings"], champion, challenger["mode"] == "refresh")
 
     def name(m):
         return "none" if m is None else f"{m['release']}" + (f" (version {m['registry_version']})" if "registry_version" in m else "")
 
     same = " (the same release)" if champion and champion["release"] == challenger["release"] else ""
     header = f"challenger: {name(challenger)}\nchampion:   {name(champion)}{same}\n"
-    return header + "\n" + gate.table(decision, stable, cfg.gate.stability_k)
+    return header + "\n" + text
+
+
+def _judge(cfg, summary: dict, embeddings: dict[str, str], champion: dict | None,
+           carry_over: bool = False) -> tuple[dict, dict, str]:
+    """The gate's decision, the k-NN stability and the table, for ``mrnet compare`` and the gate.
+    ``carry_over``: PGs the challenger lacks but its manifest still names (a refresh of a subset)
+    are the champion's own, so the champion's results stand in for them."""
+    from mrnet import gate
+
+    old = json.loads(storage.read_text(champion["summary"])) if champion else None
+    if old and carry_over:
+        summary = summary | {"pgs": {pg: r for pg, r in old["pgs"].items() if pg in embeddings} | summary["pgs"]}
+    decision = gate.decide(summary, old, cfg.gate)
+    stable = gate.stability(champion["embeddings"], embeddings, cfg.gate, _read_parquet) if champion else {}
+    return decision, stable, gate.table(decision, stable, cfg.gate.stability_k)
 
 
 def _gate(run: Run, manifest: dict, summary: dict, champion: dict | None) -> dict:
     """Decide; log the decision, its reasons and the stability metric (file + MLflow)."""
-    from mrnet import gate
-
-    old = json.loads(storage.read_text(champion["summary"])) if champion else None
-    if old and run.mode == "refresh":  # PGs this refresh did not touch are the champion's own
-        summary = summary | {"pgs": {pg: r for pg, r in old["pgs"].items() if pg in manifest["models"]}
-                             | summary["pgs"]}
-    decision = gate.decide(summary, old, run.cfg.gate)
-    stable = gate.stability(champion["embeddings"], manifest["embeddings"], run.cfg.gate, _read_parquet) if champion else {}
+    decision, stable, text = _judge(run.cfg, summary, manifest["embeddings"], champion, run.mode == "refresh")
     decision |= {"champion": champion and champion["release"], "challenger": run.run_id,
                  f"knn_overlap_at_{run.cfg.gate.stability_k}": stable}
-    text = gate.table(decision, stable, run.cfg.gate.stability_k)
     storage.write_text(run.path("gate.json"), json.dumps(decision, indent=2))
     storage.write_text(run.path("compare.txt"), text)
     log.info("promotion gate, %s vs champion %s:\n%s", run.run_id, decision["champion"], text)

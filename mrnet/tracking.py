@@ -24,6 +24,7 @@ is downloaded and read with safetensors. Nothing is unpickled, and no MLflow fla
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -36,7 +37,6 @@ from mrnet import storage
 from mrnet.config import Config
 
 log = logging.getLogger("mrnet.tracking")
-_CLIENTS: dict[str, object] = {}
 
 
 def tracking_uri(cfg: Config, home: str) -> str:
@@ -51,12 +51,11 @@ def tracking_uri(cfg: Config, home: str) -> str:
     return f"sqlite:///{Path(home).resolve() / 'mlflow.db'}"
 
 
+@functools.lru_cache(maxsize=4)
 def client(uri: str):
     from mlflow import MlflowClient
 
-    if uri not in _CLIENTS:
-        _CLIENTS[uri] = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    return _CLIENTS[uri]
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def experiment_id(uri: str, name: str, home: str) -> str:
@@ -89,21 +88,20 @@ def _quote(value: str) -> str:
 def find_or_create_run(uri: str, exp_id: str, tags: dict[str, str], name: str,
                        parent: str | None = None, extra_tags: dict[str, str] | None = None) -> str:
     """The run carrying exactly these identifying ``tags``, reopened; else a new one."""
-    c = client(uri)
-    query = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in sorted(tags.items()))
-    found = c.search_runs([exp_id], filter_string=query, max_results=2)
+    found = find_runs(uri, exp_id, tags, max_results=1)
     if found:
         run_id = found[0].info.run_id
-        c.update_run(run_id, status="RUNNING")
+        client(uri).update_run(run_id, status="RUNNING")
         log.info("MLflow: reattached to run %s (%s)", run_id, name)
         return run_id
     extra = ({"mlflow.parentRunId": parent} if parent else {}) | (extra_tags or {})
-    return c.create_run(exp_id, tags=tags | extra, run_name=name).info.run_id
+    return client(uri).create_run(exp_id, tags=tags | extra, run_name=name).info.run_id
 
 
-def find_runs(uri: str, exp_id: str, tags: dict[str, str]) -> list:
+def find_runs(uri: str, exp_id: str, tags: dict[str, str], max_results: int = 1000) -> list:
+    """The runs carrying all of these tags."""
     query = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in sorted(tags.items()))
-    return list(client(uri).search_runs([exp_id], filter_string=query, max_results=1000))
+    return list(client(uri).search_runs([exp_id], filter_string=query, max_results=max_results))
 
 
 def set_tags(uri: str, run_id: str, tags: dict[str, str]) -> None:
