@@ -121,11 +121,18 @@ def report(run: str, embeddings: list[str]) -> str:
     return release.report(run, embeddings)
 
 
+@task(**GPU_TASK)
+def sparse_autoencoder(run: str, summary: str) -> str:
+    from mrnet import flow_ae
+
+    return flow_ae.sparse_autoencoder(run, summary)
+
+
 @task
-def publish(run: str, summary: str) -> str:
+def publish(run: str, summary: str, parts: list[str]) -> str:
     from mrnet import release
 
-    return release.publish(run, summary)
+    return release.publish(run, summary, parts)
 
 
 @task

@@ -4,8 +4,10 @@
 "We periodically retrain MRNet to keep the model updated with the dynamic signals."
 pin the champion release → validate today's catalog → per PG (mapped, GPU queue + pool):
 warm-start the released model, re-fit the dynamic tasks (price, offer, review …) on the
-refreshed labels and fine-tune for `refresh.epochs` → re-embed → report → publish →
-promotion_gate.
+refreshed labels and fine-tune for `refresh.epochs` → re-embed → report →
+sparse_autoencoder (re-fit on the refreshed PG embeddings: the PG-agnostic space follows
+them) → publish → promotion_gate. The cross-language model has no dynamic signal and is
+carried over from the base release.
 
 Cadence: refresh weekly (`[mrnet] refresh_cron`, default Wednesdays 02:00 UTC), midway
 between the weekly full retrains of `mrnet_retrain` (Sundays, and on every catalog update),
@@ -17,7 +19,7 @@ model's vocabulary and task list; changing those takes a full retrain.
 from airflow.sdk import CronTriggerTimetable, dag, task, task_group
 
 from mrnet_common import (DAG_DEFAULTS, GPU_TASK, embed_pg, promotion_gate, publish, report, run_params,
-                          setting, validate_catalog)
+                          setting, sparse_autoencoder, validate_catalog)
 
 
 @dag(
@@ -61,7 +63,8 @@ def mrnet_refresh_dynamic():
     base = pin_base_release(run)
     catalog = validate_catalog(run)
     embeddings = pg.partial(run=run, catalog=catalog, base=base).expand(pg=plan_pgs(run, base))
-    promotion_gate(run, publish(run, report(run, embeddings)))
+    summary = report(run, embeddings)
+    promotion_gate(run, publish(run, summary, [sparse_autoencoder(run, summary)]))
 
 
 mrnet_refresh_dynamic()

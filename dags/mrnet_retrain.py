@@ -3,8 +3,10 @@
 
 validate catalog → build corpus → train word2vec → per PG (mapped, GPU queue + pool):
 train the BiLSTM with alternating optimization → embed the PG's products →
-report (names any failed PG) → publish (MLflow registry: `challenger`) →
-promotion_gate (vs the `champion`; moves it only if no metric regresses).
+report (names any failed PG) → sparse_autoencoder (§3.2: 256-d PG-agnostic embeddings) and
+cross_language_autoencoder (§5: two locale models + multimodal autoencoder, held-out
+retrieval report) → publish (MLflow registry: `challenger`) → promotion_gate (vs the
+`champion`; moves it only if no metric regresses).
 
 Runs weekly (`[mrnet] retrain_cron`, default Sundays 02:00 UTC) and whenever the
 `mrnet_catalog` asset is updated. Trigger it from the UI with params for a trial run
@@ -16,7 +18,7 @@ reused from the cache when the catalog text and the settings are unchanged.
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task, task_group
 
 from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, embed_pg, promotion_gate, publish, report,
-                          run_params, setting, validate_catalog)
+                          run_params, setting, sparse_autoencoder, validate_catalog)
 
 
 @dag(
@@ -61,6 +63,12 @@ def mrnet_retrain():
 
         return flow.train(run, pg, catalog, vectors)
 
+    @task(**GPU_TASK)
+    def cross_language_autoencoder(run: str, summary: str) -> str:
+        from mrnet import flow_ae
+
+        return flow_ae.cross_language(run)
+
     @task_group
     def pg(pg: str, run: str, catalog: str, vectors: str):
         return embed_pg(run, train_pg(run, pg, catalog, vectors), catalog)
@@ -69,7 +77,9 @@ def mrnet_retrain():
     catalog = validate_catalog(run)
     vectors = train_word2vec(run, build_corpus(run, catalog))
     embeddings = pg.partial(run=run, catalog=catalog, vectors=vectors).expand(pg=plan_pgs(run))
-    promotion_gate(run, publish(run, report(run, embeddings)))
+    summary = report(run, embeddings)
+    parts = [sparse_autoencoder(run, summary), cross_language_autoencoder(run, summary)]
+    promotion_gate(run, publish(run, summary, parts))
 
 
 mrnet_retrain()

@@ -106,6 +106,14 @@ def _cmd_embed(cfg: Config, args) -> None:
     print(pipeline.embed_step(cfg, model, catalog, args.pg)[0])
 
 
+def _cmd_neighbors(cfg: Config, args) -> None:
+    from mrnet import neighbors as nn
+
+    manifest = nn.load_release(cfg, args.release)
+    query, rows = nn.neighbors(manifest, args.k, args.space, args.pg, args.id, args.title, args.ann)
+    print(nn.format_table(query, rows))
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="configs/demo.yaml", help="YAML config (default: %(default)s)")
@@ -151,6 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--titles", help="cold start: CSV with a 'title' column (optional 'product_id')")
     p.add_argument("--out")
     p.set_defaults(fn=_cmd_embed)
+    p = sub.add_parser("neighbors", parents=[common], help="k nearest products (Euclidean) of an id or a title")
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--id", help="a product id of the release")
+    query.add_argument("--title", help="a free-text title (cold start through the --pg model)")
+    p.add_argument("--pg", help="product group (needed for --title and --space pg with a title)")
+    p.add_argument("--space", choices=["pg", "agnostic"], default="pg",
+                   help="PG-specific (128-d) or PG-agnostic (256-d) embeddings (default: %(default)s)")
+    p.add_argument("-k", type=int, default=10, help="neighbours to show (default: %(default)s)")
+    p.add_argument("--release", help="release.json or run folder (default: the champion release)")
+    p.add_argument("--ann", action="store_true", help="approximate search with a faiss HNSW index (large catalogs)")
+    p.set_defaults(fn=_cmd_neighbors)
     return parser
 
 

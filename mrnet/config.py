@@ -161,6 +161,52 @@ class EmbedConfig(_Frozen):
     batch_size: int = 8192
 
 
+class SparseAEConfig(_Frozen):
+    """PG-agnostic sparse autoencoder (paper §3.2; sparse_ae.py): a PG's d-dim embedding sits at
+    block g of a G·d input; the ``hidden`` (default 2d) sigmoid layer is the PG-agnostic embedding.
+    Sparsity: β·Σ_j KL(ρ‖ρ̂_j) on the batch-mean activation ρ̂_j of each hidden unit (Ng's notes)."""
+
+    enabled: bool = True
+    products_per_pg: int = Field(default=500_000, ge=1)  # paper: 500K random products per PG
+    hidden: int | None = None  # None = 2d
+    epochs: int = Field(default=10, ge=1)
+    # the exact loss's Gram term costs the same at any batch size, so large batches are cheaper per
+    # product, but fewer steps: 1024 reached the lowest validation error per second on the demo
+    # (docs/AUTOENCODERS.md)
+    batch_size: int = Field(default=1024, ge=2)
+    lr: float = 3e-3
+    rho: float = Field(default=0.05, gt=0.0, lt=1.0)  # target mean activation
+    beta: float = Field(default=0.1, ge=0.0)  # weight of the KL sparsity penalty
+    val_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
+
+
+class CrossLingualConfig(_Frozen):
+    """Cross-language multimodal autoencoder (paper §5; crosslingual.py). ``pairs`` is
+    ``builtin:food_names_en_fr`` / ``builtin:food_names_de_en`` (generic food names under
+    data.raw_dir: a stand-in for the paper's UK/FR product titles), or a CSV/TSV with columns
+    ``id_a, title_a, id_b, title_b`` plus ``catalog_a`` / ``catalog_b`` (canonical catalogs of
+    the two locales, with the label columns ``tasks`` name). Locale B is projected into A."""
+
+    enabled: bool = True
+    pairs: str = "builtin:food_names_en_fr"
+    catalog_a: str | None = None
+    catalog_b: str | None = None
+    locale_a: str = "en"
+    locale_b: str = "fr"
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # held-out pairs: never trained on
+    max_pairs: int | None = None  # sample cap (tiny mode)
+    min_count: int = Field(default=2, ge=1)  # word2vec min count of the (small) locale corpora
+    hidden: int = 256  # §5: hidden 256
+    epochs: int = Field(default=40, ge=1)
+    batch_size: int = Field(default=256, ge=1)  # §5: batches of 256, drawn at random
+    lr: float = 1e-3
+    examples: int = Field(default=5, ge=0)  # qualitative B → top-5 A examples in the report
+    tasks: list[TaskSpec] = [
+        TaskSpec(name="food_group", kind="multiclass", column="food_group", top_k=40),
+        TaskSpec(name="tfidf", kind="decoding", column="title", dim=5000),
+    ]
+
+
 class Config(_Frozen):
     artifact_root: str = "artifacts/demo"
     pgs: list[str] | None = None  # None = every PG of the mapping
@@ -172,6 +218,8 @@ class Config(_Frozen):
     refresh: RefreshConfig = RefreshConfig()
     tracking: TrackingConfig = TrackingConfig()
     gate: GateConfig = GateConfig()
+    sparse_ae: SparseAEConfig = SparseAEConfig()
+    crosslingual: CrossLingualConfig = CrossLingualConfig()
     tasks: list[TaskSpec]
 
     @model_validator(mode="after")
@@ -191,7 +239,8 @@ class Config(_Frozen):
         """Hash of what changes a PG model's training (resume key); run-only fields excluded:
         where artifacts go, which PGs run, progress bars, inference batch size."""
         tree = self.model_dump(mode="json", exclude={"artifact_root": True, "pgs": True, "embed": True,
-                                                     "tracking": True, "gate": True, "train": {"progress"}})
+                                                     "tracking": True, "gate": True, "sparse_ae": True,
+                                                     "crosslingual": True, "train": {"progress"}})
         return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -204,6 +253,10 @@ TINY_OVERRIDES = [
     "train.steps_per_epoch=2",
     "train.batch_size=32",
     "train.progress=false",
+    "sparse_ae.epochs=2",
+    "sparse_ae.batch_size=64",
+    "crosslingual.max_pairs=400",
+    "crosslingual.epochs=2",
 ]
 
 

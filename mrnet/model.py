@@ -57,8 +57,9 @@ def build_model(meta: dict) -> MRNet:
                  heads, cfg["model"]["freeze_word_vectors"])
 
 
-def save_model(model: MRNet, meta: dict, uri: str) -> str:
-    """One self-describing safetensors file (atomic write)."""
+def save_model(model: nn.Module, meta: dict, uri: str) -> str:
+    """One self-describing safetensors file (atomic write): the weights, and ``meta`` as JSON in
+    the header. Every mrnet model (PG encoder, sparse and cross-language autoencoders) uses it."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -67,23 +68,30 @@ def save_model(model: MRNet, meta: dict, uri: str) -> str:
     return uri
 
 
-def load_model(uri: str, device: str = "cpu") -> tuple[MRNet, dict]:
-    """Rebuild a saved model from its own metadata; weights only, nothing unpickled."""
+def load_weights(model: nn.Module, uri: str) -> nn.Module:
+    """Load a saved state dict into ``model`` (weights only, nothing unpickled); eval mode."""
     from safetensors.torch import load_file
 
-    path = str(storage.local_path(uri))
+    model.load_state_dict(load_file(str(storage.local_path(uri)), device="cpu"))
+    return model.eval()
+
+
+def load_model(uri: str, device: str = "cpu") -> tuple[MRNet, dict]:
+    """Rebuild a saved model from its own metadata; weights only, nothing unpickled."""
     meta = read_meta(uri)
-    model = build_model(meta)
-    model.load_state_dict(load_file(path, device="cpu"))
-    return model.to(device).eval(), meta
+    return load_weights(build_model(meta), uri).to(device), meta
 
 
-def read_meta(uri: str) -> dict:
-    """A model's metadata (config, vocab, task states, PG) without loading its weights."""
+def read_meta(uri: str, kind: str | None = None) -> dict:
+    """A model's metadata (config, vocab, task states, PG …) without loading its weights.
+    ``kind``: the ``meta["kind"]`` required (e.g. ``sparse_ae``); None = a PG encoder."""
     from safetensors import safe_open
 
     with safe_open(str(storage.local_path(uri)), framework="pt") as fh:
         header = fh.metadata() or {}
     if "mrnet" not in header:
         raise ValueError(f"{uri}: not an mrnet model (no 'mrnet' metadata in the safetensors header)")
-    return json.loads(header["mrnet"])
+    meta = json.loads(header["mrnet"])
+    if meta.get("kind") != kind:
+        raise ValueError(f"{uri}: an mrnet {meta.get('kind') or 'PG encoder'}, not a {kind or 'PG encoder'}")
+    return meta

@@ -95,7 +95,7 @@ def run(params: dict, run_id: str | None = None, mode: str = "retrain") -> dict:
     overrides). A failed PG is recorded and the others go on; the report then raises naming it."""
     from datetime import datetime, timezone
 
-    from mrnet import flow, release
+    from mrnet import flow, flow_ae, release
 
     run_id = run_id or f"local__{datetime.now(timezone.utc):%Y-%m-%dT%H%M%S}"
     run_uri = flow.start_run(params, run_id, "cli", mode)
@@ -112,7 +112,10 @@ def run(params: dict, run_id: str | None = None, mode: str = "retrain") -> dict:
         except Exception as exc:  # recorded in failures/<pg>.json; the report names it at the end
             print(f"[{i}/{len(pgs)}] {pg}: FAILED {type(exc).__name__}: {exc}", flush=True)
     summary_uri = release.report(run_uri, embeddings)
-    release.promote(run_uri, release.publish(run_uri, summary_uri))
+    parts = [flow_ae.sparse_autoencoder(run_uri, summary_uri)]
+    if mode == "retrain":  # a refresh carries the cross-language model over from its base release
+        parts.append(flow_ae.cross_language(run_uri))
+    release.promote(run_uri, release.publish(run_uri, summary_uri, parts))
     return json.loads(storage.read_text(summary_uri))
 
 

@@ -130,10 +130,33 @@ def _manifest(run: Run, summary: dict, summary_uri: str, base: dict | None) -> d
                 "models": {pg: {"uri": r["model"], "version": model_version(r["model"])}
                            for pg, r in summary["pgs"].items()},
                 "embeddings": {pg: r["embeddings"] for pg, r in summary["pgs"].items()}}
+    manifest |= _parts(run)
     if base:  # a refresh covers the PGs it refreshed; the others stay as they were released
         for key in ("models", "embeddings", "registry"):
             manifest[key] = base.get(key, {}) | manifest.get(key, {})
+        for key in PARTS:  # e.g. the cross-language model, which a refresh does not retrain
+            if key not in manifest and key in base:
+                manifest[key] = base[key]
     return manifest
+
+
+PARTS = {"agnostic": ("sparse_autoencoder", "sparse_ae"), "crosslingual": ("cross_language_autoencoder", "crosslingual_ae")}
+
+
+def _parts(run: Run) -> dict:
+    """The autoencoder stages' outputs (flow_ae.py) as manifest sections."""
+    from mrnet.embed import model_version
+
+    out = {}
+    sae = _optional_stage(run, "sparse_autoencoder")
+    if sae and "uri" in sae:
+        out["agnostic"] = {"model": sae["model"], "version": model_version(sae["model"]), "embeddings": sae["uri"],
+                           "dim": sae["dim"], "val": sae["val"]}
+    xl = _optional_stage(run, "cross_language_autoencoder")
+    if xl and "uri" in xl:
+        out["crosslingual"] = {"model": xl["model"], "version": model_version(xl["model"]), "report": xl["uri"],
+                               "mrr": {m: row["mrr"] for m, row in xl["retrieval"].items()}}
+    return out
 
 
 def _register(run: Run, manifest: dict, summary_uri: str) -> dict[str, str]:
@@ -150,6 +173,15 @@ def _register(run: Run, manifest: dict, summary_uri: str) -> dict[str, str]:
                   else model["uri"].rsplit("/", 1)[0])
         registry[pg] = tr.register(uri, f"{prefix}-{pg}", source, pg_runs[pg],
                                    {"release": run.run_id, "sha256": model["version"], "pg": pg})
+    stage_runs = {r.data.tags["mrnet.stage"]: r.info.run_id for r in tr.find_runs(
+        uri, run.mlflow["experiment_id"], {"mrnet.run_id": run.run_id, "mrnet.kind": "stage"})}
+    for key, (stage, part) in PARTS.items():
+        if key in manifest and stage in stage_runs:  # else carried over from the base release
+            model = manifest[key]["model"]
+            source = (tr.artifact_uri(uri, stage_runs[stage], "model") if run.cfg.tracking.log_weights
+                      else model.rsplit("/", 1)[0])
+            registry[part] = tr.register(uri, f"{prefix}-{part}", source, stage_runs[stage],
+                                         {"release": run.run_id, "sha256": manifest[key]["version"]})
     tr.log_text(uri, run.mlflow["parent"], json.dumps(manifest | {"registry": registry}, indent=2),
                 "release/release.json")
     registry["release"] = tr.register(uri, f"{prefix}-release", tr.artifact_uri(uri, run.mlflow["parent"], "release"),
@@ -212,7 +244,22 @@ def compare(cfg) -> str:
 
     same = " (the same release)" if champion and champion["release"] == challenger["release"] else ""
     header = f"challenger: {name(challenger)}\nchampion:   {name(champion)}{same}\n"
-    return header + "\n" + text
+    return header + "\n" + text + parts_table(challenger, champion)
+
+
+def parts_table(challenger: dict, champion: dict | None) -> str:
+    """The autoencoders side by side (informational; the gate decides on the PG tasks)."""
+    def value(manifest, part, key):
+        section = (manifest or {}).get(part) or {}
+        v = section.get("val", {}).get(key) if part == "agnostic" else section.get("mrr", {}).get(key)
+        return "–" if v is None else f"{v:.4f}"
+
+    rows = [("sparse AE val recon_rel (lower is better)", "agnostic", "recon_rel"),
+            ("cross-language MRR, autoencoder", "crosslingual", "autoencoder"),
+            ("cross-language MRR, least squares", "crosslingual", "least_squares")]
+    lines = [f"  {label:<42} {value(champion, part, key):>10} → {value(challenger, part, key)}"
+             for label, part, key in rows if part in challenger]
+    return ("\n\nautoencoders (champion → challenger):\n" + "\n".join(lines)) if lines else ""
 
 
 def _judge(cfg, summary: dict, embeddings: dict[str, str], champion: dict | None,
@@ -233,6 +280,7 @@ def _judge(cfg, summary: dict, embeddings: dict[str, str], champion: dict | None
 def _gate(run: Run, manifest: dict, summary: dict, champion: dict | None) -> dict:
     """Decide; log the decision, its reasons and the stability metric (file + MLflow)."""
     decision, stable, text = _judge(run.cfg, summary, manifest["embeddings"], champion, run.mode == "refresh")
+    text += parts_table(manifest, champion)
     decision |= {"champion": champion and champion["release"], "challenger": run.run_id,
                  f"knn_overlap_at_{run.cfg.gate.stability_k}": stable}
     storage.write_text(run.path("gate.json"), json.dumps(decision, indent=2))
@@ -250,8 +298,10 @@ def _gate(run: Run, manifest: dict, summary: dict, champion: dict | None) -> dic
     return decision
 
 
-def publish(run_uri: str, summary_uri: str) -> str:
-    """Write the release manifest and register it (PG encoders + release) as ``challenger``."""
+def publish(run_uri: str, summary_uri: str, parts=()) -> str:
+    """Write the release manifest and register it (PG encoders, autoencoders, release) as
+    ``challenger``. ``parts``: the autoencoder stages' URIs (an Airflow dependency; their
+    stage records are what is read)."""
     run = load_run(run_uri)
     summary = json.loads(storage.read_text(summary_uri))
     base = (json.loads(storage.read_text(run.path("base_release.json")))

@@ -20,15 +20,33 @@ materialized here:
   activation ρ and each hidden unit's mean activation ρ̂ over the batch, as in Ng's sparse
   autoencoder notes, weighted by β. The hidden units are sigmoids, so ρ̂ ∈ (0, 1).
 
-Status: the model and its loss are tested against the dense formulation
-(tests/test_sparse_ae.py). Training on the PG embeddings, the DAG stage and registration are
-not built yet (issue 5).
+Training (``train_sparse_ae``) reads every PG's embedding Parquet, samples up to
+``sparse_ae.products_per_pg`` products per PG (the paper: 500K), holds out a seeded
+``val_fraction`` by product id, and runs Adam on large shuffled batches. The block index g of
+a PG is its position in the PG mapping (``pg_order``), not in this run's PG subset, so a PG
+keeps its block across runs. ``encode_all`` writes the 2d-dim PG-agnostic embedding of every
+product to one Parquet beside the PG-specific ones. The model is one safetensors file whose
+metadata carries its own config and PG order (nothing unpickled).
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
+from tqdm import tqdm
+
+from mrnet import storage
+from mrnet.config import SparseAEConfig
+from mrnet.model import load_weights, read_meta, save_model
+
+log = logging.getLogger("mrnet.sparse_ae")
 
 
 class SparseAutoencoder(nn.Module):
@@ -40,7 +58,7 @@ class SparseAutoencoder(nn.Module):
         self.n_groups, self.d, self.hidden = n_groups, d, hidden
         self.w_enc = nn.Parameter(torch.randn(n_groups, d, hidden) / d ** 0.5)       # (G, d, 2d)
         self.b_enc = nn.Parameter(torch.zeros(hidden))                              # (2d,)
-        self.w_dec = nn.Parameter(torch.randn(hidden, n_groups * d) / hidden ** 0.5)  # (2d, G·d)
+        self.w_dec = nn.Parameter(torch.randn(hidden, n_groups * d) * 0.01)          # (2d, G·d): output starts near 0
         self.b_dec = nn.Parameter(torch.zeros(n_groups * d))                        # (G·d,)
 
     def _by_group(self, group: torch.Tensor):
@@ -84,3 +102,142 @@ def sparse_ae_loss(model: SparseAutoencoder, x: torch.Tensor, group: torch.Tenso
     block = model.decode_block(h, group)
     err = (block - x).pow(2).sum(1) + model.output_sq_norm(h) - block.pow(2).sum(1)
     return err.mean() + beta * kl_sparsity(h, rho)
+
+
+# ------------------------------------------------------------------ training and inference
+
+
+def load_embeddings(embeddings: dict[str, str], pg_order: list[str], cap: int | None, seed: int):
+    """(ids, pgs, x (N, d) float32, group (N,) int64): up to ``cap`` products per PG (seeded)."""
+    ids, names, xs, groups = [], [], [], []
+    for pg, uri in sorted(embeddings.items()):
+        if pg not in pg_order:
+            raise ValueError(f"PG {pg!r} of {uri} is not in the PG mapping {pg_order}")
+        df = pd.read_parquet(storage.local_path(uri), columns=["product_id", "embedding"])
+        if cap is not None and len(df) > cap:
+            df = df.sample(n=cap, random_state=seed)
+        ids += df["product_id"].tolist()
+        names += [pg] * len(df)
+        xs.append(np.stack(df["embedding"].to_numpy()).astype(np.float32) if len(df) else
+                  np.zeros((0, 0), np.float32))
+        groups.append(np.full(len(df), pg_order.index(pg), np.int64))
+    xs = [x for x in xs if x.size]
+    if not xs:
+        raise ValueError("sparse autoencoder: no PG embeddings to train on")
+    return ids, names, np.concatenate(xs), np.concatenate(groups)
+
+
+def _val_mask(ids: list[str], fraction: float, seed: int) -> np.ndarray:
+    key = pd.util.hash_pandas_object(pd.Series(ids), index=False, hash_key=f"sae{seed:013d}"[:16])
+    return (key.to_numpy() % 10_000) < fraction * 10_000
+
+
+@torch.no_grad()
+def evaluate(model: SparseAutoencoder, x: torch.Tensor, group: torch.Tensor, cfg: SparseAEConfig,
+             batch: int = 65_536) -> dict[str, float]:
+    """Validation: mean exact G·d reconstruction error, relative to mean ||x||², and KL."""
+    if len(x) == 0:
+        return {}
+    err, h_sum = 0.0, torch.zeros(model.hidden, device=x.device)
+    for s in range(0, len(x), batch):
+        xb, gb = x[s:s + batch], group[s:s + batch]
+        h = model.encode(xb, gb)
+        block = model.decode_block(h, gb)
+        err += float(((block - xb).pow(2).sum(1) + model.output_sq_norm(h) - block.pow(2).sum(1)).sum())
+        h_sum += h.sum(0)
+    rho_hat = (h_sum / len(x)).clamp(1e-6, 1 - 1e-6)
+    rho = cfg.rho
+    kl = float((rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum())
+    recon = err / len(x)
+    return {"recon": recon, "recon_rel": recon / max(float(x.pow(2).sum(1).mean()), 1e-12), "kl": kl,
+            "mean_activation": float(h_sum.sum() / (len(x) * model.hidden))}
+
+
+def train_sparse_ae(cfg: SparseAEConfig, embeddings: dict[str, str], pg_order: list[str], out_uri: str,
+                    seed: int = 13, device: str = "cpu", progress: bool = True, on_epoch=None) -> tuple[str, dict]:
+    """Train on the PGs' embeddings; write the model (safetensors) to ``out_uri``; (uri, report)."""
+    torch.manual_seed(seed)
+    ids, _, x_np, g_np = load_embeddings(embeddings, pg_order, cfg.products_per_pg, seed)
+    val = _val_mask(ids, cfg.val_fraction, seed)
+    x, group, val = (torch.from_numpy(a).to(device) for a in (x_np, g_np, val))
+    x_tr, g_tr, x_va, g_va = x[~val], group[~val], x[val], group[val]
+    d = x.shape[1]
+    model = SparseAutoencoder(len(pg_order), d, cfg.hidden).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(seed)
+    steps = math.ceil(len(x_tr) / cfg.batch_size)
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        t0, total = time.perf_counter(), 0.0
+        order = torch.randperm(len(x_tr), generator=gen).to(device)
+        for s in tqdm(range(steps), desc=f"sparse AE epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
+                      disable=not progress):
+            rows = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            loss = sparse_ae_loss(model, x_tr[rows], g_tr[rows], cfg.rho, cfg.beta)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(rows)
+        seconds = time.perf_counter() - t0
+        history.append({"epoch": epoch, "seconds": round(seconds, 3), "train_loss": total / len(x_tr),
+                        "products_per_s": round(len(x_tr) / seconds, 1), "val": evaluate(model, x_va, g_va, cfg)})
+        log.info("[sparse_ae] epoch %d/%d: train loss %.4f, val recon_rel %s", epoch, cfg.epochs,
+                 history[-1]["train_loss"], history[-1]["val"].get("recon_rel"))
+        if on_epoch is not None:
+            on_epoch(history[-1])
+    meta = {"kind": "sparse_ae", "config": cfg.model_dump(mode="json"), "pg_order": pg_order, "d": d,
+            "hidden": model.hidden, "history": history}
+    save_model(model.cpu(), meta, out_uri)
+    report = {"n_train": int(len(x_tr)), "n_val": int(len(x_va)), "pgs": sorted(embeddings), "d": d,
+              "hidden": model.hidden, "blocks": len(pg_order), "history": history}
+    return out_uri, report
+
+
+def load(uri: str, device: str = "cpu") -> tuple[SparseAutoencoder, dict]:
+    """The saved autoencoder, rebuilt from its own metadata (weights only)."""
+    meta = read_meta(uri, "sparse_ae")
+    model = SparseAutoencoder(len(meta["pg_order"]), meta["d"], meta["hidden"])
+    return load_weights(model, uri).to(device), meta
+
+
+@torch.inference_mode()
+def agnostic(model: SparseAutoencoder, meta: dict, x: np.ndarray, pg: str, batch: int = 65_536) -> np.ndarray:
+    """PG-agnostic embeddings (N, 2d) of N PG-specific embeddings (N, d) of one PG."""
+    if pg not in meta["pg_order"]:
+        raise ValueError(f"PG {pg!r} has no block in this autoencoder (PGs: {meta['pg_order']})")
+    g = meta["pg_order"].index(pg)
+    out = [model.encode(torch.from_numpy(x[s:s + batch]), torch.full((len(x[s:s + batch]),), g))
+           for s in range(0, len(x), batch)]
+    return torch.cat(out).numpy() if out else np.zeros((0, model.hidden), np.float32)
+
+
+def encode_all(model_uri: str, embeddings: dict[str, str], out_uri: str) -> tuple[str, dict]:
+    """The PG-agnostic embedding of every product of every PG → one Parquet (product_id,
+    product_group, model_version, embedding)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mrnet.embed import model_version
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model, meta = load(model_uri)
+    version, schema, n = model_version(model_uri), None, 0
+    with storage.atomic_path(out_uri, suffix=".parquet") as tmp:
+        writer = None
+        for pg, uri in sorted(embeddings.items()):
+            df = pd.read_parquet(storage.local_path(uri), columns=["product_id", "embedding"])
+            if df.empty:
+                continue
+            h = agnostic(model, meta, np.stack(df["embedding"].to_numpy()).astype(np.float32), pg)
+            table = pa.table({"product_id": pa.array(df["product_id"], pa.string()),
+                              "product_group": pa.array([pg] * len(df), pa.string()),
+                              "model_version": pa.array([version] * len(df), pa.string()),
+                              "embedding": pa.FixedSizeListArray.from_arrays(pa.array(h.ravel(), pa.float32()),
+                                                                             model.hidden)})
+            writer = writer or pq.ParquetWriter(tmp, schema := table.schema)
+            writer.write_table(table)
+            n += len(df)
+        if writer is None:
+            raise ValueError("sparse autoencoder: no PG embeddings to encode")
+        writer.close()
+    return out_uri, {"products": n, "dim": model.hidden, "schema": str(schema.field("embedding").type)}

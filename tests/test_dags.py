@@ -74,11 +74,16 @@ def _task(dag, task_id):
 def test_retrain_structure(dagbag):
     dag = dagbag.dags["mrnet_retrain"]
     assert set(dag.task_ids) == {"start", "validate_catalog", "build_corpus", "train_word2vec", "plan_pgs",
-                                 "pg.train_pg", "pg.embed_pg", "report", "publish", "promotion_gate"}
+                                 "pg.train_pg", "pg.embed_pg", "report", "sparse_autoencoder",
+                                 "cross_language_autoencoder", "publish", "promotion_gate"}
     chain = ["start", "validate_catalog", "build_corpus", "train_word2vec", "pg.train_pg", "pg.embed_pg",
-             "report", "publish", "promotion_gate"]
+             "report", "sparse_autoencoder", "publish", "promotion_gate"]
     for up, down in zip(chain, chain[1:]):
         assert down in _task(dag, up).downstream_task_ids, (up, down)
+    for up, down in [("report", "cross_language_autoencoder"), ("cross_language_autoencoder", "publish")]:
+        assert down in _task(dag, up).downstream_task_ids, (up, down)
+    for task_id in ("sparse_autoencoder", "cross_language_autoencoder"):  # both train: GPU workers
+        assert _task(dag, task_id).queue == "gpu" and _task(dag, task_id).pool == "gpu"
     assert "pg.train_pg" in _task(dag, "plan_pgs").downstream_task_ids
     _check_common(dag, "pg.train_pg")
     schedule = dag.timetable
@@ -89,11 +94,12 @@ def test_retrain_structure(dagbag):
 
 def test_refresh_structure(dagbag):
     dag = dagbag.dags["mrnet_refresh_dynamic"]
-    assert set(dag.task_ids) == {"start", "pin_base_release", "validate_catalog", "plan_pgs",
-                                 "pg.refresh_pg", "pg.embed_pg", "report", "publish", "promotion_gate"}
+    assert set(dag.task_ids) == {"start", "pin_base_release", "validate_catalog", "plan_pgs", "pg.refresh_pg",
+                                 "pg.embed_pg", "report", "sparse_autoencoder", "publish", "promotion_gate"}
     for up, down in [("start", "pin_base_release"), ("pin_base_release", "plan_pgs"), ("plan_pgs", "pg.refresh_pg"),
                      ("validate_catalog", "pg.refresh_pg"), ("pg.refresh_pg", "pg.embed_pg"),
-                     ("pg.embed_pg", "report"), ("report", "publish"), ("publish", "promotion_gate")]:
+                     ("pg.embed_pg", "report"), ("report", "sparse_autoencoder"), ("sparse_autoencoder", "publish"),
+                     ("publish", "promotion_gate")]:
         assert down in _task(dag, up).downstream_task_ids, (up, down)
     _check_common(dag, "pg.refresh_pg")
     assert dag.timetable.expression == "0 2 * * 3"
@@ -184,6 +190,19 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
     current = json.loads((home / "releases" / "current.json").read_text())
     assert current["dag_id"] == "mrnet_retrain" and set(current["models"]) == set(PGS)
     assert _stage(home, run1, "corpus")["cache_hit"] is False
+    # both autoencoder stages ran as tasks and are part of the promoted, registered release
+    agnostic = pd.read_parquet(current["agnostic"]["embeddings"])
+    assert set(agnostic["product_group"]) == set(PGS) and len(agnostic["embedding"][0]) == 256
+    assert set(current["crosslingual"]["mrr"]) >= {"random", "autoencoder", "least_squares", "no_projection"}
+    assert {"sparse_ae", "crosslingual_ae"} <= set(current["registry"])
+    assert "NOT retail product titles" in (home / "runs" / run1 / "crosslingual" / "report.md").read_text()
+    first_xl = current["crosslingual"]
+    near = subprocess.run([sys.executable, "-m", "mrnet", "neighbors", "--set", f"artifact_root={home}", "--title",
+                           "Titan men analog steel watch", "--pg", "watches", "--space", "agnostic", "-k", "3"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)   # champion via the registry
+    assert near.returncode == 0, near.stderr[-2000:]
+    assert f"3 nearest to title 'Titan men analog steel watch' (agnostic space, PG watches; exact Euclidean over " \
+           f"{len(agnostic)} products; release {current['release']})" in near.stdout
 
     df = pd.read_parquet(fixture_catalog)
     df["price"] *= 2
@@ -195,6 +214,7 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
     assert refresh.returncode == 0, refresh.stdout[-4000:]
     current = json.loads((home / "releases" / "current.json").read_text())
     assert current["mode"] == "refresh" and current["base_release"] == _runs(home)[run1]["run_id"]
+    assert current["crosslingual"] == first_xl and "/runs/" + run1 not in current["agnostic"]["embeddings"]
     assert "promotion gate" in refresh.stdout + refresh.stderr and "decision: PROMOTE" in refresh.stdout + refresh.stderr
 
     # same catalog again, plus a PG with no products: corpus + word2vec come from the cache,
@@ -216,6 +236,7 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
     assert shown.returncode == 0, shown.stderr[-2000:]
     refresh_id = current["release"]
     assert f"champion:   {refresh_id} (version 2)" in shown.stdout and "(the same release)" in shown.stdout
+    assert "autoencoders (champion → challenger):" in shown.stdout and "cross-language MRR, autoencoder" in shown.stdout
 
 
 RESUME_DRIVER = """

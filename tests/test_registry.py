@@ -116,7 +116,19 @@ def test_parent_and_nested_runs_are_tagged_and_logged(history):
     assert {a.path for a in c.list_artifacts(parent.info.run_id, "summary")} >= {"summary/training_curves.png"}
     assert {a.path for a in c.list_artifacts(parent.info.run_id, "gate")} == {"gate/decision.json", "gate/compare.txt"}
     stages = {r.data.tags["mrnet.stage"]: r.info.run_id for r in _runs(home, run_id="better", kind="stage")}
-    assert set(stages) == {"validate", "corpus", "word2vec"}
+    assert set(stages) == {"validate", "corpus", "word2vec", "sparse_autoencoder", "cross_language_autoencoder"}
+    sae = c.get_run(stages["sparse_autoencoder"]).data.metrics
+    assert {"train_loss", "val.recon_rel", "val.kl", "val.mean_activation", "products", "seconds"} <= set(sae)
+    assert [m.step for m in c.get_metric_history(stages["sparse_autoencoder"], "val.recon_rel")] == [1, 2]  # tiny: 2 epochs
+    assert {a.path for a in c.list_artifacts(stages["sparse_autoencoder"], "model")} == {
+        "model/sparse_ae.safetensors", "model/metrics.json"}
+    xl = c.get_run(stages["cross_language_autoencoder"]).data.metrics
+    assert {f"retrieval.{m}.mrr" for m in ("random", "autoencoder", "least_squares", "procrustes")} <= set(xl)
+    assert {a.path for a in c.list_artifacts(stages["cross_language_autoencoder"], "report")} == {
+        "report/report.md", "report/metrics.json", "report/retrieval.png"}
+    for part in ("sparse_ae", "crosslingual_ae"):  # registered with the release, champion with it
+        version = c.get_model_version_by_alias(f"mrnet-{part}", "champion")
+        assert version.run_id == stages["sparse_autoencoder" if part == "sparse_ae" else "cross_language_autoencoder"]
     assert {a.path for a in c.list_artifacts(stages["word2vec"], "word2vec")} == {"word2vec/vectors.bin",
                                                                                  "word2vec/vocab.txt"}
     assert {a.path for a in c.list_artifacts(stages["validate"], "catalog")} == {"catalog/quarantine_summary.json"}

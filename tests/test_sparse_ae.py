@@ -1,5 +1,6 @@
 """The sparse autoencoder's exact block-sparse loss equals the dense G·d formulation (paper §3.2)."""
 
+import pytest
 import torch
 
 from mrnet.sparse_ae import SparseAutoencoder, kl_sparsity, sparse_ae_loss
@@ -58,3 +59,43 @@ def test_training_steps_reduce_the_loss():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def _write_pg(path, ids, x, pg):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"product_id": ids, "product_group": [pg] * len(ids), "model_version": ["v"] * len(ids),
+                             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel(), pa.float32()), x.shape[1])}),
+                   path)
+    return str(path)
+
+
+def test_training_lowers_the_loss_and_blocks_follow_the_pg_mapping(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from mrnet import sparse_ae
+    from mrnet.config import SparseAEConfig
+
+    rng = np.random.default_rng(0)
+    order = ["a", "b", "c", "d"]                        # the mapping; this run has only b and d
+    low_rank = lambda j: np.tanh(rng.normal(size=(300, 2)) @ rng.normal(size=(2, 8)) + 0.5 * j)  # noqa: E731
+    emb = {pg: _write_pg(tmp_path / f"{pg}.parquet", [f"{pg}{i}" for i in range(300)], low_rank(j), pg)
+           for j, pg in enumerate(["b", "d"])}
+    cfg = SparseAEConfig(epochs=20, batch_size=64, lr=3e-3, val_fraction=0.2, hidden=16)
+    uri, report = sparse_ae.train_sparse_ae(cfg, emb, order, str(tmp_path / "ae.safetensors"), progress=False)
+    first, last = report["history"][0], report["history"][-1]
+    assert last["val"]["recon"] < 0.3 * first["val"]["recon"] and last["val"]["recon_rel"] < 0.25 and report["n_val"] > 0
+    model, meta = sparse_ae.load(uri)
+    assert meta["pg_order"] == order and model.w_enc.shape == (4, 8, 16)   # G = the mapping's PGs
+    x = np.stack(pd.read_parquet(emb["d"])["embedding"].to_numpy()).astype(np.float32)
+    h = sparse_ae.agnostic(model, meta, x, "d")
+    expected = torch.sigmoid(torch.from_numpy(x) @ model.w_enc[3] + model.b_enc)   # d sits at block 3
+    assert np.allclose(h, expected.detach().numpy(), atol=1e-6)
+    out, stats = sparse_ae.encode_all(uri, emb, str(tmp_path / "agnostic.parquet"))
+    df = pd.read_parquet(out)
+    assert stats["products"] == len(df) == 600 and len(df["embedding"][0]) == 16
+    assert df.groupby("product_group").size().to_dict() == {"b": 300, "d": 300}
+    with pytest.raises(ValueError, match="PG 'x' has no block"):
+        sparse_ae.agnostic(model, meta, x, "x")

@@ -1,0 +1,121 @@
+"""Run-scoped autoencoder stages after the PG fan-in (the DAG tasks ``sparse_autoencoder`` and
+``cross_language_autoencoder``); like flow.py, URIs in and a URI out.
+
+- ``sparse_autoencoder`` (paper §3.2): trains on the PG embeddings of this release (a refresh
+  adds the untouched PGs of its base release) and writes the PG-agnostic embedding of every
+  product to ``embeddings/pg_agnostic.parquet``; model and metrics under ``agnostic/``.
+- ``cross_language`` (paper §5): locale models + multimodal autoencoder + held-out retrieval
+  report under ``crosslingual/`` (crosslingual.py).
+
+Each is one nested MLflow run (kind ``stage``) with per-epoch metrics, the model file and the
+report; ``release.publish`` adds both to the release manifest and registers the models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from mrnet import storage
+from mrnet.flow import Run, _record, load_run, nested_run
+
+log = logging.getLogger("mrnet.flow")
+
+
+def _device(run: Run) -> str:
+    from mrnet.train import _device as device
+
+    return str(device(run.cfg))
+
+
+def _skip(run: Run, stage: str, why: str) -> str:
+    log.info("[%s] skipped: %s", stage, why)
+    _record(run, stage, {"skipped": why})
+    return ""
+
+
+def _epoch_logger(run: Run, mlflow_run: str | None, flatten):
+    if not mlflow_run:
+        return None
+    from mrnet import tracking as tr
+
+    return lambda entry: tr.log_metrics(run.mlflow["uri"], mlflow_run, flatten(entry), entry["epoch"])
+
+
+def _log(run: Run, mlflow_run: str | None, metrics: dict, artifacts: dict[str, str]) -> None:
+    """Final metrics + artifacts ({file uri: artifact folder}) on the stage's MLflow run."""
+    if not mlflow_run:
+        return
+    from mrnet import tracking as tr
+
+    uri = run.mlflow["uri"]
+    tr.log_metrics(uri, mlflow_run, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    for artifact, folder in artifacts.items():
+        if storage.exists(artifact):
+            tr.log_artifact(uri, mlflow_run, artifact, folder)
+    tr.finish(uri, mlflow_run)
+
+
+def release_embeddings(run: Run, summary: dict) -> dict[str, str]:
+    """PG → embedding URI of the release this run will publish (base PGs carried by a refresh)."""
+    out = {pg: r["embeddings"] for pg, r in summary["pgs"].items()}
+    base_uri = run.path("base_release.json")
+    if storage.exists(base_uri):
+        out = json.loads(storage.read_text(base_uri))["embeddings"] | out
+    return out
+
+
+def sparse_autoencoder(run_uri: str, summary_uri: str) -> str:
+    """Train the PG-agnostic sparse autoencoder; return the agnostic embeddings' URI."""
+    from mrnet import sparse_ae
+    from mrnet.demo_catalog import load_pg_mapping
+
+    run, t0 = load_run(run_uri), time.perf_counter()
+    cfg = run.cfg.sparse_ae
+    if not cfg.enabled:
+        return _skip(run, "sparse_autoencoder", "sparse_ae.enabled is false")
+    embeddings = release_embeddings(run, json.loads(storage.read_text(summary_uri)))
+    mlflow_run = nested_run(run, "stage", "sparse_autoencoder")
+    flatten = lambda e: {"train_loss": e["train_loss"], "products_per_s": e["products_per_s"],  # noqa: E731
+                         "epoch_seconds": e["seconds"]} | {f"val.{k}": v for k, v in e["val"].items()}
+    model_uri, report = sparse_ae.train_sparse_ae(
+        cfg, embeddings, list(load_pg_mapping(run.cfg.data.pg_mapping)), run.path("agnostic", "sparse_ae.safetensors"),
+        run.cfg.train.seed, _device(run), run.cfg.train.progress, _epoch_logger(run, mlflow_run, flatten))
+    out, stats = sparse_ae.encode_all(model_uri, embeddings, run.path("embeddings", "pg_agnostic.parquet"))
+    metrics_uri = run.path("agnostic", "metrics.json")
+    storage.write_text(metrics_uri, json.dumps(report | {"encoded": stats}, indent=2))
+    last = report["history"][-1]["val"]
+    seconds = round(time.perf_counter() - t0, 2)
+    _record(run, "sparse_autoencoder", {"uri": out, "model": model_uri, "metrics": metrics_uri, "seconds": seconds,
+                                        "products": stats["products"], "dim": stats["dim"], "val": last})
+    _log(run, mlflow_run, {"seconds": seconds, "products": stats["products"], "n_train": report["n_train"]},
+         {model_uri: "model", metrics_uri: "model"} if run.cfg.tracking.log_weights else {metrics_uri: "model"})
+    log.info("[sparse_autoencoder] %d products → %d-d PG-agnostic embeddings (val recon_rel %s) → %s",
+             stats["products"], stats["dim"], last.get("recon_rel"), out)
+    return out
+
+
+def cross_language(run_uri: str) -> str:
+    """Train the two locale models and the cross-language autoencoder; return metrics.json's URI."""
+    from mrnet import crosslingual
+
+    run, t0 = load_run(run_uri), time.perf_counter()
+    if not run.cfg.crosslingual.enabled:
+        return _skip(run, "cross_language_autoencoder", "crosslingual.enabled is false")
+    out_dir = run.path("crosslingual")
+    mlflow_run = nested_run(run, "stage", "cross_language_autoencoder")
+    flatten = lambda e: {"train_loss": e["train_loss"], "epoch_seconds": e["seconds"]}  # noqa: E731
+    uri, result = crosslingual.run(run.cfg, out_dir, _device(run), run.cfg.train.progress,
+                                   _epoch_logger(run, mlflow_run, flatten))
+    metrics = {f"retrieval.{method}.{k}": v for method, row in result["retrieval"].items() for k, v in row.items()}
+    metrics |= {f"pairs.{k}": v for k, v in result["pairs"].items() if isinstance(v, int)}
+    seconds = round(time.perf_counter() - t0, 2)
+    _record(run, "cross_language_autoencoder", {"uri": uri, "model": result["model"], "seconds": seconds,
+                                                "retrieval": result["retrieval"], "pairs": result["pairs"]})
+    files = {storage.join(out_dir, n): "report" for n in ("report.md", "metrics.json", "retrieval.png")}
+    if run.cfg.tracking.log_weights:
+        files[result["model"]] = "model"
+    _log(run, mlflow_run, metrics | {"seconds": seconds}, files)
+    log.info("[cross_language_autoencoder] %s", crosslingual.verdict(result["retrieval"]))
+    return uri
