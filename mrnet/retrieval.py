@@ -1,8 +1,8 @@
 """Exact k-nearest-neighbour search and retrieval metrics (paper §4.2 nearest neighbours, §5).
 
 ``knn`` never holds an N×N (or Q×N) matrix: it walks the base in chunks of rows, scores a
-block of queries against one chunk with a matrix product, and merges each chunk's top k into
-a running top k. Memory is O(Q_block·chunk + Q·k), so it scales to millions of rows.
+block of queries against one chunk with a matrix product, takes the chunk's own top k
+(argpartition) and merges it into a running top k. Memory is O(Q_block·chunk + Q·k), so it scales to millions of rows.
 
 - ``euclidean``: ||q − x||² = ||q||² − 2 q·x + ||x||² (the paper's NN metric, §4.2);
 - ``cosine``: rows are L2-normalized first, score = q·x.
@@ -30,8 +30,8 @@ def scores(queries: np.ndarray, base: np.ndarray, metric: str) -> np.ndarray:
     raise ValueError(f"unknown metric {metric!r} (euclidean or cosine)")
 
 
-def knn(queries: np.ndarray, base: np.ndarray, k: int, metric: str = "euclidean", chunk: int = 65_536,
-        query_block: int = 1024, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def knn(queries: np.ndarray, base: np.ndarray, k: int, metric: str = "euclidean", chunk: int = 32_768,
+        query_block: int = 512, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k base rows for each query: (distance (Q, k), index (Q, k)), nearest first.
 
     Distance is Euclidean (not squared) or 1 − cosine. ``exclude[i]``: a base row query i may not
@@ -53,8 +53,10 @@ def knn(queries: np.ndarray, base: np.ndarray, k: int, metric: str = "euclidean"
                 ex = exclude[q0:q0 + len(q)] - b0
                 hit = (ex >= 0) & (ex < s.shape[1])
                 s[np.nonzero(hit)[0], ex[hit]] = -np.inf
-            cand_s = np.concatenate([best_s, s], axis=1)
-            cand_i = np.concatenate([best_i, np.arange(b0, b0 + s.shape[1])[None, :].repeat(len(q), 0)], axis=1)
+            kk = min(k, s.shape[1])                                          # the chunk's own top k first
+            part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
+            cand_s = np.concatenate([best_s, np.take_along_axis(s, part, 1)], axis=1)
+            cand_i = np.concatenate([best_i, part + b0], axis=1)             # (q, k + kk)
             top = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
             best_s = np.take_along_axis(cand_s, top, 1)
             best_i = np.take_along_axis(cand_i, top, 1)
