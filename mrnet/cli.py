@@ -42,6 +42,10 @@ def _cmd_summary(cfg: Config, args) -> None:
     runs = storage.join(cfg.artifact_root, "runs")
     root = args.run or pipeline.latest_run(runs)
     print(storage.read_text(storage.join(root, "summary.md")))
+    if storage.exists(storage.join(root, "release.json")):
+        from mrnet.release import parts_summary
+
+        print(parts_summary(json.loads(storage.read_text(storage.join(root, "release.json")))))
     print(f"run folder: {root}")
 
 

@@ -247,6 +247,19 @@ def compare(cfg) -> str:
     return header + "\n" + text + parts_table(challenger, champion)
 
 
+def parts_summary(manifest: dict) -> str:
+    """Two lines on the release's autoencoders, for ``mrnet summary`` (empty if it has none)."""
+    lines = []
+    if agnostic := manifest.get("agnostic"):
+        lines.append(f"PG-agnostic embeddings (sparse autoencoder, §3.2): {agnostic['dim']}-d, val recon_rel "
+                     f"{agnostic['val'].get('recon_rel', float('nan')):.3f} → {agnostic['embeddings']}")
+    if xl := manifest.get("crosslingual"):
+        mrr = ", ".join(f"{m} {v:.3f}" for m, v in xl["mrr"].items())
+        lines.append(f"cross-language autoencoder (§5), held-out MRR: {mrr} → "
+                     f"{xl['report'].rsplit('/', 1)[0]}/report.md")
+    return "\n".join(lines)
+
+
 def parts_table(challenger: dict, champion: dict | None) -> str:
     """The autoencoders side by side (informational; the gate decides on the PG tasks)."""
     def value(manifest, part, key):

@@ -1,4 +1,5 @@
-"""End to end through the CLI in tiny mode: catalog → corpus → word2vec → 3 PG models → embeddings."""
+"""End to end through the CLI in tiny mode: catalog → corpus → word2vec → 3 PG models → embeddings
+→ sparse and cross-language autoencoders → release."""
 
 import json
 import subprocess
@@ -31,6 +32,10 @@ def test_mrnet_run_tiny_end_to_end(tmp_path):
     summary_cmd = [sys.executable, "-m", "mrnet", "summary", "--set", f"artifact_root={home}"]
     shown = subprocess.run(summary_cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and "| watches |" in shown.stdout and str(root) in shown.stdout
+    assert "PG-agnostic embeddings (sparse autoencoder, §3.2): 256-d, val recon_rel" in shown.stdout
+    assert "cross-language autoencoder (§5), held-out MRR: random" in shown.stdout
+    agnostic = pd.read_parquet(root / "embeddings" / "pg_agnostic.parquet")
+    assert len(agnostic) == sum(len(pd.read_parquet(root / "embeddings" / f"{pg}.parquet")) for pg in summary["pgs"])
 
 
 def test_cli_reports_bad_config_without_a_traceback(tmp_path):
