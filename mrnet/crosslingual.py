@@ -159,9 +159,18 @@ def load(uri: str) -> tuple[CrossLingualAE, dict]:
 # ------------------------------------------------------------------ the stage
 
 
-def _vectors(uri: str) -> dict[str, np.ndarray]:
-    df = pd.read_parquet(storage.local_path(uri), columns=["product_id", "embedding"])
-    return dict(zip(df["product_id"], np.stack(df["embedding"].to_numpy()).astype(np.float32)))
+class _Vectors:
+    """A locale's embeddings, looked up by product id."""
+
+    def __init__(self, uri: str):
+        from mrnet.embed import read_embeddings
+
+        df, self.x = read_embeddings(uri)
+        self.ids = df["product_id"]
+        self.row = pd.Series(np.arange(len(df)), index=self.ids)
+
+    def __getitem__(self, ids) -> np.ndarray:
+        return self.x[self.row.loc[list(ids)].to_numpy()]
 
 
 def _inputs(cfg, out_dir: str):
@@ -199,32 +208,28 @@ def run(cfg, out_dir: str, device: str = "cpu", progress: bool = True, on_epoch=
     held_ids = {"a": set(held["id_a"]), "b": set(held["id_b"])}
     models = {side: locales.train_locale(cfg, loc, catalogs[side], held_ids[side], out_dir)
               for side, loc in (("a", xl.locale_a), ("b", xl.locale_b))}
-    leaks = {f"held_out_in_training_{side}": int(pd.read_parquet(storage.local_path(storage.join(
-        out_dir, "data", f"train_{loc}.parquet")), columns=["product_id"])["product_id"].isin(held_ids[side]).sum())
-        for side, loc in (("a", xl.locale_a), ("b", xl.locale_b))}
+    leaks = {f"held_out_in_training_{side}": len(models[side]["train_ids"] & held_ids[side]) for side in "ab"}
     leaks["held_out_in_ae_pairs"] = int(train_p["id_a"].isin(held_ids["a"]).sum() + train_p["id_b"].isin(held_ids["b"]).sum())
     if any(leaks.values()):
         raise RuntimeError(f"crosslingual: held-out items reached training: {leaks}")
-    vec_a, vec_b = _vectors(models["a"]["embeddings"]), _vectors(models["b"]["embeddings"])
-    raw_a = np.stack([vec_a[i] for i in train_p["id_a"]])
-    raw_b = np.stack([vec_b[i] for i in train_p["id_b"]])
+    vec_a, vec_b = _Vectors(models["a"]["embeddings"]), _Vectors(models["b"]["embeddings"])
+    raw_a, raw_b = vec_a[train_p["id_a"]], vec_b[train_p["id_b"]]
     stats = {"a": standardizer(raw_a), "b": standardizer(raw_b)}
     tr_a, tr_b = standardize(raw_a, stats["a"]), standardize(raw_b, stats["b"])
     model, history = train_ae(xl, tr_a, tr_b, cfg.train.seed, device, progress, on_epoch)
     cand = held.drop_duplicates("id_a").reset_index(drop=True)
-    te_a = standardize(np.stack([vec_a[i] for i in cand["id_a"]]), stats["a"])
-    te_b = standardize(np.stack([vec_b[i] for i in held["id_b"]]), stats["b"])
+    te_a, te_b = standardize(vec_a[cand["id_a"]], stats["a"]), standardize(vec_b[held["id_b"]], stats["b"])
     truth = cand.reset_index().set_index("id_a").loc[held["id_a"], "index"].to_numpy()
     metrics = evaluate(model, tr_a, tr_b, te_a, te_b, truth)
     meta = {"kind": "crosslingual_ae", "d_a": model.d_a, "d_b": model.d_b, "hidden": model.hidden,
             "locale_a": xl.locale_a, "locale_b": xl.locale_b, "standardize": stats, "config": xl.model_dump(mode="json"),
             "locale_models": {xl.locale_a: models["a"]["model"], xl.locale_b: models["b"]["model"]}}
     model_uri = save_model(model, meta, storage.join(out_dir, "crosslingual_ae.safetensors"))
-    projected = _write_projection(model, vec_b, stats["b"], storage.join(
+    projected = _write_projection(model, model_uri, vec_b, stats["b"], xl.locale_b, storage.join(
         out_dir, f"embeddings_{xl.locale_b}_in_{xl.locale_a}.parquet"))
     result = {"data": description, "locale_a": xl.locale_a, "locale_b": xl.locale_b, "model": model_uri,
               "projected_embeddings": projected,
-              "locale_models": {loc: {k: v for k, v in models[s].items() if k != "history"}
+              "locale_models": {loc: {k: v for k, v in models[s].items() if k not in ("history", "train_ids")}
                                 for s, loc in (("a", xl.locale_a), ("b", xl.locale_b))},
               "pairs": {"usable": len(pairs), "train": len(train_p), "held_out": len(held), "candidates": len(cand),
                         "dropped_overlap": dropped, "quarantined": quarantined},
@@ -233,18 +238,14 @@ def run(cfg, out_dir: str, device: str = "cpu", progress: bool = True, on_epoch=
     return _write_report(result, out_dir), result
 
 
-def _write_projection(model: CrossLingualAE, vec_b: dict[str, np.ndarray], stats: dict, uri: str) -> str:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _write_projection(model: CrossLingualAE, model_uri: str, vec_b: _Vectors, stats: dict, locale_b: str,
+                      uri: str) -> str:
+    """Every B item projected into A's (standardized) space, in embed.py's Parquet schema."""
+    from mrnet.embed import model_version, write_embeddings
 
-    ids = list(vec_b)
     with torch.inference_mode():
-        x = model.project_b_to_a(torch.from_numpy(standardize(np.stack([vec_b[i] for i in ids]), stats))).numpy()
-    table = pa.table({"product_id": pa.array(ids, pa.string()),
-                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel(), pa.float32()), x.shape[1])})
-    with storage.atomic_path(uri, suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
-    return uri
+        x = model.project_b_to_a(torch.from_numpy(standardize(vec_b.x, stats))).numpy()
+    return write_embeddings(uri, vec_b.ids, locale_b, model_version(model_uri), x)
 
 
 def verdict(metrics: dict[str, dict]) -> str:

@@ -36,17 +36,33 @@ def embed_titles(model: MRNet, meta: dict, titles, batch_size: int = 8192,
     return out
 
 
-def write_embeddings(out_uri: str, product_ids, pg: str, version: str, emb: np.ndarray) -> str:
-    d = emb.shape[1]
-    table = pa.table({
+def embedding_table(product_ids, pg, version: str, emb: np.ndarray) -> pa.Table:
+    """The embedding Parquet schema: product_id, product_group (one PG or one per row),
+    model_version, embedding (fixed-size list of float32)."""
+    n, d = emb.shape
+    pgs = [pg] * n if isinstance(pg, str) else list(pg)
+    return pa.table({
         "product_id": pa.array(list(product_ids), pa.string()),
-        "product_group": pa.array([pg] * len(emb), pa.string()),
-        "model_version": pa.array([version] * len(emb), pa.string()),
+        "product_group": pa.array(pgs, pa.string()),
+        "model_version": pa.array([version] * n, pa.string()),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel(), pa.float32()), d),
     })
+
+
+def write_embeddings(out_uri: str, product_ids, pg, version: str, emb: np.ndarray) -> str:
     with storage.atomic_path(out_uri, suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(embedding_table(product_ids, pg, version, emb), tmp)
     return out_uri
+
+
+def read_embeddings(uri: str, columns=("product_id",)) -> tuple[pd.DataFrame, np.ndarray]:
+    """(the other ``columns``, embeddings (N, d) float32) of an embedding Parquet. The vectors
+    come straight from the Arrow buffer (no per-row Python arrays)."""
+    table = pq.read_table(storage.local_path(uri), columns=[*columns, "embedding"])
+    column = table.column("embedding").combine_chunks()
+    d = column.type.list_size
+    x = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, d)
+    return table.drop(["embedding"]).to_pandas(), x
 
 
 def model_version(model_uri: str) -> str:

@@ -304,14 +304,16 @@ def _pg_stage(run: Run, pg: str, stage: str):
         tr.finish(run.mlflow["uri"], mlflow_run)
 
 
-def _epoch_logger(run: Run, mlflow_run: str | None):
-    """fit()'s per-epoch callback: the epoch's metrics, live, with step = epoch. A resumed
-    retry logs only the epochs it trains; the earlier attempt logged the others."""
+def _epoch_logger(run: Run, mlflow_run: str | None, flatten=None):
+    """A training loop's per-epoch callback: the epoch's metrics (``flatten(entry)``, default
+    the PG models' names), live, with step = epoch. A resumed retry logs only the epochs it
+    trains; the earlier attempt logged the others."""
     if not mlflow_run:
         return None
     from mrnet import tracking as tr
 
-    return lambda entry: tr.log_metrics(run.mlflow["uri"], mlflow_run, tr.epoch_metrics(entry), entry["epoch"])
+    flatten = flatten or tr.epoch_metrics
+    return lambda entry: tr.log_metrics(run.mlflow["uri"], mlflow_run, flatten(entry), entry["epoch"])
 
 
 def _log_model(run: Run, mlflow_run: str | None, model_uri: str, pg: str) -> None:

@@ -18,7 +18,7 @@ import logging
 import time
 
 from mrnet import storage
-from mrnet.flow import Run, _record, load_run, nested_run
+from mrnet.flow import Run, _epoch_logger, _record, load_run, nested_run, track_stage
 
 log = logging.getLogger("mrnet.flow")
 
@@ -33,28 +33,6 @@ def _skip(run: Run, stage: str, why: str) -> str:
     log.info("[%s] skipped: %s", stage, why)
     _record(run, stage, {"skipped": why})
     return ""
-
-
-def _epoch_logger(run: Run, mlflow_run: str | None, flatten):
-    if not mlflow_run:
-        return None
-    from mrnet import tracking as tr
-
-    return lambda entry: tr.log_metrics(run.mlflow["uri"], mlflow_run, flatten(entry), entry["epoch"])
-
-
-def _log(run: Run, mlflow_run: str | None, metrics: dict, artifacts: dict[str, str]) -> None:
-    """Final metrics + artifacts ({file uri: artifact folder}) on the stage's MLflow run."""
-    if not mlflow_run:
-        return
-    from mrnet import tracking as tr
-
-    uri = run.mlflow["uri"]
-    tr.log_metrics(uri, mlflow_run, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-    for artifact, folder in artifacts.items():
-        if storage.exists(artifact):
-            tr.log_artifact(uri, mlflow_run, artifact, folder)
-    tr.finish(uri, mlflow_run)
 
 
 def release_embeddings(run: Run, summary: dict) -> dict[str, str]:
@@ -89,8 +67,9 @@ def sparse_autoencoder(run_uri: str, summary_uri: str) -> str:
     seconds = round(time.perf_counter() - t0, 2)
     _record(run, "sparse_autoencoder", {"uri": out, "model": model_uri, "metrics": metrics_uri, "seconds": seconds,
                                         "products": stats["products"], "dim": stats["dim"], "val": last})
-    _log(run, mlflow_run, {"seconds": seconds, "products": stats["products"], "n_train": report["n_train"]},
-         {model_uri: "model", metrics_uri: "model"} if run.cfg.tracking.log_weights else {metrics_uri: "model"})
+    track_stage(run, "sparse_autoencoder", {"seconds": seconds, "products": stats["products"],
+                                            "n_train": report["n_train"]},
+                ((model_uri, "model"),) * run.cfg.tracking.log_weights + ((metrics_uri, "model"),))
     log.info("[sparse_autoencoder] %d products → %d-d PG-agnostic embeddings (val recon_rel %s) → %s",
              stats["products"], stats["dim"], last.get("recon_rel"), out)
     return out
@@ -113,9 +92,8 @@ def cross_language(run_uri: str) -> str:
     seconds = round(time.perf_counter() - t0, 2)
     _record(run, "cross_language_autoencoder", {"uri": uri, "model": result["model"], "seconds": seconds,
                                                 "retrieval": result["retrieval"], "pairs": result["pairs"]})
-    files = {storage.join(out_dir, n): "report" for n in ("report.md", "metrics.json", "retrieval.png")}
-    if run.cfg.tracking.log_weights:
-        files[result["model"]] = "model"
-    _log(run, mlflow_run, metrics | {"seconds": seconds}, files)
+    files = tuple((storage.join(out_dir, n), "report") for n in ("report.md", "metrics.json", "retrieval.png"))
+    track_stage(run, "cross_language_autoencoder", metrics | {"seconds": seconds},
+                files + ((result["model"], "model"),) * run.cfg.tracking.log_weights)
     log.info("[cross_language_autoencoder] %s", crosslingual.verdict(result["retrieval"]))
     return uri

@@ -148,7 +148,7 @@ def locale_config(cfg: Config) -> Config:
 
 def train_locale(cfg: Config, locale: str, catalog: pd.DataFrame, held_ids: set[str], out_dir: str) -> dict:
     """word2vec + MRNet on the locale's catalog minus held-out ids; embed every catalog item.
-    Returns {model, embeddings, vocab_size, n_train, history}."""
+    Returns {model, embeddings, vocab_size, n_train, n_val, history, train_ids}."""
     from mrnet.corpus import build_corpus
     from mrnet.embed import embed_pg
     from mrnet.train import train_pg
@@ -165,4 +165,4 @@ def train_locale(cfg: Config, locale: str, catalog: pd.DataFrame, held_ids: set[
     log.info("[crosslingual] %s: %d training items, vocab %d, %d items embedded", locale, len(train),
              w2v["vocab_size"], stats["products"])
     return {"model": model, "embeddings": emb, "vocab_size": w2v["vocab_size"], "n_train": report["n_train"],
-            "n_val": report["n_val"], "history": report["history"]}
+            "n_val": report["n_val"], "history": report["history"], "train_ids": set(train["product_id"])}

@@ -26,8 +26,7 @@ ATTRIBUTES = ["brand", "color", "gender", "subcategory", "item_type", "price"]
 
 def load_release(cfg, release: str | None) -> dict:
     """A release manifest: a release.json, a run folder holding one, or (default) the champion."""
-    from mrnet.flow import _absolute
-    from mrnet.release import aliased_manifest
+    from mrnet.release import manifest_by_alias
 
     if release:
         path = Path(release)
@@ -35,15 +34,9 @@ def load_release(cfg, release: str | None) -> dict:
         if not storage.exists(uri):
             raise FileNotFoundError(f"no release manifest at {uri} (give a release.json or a run folder)")
         return json.loads(storage.read_text(uri))
-    home = _absolute(cfg.artifact_root)
-    uri = None
-    if cfg.tracking.enabled:
-        from mrnet import tracking
-
-        uri = tracking.tracking_uri(cfg, home)
-    manifest = aliased_manifest(cfg, home, uri, "champion")
+    manifest, where = manifest_by_alias(cfg, "champion")
     if manifest is None:
-        raise FileNotFoundError(f"no champion release under {home}: run `make demo` (or pass --release)")
+        raise FileNotFoundError(f"no champion release under {where}: run `make demo` (or pass --release)")
     return manifest
 
 
@@ -72,9 +65,9 @@ def find_pg(manifest: dict, product_id: str) -> str:
 
 
 def _matrix(uri: str) -> tuple[pd.DataFrame, np.ndarray]:
-    df = pd.read_parquet(storage.local_path(uri), columns=["product_id", "product_group", "embedding"])
-    x = np.stack(df["embedding"].to_numpy()).astype(np.float32) if len(df) else np.zeros((0, 1), np.float32)
-    return df.drop(columns="embedding"), x
+    from mrnet.embed import read_embeddings
+
+    return read_embeddings(uri, ("product_id", "product_group"))
 
 
 def check_title(manifest: dict, title: str, pg: str | None) -> None:
@@ -132,7 +125,8 @@ def neighbors(manifest: dict, k: int = 10, space: str = "pg", pg: str | None = N
         check_title(manifest, title, pg)
     elif pg is None:
         pg = find_pg(manifest, product_id)
-    ids, x = _matrix(_space(manifest, space, pg))
+    uri = _space(manifest, space, pg)
+    ids, x = _matrix(uri)
     exclude = None
     if product_id is not None:
         where = np.flatnonzero(ids["product_id"].to_numpy() == product_id)
@@ -143,7 +137,7 @@ def neighbors(manifest: dict, k: int = 10, space: str = "pg", pg: str | None = N
     else:
         q = embed_title(manifest, title, pg, space)
     if ann:
-        dist, idx = _ann(_space(manifest, space, pg), x, q, k + (exclude is not None))
+        dist, idx = _ann(uri, x, q, k + (exclude is not None))
         keep = idx[0] != (exclude[0] if exclude is not None else -2)
         dist, idx = dist[:, keep][:, :k], idx[:, keep][:, :k]
     else:

@@ -222,8 +222,9 @@ def champion_manifest(run: Run) -> dict | None:
     return aliased_manifest(run.cfg, run.home, run.mlflow and run.mlflow["uri"], "champion")
 
 
-def compare(cfg) -> str:
-    """``mrnet compare``: challenger vs champion, side by side, as the promotion gate sees them."""
+def manifest_by_alias(cfg, alias: str) -> tuple[dict | None, str]:
+    """(the manifest behind ``alias`` for a config's artifact root, or None; where it looked) —
+    outside a run, e.g. ``mrnet compare`` and ``mrnet neighbors``."""
     from mrnet.flow import _absolute
 
     home = _absolute(cfg.artifact_root)
@@ -232,10 +233,15 @@ def compare(cfg) -> str:
         from mrnet import tracking as tr
 
         uri = tr.tracking_uri(cfg, home)
-    challenger = aliased_manifest(cfg, home, uri, "challenger")
-    champion = aliased_manifest(cfg, home, uri, "champion")
+    return aliased_manifest(cfg, home, uri, alias), f"{home} ({uri or 'no tracking'})"
+
+
+def compare(cfg) -> str:
+    """``mrnet compare``: challenger vs champion, side by side, as the promotion gate sees them."""
+    challenger, where = manifest_by_alias(cfg, "challenger")
+    champion, _ = manifest_by_alias(cfg, "champion")
     if challenger is None:
-        raise ValueError(f"no challenger release under {home} ({uri or 'no tracking'}): run mrnet_retrain first")
+        raise ValueError(f"no challenger release under {where}: run mrnet_retrain first")
     decision, stable, text = _judge(cfg, json.loads(storage.read_text(challenger["summary"])),
                                     challenger["embeddings"], champion, challenger["mode"] == "refresh")
 

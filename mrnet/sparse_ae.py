@@ -91,7 +91,11 @@ class SparseAutoencoder(nn.Module):
 
 def kl_sparsity(h: torch.Tensor, rho: float) -> torch.Tensor:
     """Σ_j KL(ρ || ρ̂_j), ρ̂_j the mean activation of hidden unit j over the batch."""
-    rho_hat = h.mean(dim=0).clamp(1e-6, 1 - 1e-6)
+    return kl_to_target(h.mean(dim=0), rho)
+
+
+def kl_to_target(rho_hat: torch.Tensor, rho: float) -> torch.Tensor:
+    rho_hat = rho_hat.clamp(1e-6, 1 - 1e-6)
     return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
 
 
@@ -108,23 +112,23 @@ def sparse_ae_loss(model: SparseAutoencoder, x: torch.Tensor, group: torch.Tenso
 
 
 def load_embeddings(embeddings: dict[str, str], pg_order: list[str], cap: int | None, seed: int):
-    """(ids, pgs, x (N, d) float32, group (N,) int64): up to ``cap`` products per PG (seeded)."""
-    ids, names, xs, groups = [], [], [], []
+    """(ids, x (N, d) float32, group (N,) int64): up to ``cap`` products per PG (seeded sample)."""
+    from mrnet.embed import read_embeddings
+
+    ids, xs, groups = [], [], []
     for pg, uri in sorted(embeddings.items()):
         if pg not in pg_order:
             raise ValueError(f"PG {pg!r} of {uri} is not in the PG mapping {pg_order}")
-        df = pd.read_parquet(storage.local_path(uri), columns=["product_id", "embedding"])
-        if cap is not None and len(df) > cap:
-            df = df.sample(n=cap, random_state=seed)
+        df, x = read_embeddings(uri)
+        if cap is not None and len(x) > cap:
+            keep = np.sort(np.random.default_rng(seed).choice(len(x), cap, replace=False))
+            df, x = df.iloc[keep], x[keep]
         ids += df["product_id"].tolist()
-        names += [pg] * len(df)
-        xs.append(np.stack(df["embedding"].to_numpy()).astype(np.float32) if len(df) else
-                  np.zeros((0, 0), np.float32))
-        groups.append(np.full(len(df), pg_order.index(pg), np.int64))
-    xs = [x for x in xs if x.size]
-    if not xs:
+        xs.append(x)
+        groups.append(np.full(len(x), pg_order.index(pg), np.int64))
+    if not ids:
         raise ValueError("sparse autoencoder: no PG embeddings to train on")
-    return ids, names, np.concatenate(xs), np.concatenate(groups)
+    return ids, np.concatenate(xs), np.concatenate(groups)
 
 
 def _val_mask(ids: list[str], fraction: float, seed: int) -> np.ndarray:
@@ -145,9 +149,7 @@ def evaluate(model: SparseAutoencoder, x: torch.Tensor, group: torch.Tensor, cfg
         block = model.decode_block(h, gb)
         err += float(((block - xb).pow(2).sum(1) + model.output_sq_norm(h) - block.pow(2).sum(1)).sum())
         h_sum += h.sum(0)
-    rho_hat = (h_sum / len(x)).clamp(1e-6, 1 - 1e-6)
-    rho = cfg.rho
-    kl = float((rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum())
+    kl = float(kl_to_target(h_sum / len(x), cfg.rho))
     recon = err / len(x)
     return {"recon": recon, "recon_rel": recon / max(float(x.pow(2).sum(1).mean()), 1e-12), "kl": kl,
             "mean_activation": float(h_sum.sum() / (len(x) * model.hidden))}
@@ -157,7 +159,7 @@ def train_sparse_ae(cfg: SparseAEConfig, embeddings: dict[str, str], pg_order: l
                     seed: int = 13, device: str = "cpu", progress: bool = True, on_epoch=None) -> tuple[str, dict]:
     """Train on the PGs' embeddings; write the model (safetensors) to ``out_uri``; (uri, report)."""
     torch.manual_seed(seed)
-    ids, _, x_np, g_np = load_embeddings(embeddings, pg_order, cfg.products_per_pg, seed)
+    ids, x_np, g_np = load_embeddings(embeddings, pg_order, cfg.products_per_pg, seed)
     val = _val_mask(ids, cfg.val_fraction, seed)
     x, group, val = (torch.from_numpy(a).to(device) for a in (x_np, g_np, val))
     x_tr, g_tr, x_va, g_va = x[~val], group[~val], x[val], group[val]
@@ -212,32 +214,25 @@ def agnostic(model: SparseAutoencoder, meta: dict, x: np.ndarray, pg: str, batch
 
 
 def encode_all(model_uri: str, embeddings: dict[str, str], out_uri: str) -> tuple[str, dict]:
-    """The PG-agnostic embedding of every product of every PG → one Parquet (product_id,
-    product_group, model_version, embedding)."""
-    import pyarrow as pa
+    """The PG-agnostic embedding of every product of every PG → one Parquet (embed.py's schema),
+    written PG by PG so memory holds one PG at a time."""
     import pyarrow.parquet as pq
 
-    from mrnet.embed import model_version
+    from mrnet.embed import embedding_table, model_version, read_embeddings
 
     torch.set_num_threads(os.cpu_count() or 1)
     model, meta = load(model_uri)
-    version, schema, n = model_version(model_uri), None, 0
+    version, writer, n = model_version(model_uri), None, 0
     with storage.atomic_path(out_uri, suffix=".parquet") as tmp:
-        writer = None
         for pg, uri in sorted(embeddings.items()):
-            df = pd.read_parquet(storage.local_path(uri), columns=["product_id", "embedding"])
-            if df.empty:
+            df, x = read_embeddings(uri)
+            if not len(x):
                 continue
-            h = agnostic(model, meta, np.stack(df["embedding"].to_numpy()).astype(np.float32), pg)
-            table = pa.table({"product_id": pa.array(df["product_id"], pa.string()),
-                              "product_group": pa.array([pg] * len(df), pa.string()),
-                              "model_version": pa.array([version] * len(df), pa.string()),
-                              "embedding": pa.FixedSizeListArray.from_arrays(pa.array(h.ravel(), pa.float32()),
-                                                                             model.hidden)})
-            writer = writer or pq.ParquetWriter(tmp, schema := table.schema)
+            table = embedding_table(df["product_id"], pg, version, agnostic(model, meta, x, pg))
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table)
-            n += len(df)
+            n += len(x)
         if writer is None:
             raise ValueError("sparse autoencoder: no PG embeddings to encode")
         writer.close()
-    return out_uri, {"products": n, "dim": model.hidden, "schema": str(schema.field("embedding").type)}
+    return out_uri, {"products": n, "dim": model.hidden}
