@@ -61,7 +61,7 @@ def read_embeddings(uri: str, columns=("product_id",)) -> tuple[pd.DataFrame, np
     table = pq.read_table(storage.local_path(uri), columns=[*columns, "embedding"])
     column = table.column("embedding").combine_chunks()
     d = column.type.list_size
-    x = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, d)
+    x = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, d)  # a writable copy
     return table.drop(["embedding"]).to_pandas(), x
 
 

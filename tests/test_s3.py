@@ -14,7 +14,7 @@ import time
 import pytest
 
 from mrnet import storage
-from tests.conftest import REPO
+from tests.conftest import RAW, REPO
 
 BUCKET = "mrnet-test"
 
@@ -106,7 +106,7 @@ def test_a_tiny_run_with_artifact_root_on_s3(s3, tmp_path, fixture_catalog):
     """The whole retrain with every artifact (and MLflow's artifacts) under s3://…, tracking in SQLite."""
     home = f"s3://{BUCKET}/home"
     cmd = [sys.executable, "-m", "mrnet", "run", "--tiny", "--run-id", "on-s3", "--set", f"artifact_root={home}",
-           "--set", "pgs=[watches,beverages]", "--set", f"data.catalog={fixture_catalog}",
+           "--set", "pgs=[watches,beverages]", "--set", f"data.catalog={fixture_catalog}", "--set", f"data.raw_dir={RAW}",
            "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     out = subprocess.run(cmd, cwd=REPO, env=os.environ | s3, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
