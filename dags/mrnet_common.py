@@ -129,6 +129,13 @@ def sparse_autoencoder(run: str, summary: str) -> str:
 
 
 @task
+def evaluate(run: str, summary: str, agnostic: str) -> str:
+    from mrnet import flow_ae
+
+    return flow_ae.evaluate(run, summary, agnostic)
+
+
+@task
 def publish(run: str, summary: str, parts: list[str]) -> str:
     from mrnet import release
 

@@ -6,7 +6,7 @@ pin the champion release → validate today's catalog → per PG (mapped, GPU qu
 warm-start the released model, re-fit the dynamic tasks (price, offer, review …) on the
 refreshed labels and fine-tune for `refresh.epochs` → re-embed → report →
 sparse_autoencoder (re-fit on the refreshed PG embeddings: the PG-agnostic space follows
-them) → publish → promotion_gate. The cross-language model has no dynamic signal and is
+them) → evaluate (§4 downstream tasks) → publish → promotion_gate. The cross-language model has no dynamic signal and is
 carried over from the base release.
 
 Cadence: refresh weekly (`[mrnet] refresh_cron`, default Wednesdays 02:00 UTC), midway
@@ -18,8 +18,8 @@ model's vocabulary and task list; changing those takes a full retrain.
 
 from airflow.sdk import CronTriggerTimetable, dag, task, task_group
 
-from mrnet_common import (DAG_DEFAULTS, GPU_TASK, embed_pg, promotion_gate, publish, report, run_params,
-                          setting, sparse_autoencoder, validate_catalog)
+from mrnet_common import (DAG_DEFAULTS, GPU_TASK, embed_pg, evaluate, promotion_gate, publish, report,
+                          run_params, setting, sparse_autoencoder, validate_catalog)
 
 
 @dag(
@@ -64,7 +64,8 @@ def mrnet_refresh_dynamic():
     catalog = validate_catalog(run)
     embeddings = pg.partial(run=run, catalog=catalog, base=base).expand(pg=plan_pgs(run, base))
     summary = report(run, embeddings)
-    promotion_gate(run, publish(run, summary, [sparse_autoencoder(run, summary)]))
+    agnostic = sparse_autoencoder(run, summary)
+    promotion_gate(run, publish(run, summary, [agnostic, evaluate(run, summary, agnostic)]))
 
 
 mrnet_refresh_dynamic()

@@ -3,10 +3,11 @@
 
 validate catalog → build corpus → train word2vec → per PG (mapped, GPU queue + pool):
 train the BiLSTM with alternating optimization → embed the PG's products →
-report (names any failed PG) → sparse_autoencoder (§3.2: 256-d PG-agnostic embeddings) and
+report (names any failed PG) → sparse_autoencoder (§3.2: 256-d PG-agnostic embeddings) →
+evaluate (§4: downstream tasks with LR and RF vs TF-IDF, Table 2, nearest neighbours), and
 cross_language_autoencoder (§5: two locale models + multimodal autoencoder, held-out
 retrieval report) → publish (MLflow registry: `challenger`) → promotion_gate (vs the
-`champion`; moves it only if no metric regresses).
+`champion`; moves it only if no validation loss and no downstream metric regresses).
 
 Runs weekly (`[mrnet] retrain_cron`, default Sundays 02:00 UTC) and whenever the
 `mrnet_catalog` asset is updated. Trigger it from the UI with params for a trial run
@@ -17,7 +18,7 @@ reused from the cache when the catalog text and the settings are unchanged.
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task, task_group
 
-from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, embed_pg, promotion_gate, publish, report,
+from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, embed_pg, evaluate, promotion_gate, publish, report,
                           run_params, setting, sparse_autoencoder, validate_catalog)
 
 
@@ -78,7 +79,8 @@ def mrnet_retrain():
     vectors = train_word2vec(run, build_corpus(run, catalog))
     embeddings = pg.partial(run=run, catalog=catalog, vectors=vectors).expand(pg=plan_pgs(run))
     summary = report(run, embeddings)
-    parts = [sparse_autoencoder(run, summary), cross_language_autoencoder(run, summary)]
+    agnostic = sparse_autoencoder(run, summary)
+    parts = [agnostic, cross_language_autoencoder(run, summary), evaluate(run, summary, agnostic)]
     promotion_gate(run, publish(run, summary, parts))
 
 

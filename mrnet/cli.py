@@ -118,6 +118,31 @@ def _cmd_neighbors(cfg: Config, args) -> None:
     print(nn.format_table(query, rows))
 
 
+def _cmd_evaluate(cfg: Config, args) -> None:
+    """Downstream evaluation (paper §4) of any finished run's embeddings, with the evaluation
+    settings of ``--config`` / ``--set`` (so new tasks or a SIOC label file apply to old runs).
+    Writes ``<run>/evaluations/<UTC time>/`` (never the run's own ``evaluation/``, which its
+    release and the promotion gate refer to)."""
+    from datetime import datetime, timezone
+
+    from mrnet import flow, flow_ae
+    from mrnet.eval_report import table2_text
+
+    root = (args.run or pipeline.latest_run(storage.join(cfg.artifact_root, "runs"))).rstrip("/")
+    run_uri, summary_uri = storage.join(root, "run.json"), storage.join(root, "summary.json")
+    for uri in (run_uri, summary_uri):
+        if not storage.exists(uri):
+            raise FileNotFoundError(f"{uri} not found: --run must be a run folder whose PG stages finished "
+                                    "(…/runs/<run_id>)")
+    run = flow.load_run(run_uri)
+    out = args.out or storage.join(root, "evaluations", f"{datetime.now(timezone.utc):%Y-%m-%dT%H%M%S}")
+    run_cfg = run.cfg.model_copy(update={"evaluation": cfg.evaluation, "train": run.cfg.train.model_copy(
+        update={"progress": True})})
+    result, files = flow_ae.evaluate_run(run, summary_uri, out, run_cfg)
+    print(table2_text(result))
+    print(f"report: {files['report.md']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="configs/demo.yaml", help="YAML config (default: %(default)s)")
@@ -163,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--titles", help="cold start: CSV with a 'title' column (optional 'product_id')")
     p.add_argument("--out")
     p.set_defaults(fn=_cmd_embed)
+    p = sub.add_parser("evaluate", parents=[common], help="downstream tasks vs TF-IDF (Table 2), neighbours, "
+                       "interpretation, on a run's embeddings")
+    p.add_argument("--run", help="a run folder (…/runs/<run_id>; default: the newest run)")
+    p.add_argument("--out", help="report folder (default: <run>/evaluations/<UTC time>)")
+    p.set_defaults(fn=_cmd_evaluate)
     p = sub.add_parser("neighbors", parents=[common], help="k nearest products (Euclidean) of an id or a title")
     query = p.add_mutually_exclusive_group(required=True)
     query.add_argument("--id", help="a product id of the release")

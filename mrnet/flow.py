@@ -167,6 +167,10 @@ def _stage(run: Run, stage: str) -> dict:
     return json.loads(storage.read_text(run.path("stages", f"{stage}.json")))
 
 
+def _optional_stage(run: Run, stage: str) -> dict | None:
+    return _stage(run, stage) if storage.exists(run.path("stages", f"{stage}.json")) else None
+
+
 def validate(run_uri: str) -> str:
     """Validate the run's catalog (defects → quarantine); return the clean catalog's URI."""
     from mrnet.catalog import describe_quarantine

@@ -97,3 +97,53 @@ def cross_language(run_uri: str) -> str:
                 files + ((result["model"], "model"),) * run.cfg.tracking.log_weights)
     log.info("[cross_language_autoencoder] %s", crosslingual.verdict(result["retrieval"]))
     return uri
+
+
+def _word_vectors(run: Run):
+    """The run's word vectors (a refresh has none of its own: its base release's), or None."""
+    from mrnet.flow import _optional_stage, _vectors
+
+    uri = (_optional_stage(run, "word2vec") or {}).get("uri")
+    if not uri and storage.exists(run.path("base_release.json")):
+        uri = json.loads(storage.read_text(run.path("base_release.json"))).get("word2vec")
+    return _vectors(uri) if uri and storage.exists(uri) else None
+
+
+def evaluate_run(run: Run, summary_uri: str, out_dir: str, cfg=None, agnostic: str | None = None):
+    """Evaluate a run's release embeddings (its PGs, a refresh's base PGs, the PG-agnostic file)
+    with ``cfg.evaluation`` (default: the run's own config); write the report under ``out_dir``.
+    Returns (result, {file name: uri})."""
+    from mrnet import eval_report, evaluation
+    from mrnet.flow import _catalog, _optional_stage, _stage
+
+    cfg = cfg or run.cfg
+    embeddings = release_embeddings(run, json.loads(storage.read_text(summary_uri)))
+    agnostic = agnostic or (_optional_stage(run, "sparse_autoencoder") or {}).get("uri") or None
+    catalog = _catalog(_stage(run, "validate")["uri"])
+    result = evaluation.evaluate(cfg, catalog, embeddings, agnostic, _word_vectors(run), cfg.train.progress)
+    return result, eval_report.write(result, out_dir, f"run {run.run_id}", cfg.evaluation.neighbors.shown)
+
+
+def evaluate(run_uri: str, summary_uri: str, agnostic_uri: str = "") -> str:
+    """Downstream evaluation (paper §4; evaluation.py) of this run's release embeddings →
+    ``evaluation/``; return metrics.json's URI. Metrics go to the MLflow parent run too."""
+    from mrnet import eval_report, evaluation
+
+    run, t0 = load_run(run_uri), time.perf_counter()
+    if not run.cfg.evaluation.enabled:
+        return _skip(run, "evaluate", "evaluation.enabled is false")
+    result, files = evaluate_run(run, summary_uri, run.path("evaluation"), agnostic=agnostic_uri or None)
+    metrics = evaluation.metrics(result)
+    seconds = round(time.perf_counter() - t0, 2)
+    _record(run, "evaluate", {"uri": files["metrics.json"], "report": files["report.md"], "seconds": seconds,
+                              "metrics": metrics, "skipped": result["skipped"]})
+    track_stage(run, "evaluate", metrics | {"seconds": seconds}, tuple((uri, "evaluation") for uri in files.values()))
+    if run.mlflow:
+        from mrnet import tracking as tr
+
+        tr.log_metrics(run.mlflow["uri"], run.mlflow["parent"], metrics)
+        for name in ("report.md", "table2.png"):
+            tr.log_artifact(run.mlflow["uri"], run.mlflow["parent"], files[name], "evaluation")
+    log.info("[evaluate] %d task(s) evaluated, %d skipped, %.1f s → %s\n%s", len(result["tasks"]),
+             len(result["skipped"]), seconds, files["report.md"], eval_report.table2_text(result))
+    return files["metrics.json"]

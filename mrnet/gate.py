@@ -19,6 +19,7 @@ Every decision carries its reasons, and publish logs it to MLflow.
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 
@@ -35,8 +36,53 @@ def final_losses(summary: dict) -> dict[tuple[str, str], float]:
     return out
 
 
-def decide(challenger: dict, champion: dict | None, cfg: GateConfig) -> dict:
-    """Gate one challenger summary against the champion's; returns the decision with reasons."""
+EVAL_KEY = re.compile(r"eval\.[^.]+\.(agnostic|pg)\.(lr|rf)")
+
+
+def gated_metrics(metrics: dict) -> dict[str, float]:
+    """The downstream metrics the gate compares: MRNet features (not TF-IDF or the extras,
+    which do not depend on the model) × LR/RF, per task (evaluation.metrics names)."""
+    return {k: float(v) for k, v in metrics.items() if EVAL_KEY.fullmatch(k)}
+
+
+def evaluation_rows(new: dict | None, old: dict | None, tolerance: float) -> tuple[list[dict], list[str]]:
+    """Downstream metrics (higher is better) of the champion vs the challenger, and the reasons
+    to refuse: a metric falling by more than ``tolerance``, or missing from the challenger."""
+    if not old:
+        return [], []  # the champion was not evaluated: nothing to hold the challenger to
+    if new is None:
+        return [], ["not evaluated (evaluation stage off or failed) while the champion was: downstream "
+                     "metrics cannot be compared"]
+    rows, reasons = [], []
+    for key in sorted(old):
+        a, b = old[key], new.get(key)
+        verdict = "missing" if b is None else "regressed" if a - b > tolerance else "improved" if b > a else "held"
+        rows.append({"metric": key, "champion": a, "challenger": b, "delta": None if b is None else b - a,
+                     "verdict": verdict})
+        if verdict == "missing":
+            reasons.append(f"{key}: no result (champion {a:.4f}); its task was skipped or not evaluated")
+        elif verdict == "regressed":
+            reasons.append(f"{key}: {a:.4f} → {b:.4f} (fell by {a - b:.4f} > eval_tolerance {tolerance})")
+    return rows, reasons
+
+
+def decide(challenger: dict, champion: dict | None, cfg: GateConfig,
+           evaluation: tuple[dict | None, dict | None] = (None, None)) -> dict:
+    """Gate one challenger summary against the champion's; returns the decision with reasons.
+    ``evaluation``: (challenger, champion) gated downstream metrics (``gated_metrics``)."""
+    decision = _decide_losses(challenger, champion, cfg)
+    rows, reasons = evaluation_rows(*evaluation, cfg.eval_tolerance) if champion is not None else ([], [])
+    decision["evaluation"] = rows
+    if reasons and decision["promote"]:
+        decision["reasons"] = []
+    decision["reasons"] += reasons
+    decision["promote"] = decision["promote"] and not reasons
+    if rows and decision["promote"]:
+        decision["reasons"].append(f"no downstream metric fell by more than {cfg.eval_tolerance}")
+    return decision
+
+
+def _decide_losses(challenger: dict, champion: dict | None, cfg: GateConfig) -> dict:
     new = final_losses(challenger)
     if challenger.get("failed"):
         return {"promote": False, "rows": [], "aggregate": None,
@@ -139,6 +185,11 @@ def table(decision: dict, stable: dict[str, float] | None = None, k: int = 10) -
     if stable:
         lines.append(f"embedding stability, mean k-NN overlap@{k}: {stable.get('mean', float('nan')):.3f} "
                      f"(min {min(v for p, v in stable.items() if p != 'mean'):.3f})")
+    if decision.get("evaluation"):
+        lines.append(f"\n{'downstream metric (higher is better)':<36} {'champion':>9} {'challenger':>10} {'delta':>8}  verdict")
+        for r in decision["evaluation"]:
+            delta = "–" if r["delta"] is None else f"{r['delta']:+.4f}"
+            lines.append(f"{r['metric']:<36} {fmt(r['champion']):>9} {fmt(r['challenger']):>10} {delta:>8}  {r['verdict']}")
     lines.append(f"decision: {'PROMOTE' if decision['promote'] else 'KEEP CHAMPION'}")
     lines += [f"  - {reason}" for reason in decision["reasons"]]
     return "\n".join(lines)

@@ -113,6 +113,7 @@ def run(params: dict, run_id: str | None = None, mode: str = "retrain") -> dict:
             print(f"[{i}/{len(pgs)}] {pg}: FAILED {type(exc).__name__}: {exc}", flush=True)
     summary_uri = release.report(run_uri, embeddings)
     parts = [flow_ae.sparse_autoencoder(run_uri, summary_uri)]
+    parts.append(flow_ae.evaluate(run_uri, summary_uri, parts[0]))
     if mode == "retrain":  # a refresh carries the cross-language model over from its base release
         parts.append(flow_ae.cross_language(run_uri))
     release.promote(run_uri, release.publish(run_uri, summary_uri, parts))

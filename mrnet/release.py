@@ -17,7 +17,7 @@ import logging
 import time
 
 from mrnet import storage
-from mrnet.flow import Run, _now, _record, _stage, load_run, safe_run_id
+from mrnet.flow import Run, _now, _optional_stage, _record, _stage, load_run, safe_run_id
 
 log = logging.getLogger("mrnet.release")
 
@@ -37,10 +37,6 @@ def base_release(run_uri: str) -> str:
     storage.write_text(uri, json.dumps(champion, indent=2))
     log.info("refresh starts from release %s", champion["release"])
     return uri
-
-
-def _optional_stage(run: Run, stage: str) -> dict | None:
-    return _stage(run, stage) if storage.exists(run.path("stages", f"{stage}.json")) else None
 
 
 def _pg_result(run: Run, pg: str) -> dict:
@@ -152,6 +148,12 @@ def _parts(run: Run) -> dict:
     if sae and "uri" in sae:
         out["agnostic"] = {"model": sae["model"], "version": model_version(sae["model"]), "embeddings": sae["uri"],
                            "dim": sae["dim"], "val": sae["val"]}
+    ev = _optional_stage(run, "evaluate")
+    if ev and "uri" in ev:
+        from mrnet.gate import gated_metrics
+
+        out["evaluation"] = {"metrics": ev["uri"], "report": ev["report"], "gated": gated_metrics(ev["metrics"]),
+                             "skipped": ev["skipped"]}
     xl = _optional_stage(run, "cross_language_autoencoder")
     if xl and "uri" in xl:
         out["crosslingual"] = {"model": xl["model"], "version": model_version(xl["model"]), "report": xl["uri"],
@@ -242,8 +244,7 @@ def compare(cfg) -> str:
     champion, _ = manifest_by_alias(cfg, "champion")
     if challenger is None:
         raise ValueError(f"no challenger release under {where}: run mrnet_retrain first")
-    decision, stable, text = _judge(cfg, json.loads(storage.read_text(challenger["summary"])),
-                                    challenger["embeddings"], champion, challenger["mode"] == "refresh")
+    decision, stable, text = _judge(cfg, challenger, json.loads(storage.read_text(challenger["summary"])), champion)
 
     def name(m):
         return "none" if m is None else f"{m['release']}" + (f" (version {m['registry_version']})" if "registry_version" in m else "")
@@ -259,6 +260,9 @@ def parts_summary(manifest: dict) -> str:
     if agnostic := manifest.get("agnostic"):
         lines.append(f"PG-agnostic embeddings (sparse autoencoder, §3.2): {agnostic['dim']}-d, val recon_rel "
                      f"{agnostic['val'].get('recon_rel', float('nan')):.3f} → {agnostic['embeddings']}")
+    if ev := manifest.get("evaluation"):
+        lines.append(f"downstream evaluation (§4, Table 2): {len(ev['gated'])} gated MRNet metrics, "
+                     f"{len(ev['skipped'])} task(s) skipped → {ev['report']}")
     if xl := manifest.get("crosslingual"):
         mrr = ", ".join(f"{m} {v:.3f}" for m, v in xl["mrr"].items())
         lines.append(f"cross-language autoencoder (§5), held-out MRR: {mrr} → "
@@ -281,24 +285,25 @@ def parts_table(challenger: dict, champion: dict | None) -> str:
     return ("\n\nautoencoders (champion → challenger):\n" + "\n".join(lines)) if lines else ""
 
 
-def _judge(cfg, summary: dict, embeddings: dict[str, str], champion: dict | None,
-           carry_over: bool = False) -> tuple[dict, dict, str]:
+def _judge(cfg, manifest: dict, summary: dict, champion: dict | None) -> tuple[dict, dict, str]:
     """The gate's decision, the k-NN stability and the table, for ``mrnet compare`` and the gate.
-    ``carry_over``: PGs the challenger lacks but its manifest still names (a refresh of a subset)
-    are the champion's own, so the champion's results stand in for them."""
+    A refresh of a subset: PGs the challenger lacks but its manifest still names are the
+    champion's own, so the champion's results stand in for them."""
     from mrnet import gate
 
+    embeddings = manifest["embeddings"]
     old = json.loads(storage.read_text(champion["summary"])) if champion else None
-    if old and carry_over:
+    if old and manifest["mode"] == "refresh":
         summary = summary | {"pgs": {pg: r for pg, r in old["pgs"].items() if pg in embeddings} | summary["pgs"]}
-    decision = gate.decide(summary, old, cfg.gate)
+    evaluation = ((manifest.get("evaluation") or {}).get("gated"), ((champion or {}).get("evaluation") or {}).get("gated"))
+    decision = gate.decide(summary, old, cfg.gate, evaluation)
     stable = gate.stability(champion["embeddings"], embeddings, cfg.gate, _read_parquet) if champion else {}
     return decision, stable, gate.table(decision, stable, cfg.gate.stability_k)
 
 
 def _gate(run: Run, manifest: dict, summary: dict, champion: dict | None) -> dict:
     """Decide; log the decision, its reasons and the stability metric (file + MLflow)."""
-    decision, stable, text = _judge(run.cfg, summary, manifest["embeddings"], champion, run.mode == "refresh")
+    decision, stable, text = _judge(run.cfg, manifest, summary, champion)
     text += parts_table(manifest, champion)
     decision |= {"champion": champion and champion["release"], "challenger": run.run_id,
                  f"knn_overlap_at_{run.cfg.gate.stability_k}": stable}

@@ -75,15 +75,16 @@ def test_retrain_structure(dagbag):
     dag = dagbag.dags["mrnet_retrain"]
     assert set(dag.task_ids) == {"start", "validate_catalog", "build_corpus", "train_word2vec", "plan_pgs",
                                  "pg.train_pg", "pg.embed_pg", "report", "sparse_autoencoder",
-                                 "cross_language_autoencoder", "publish", "promotion_gate"}
+                                 "cross_language_autoencoder", "evaluate", "publish", "promotion_gate"}
     chain = ["start", "validate_catalog", "build_corpus", "train_word2vec", "pg.train_pg", "pg.embed_pg",
-             "report", "sparse_autoencoder", "publish", "promotion_gate"]
+             "report", "sparse_autoencoder", "evaluate", "publish", "promotion_gate"]
     for up, down in zip(chain, chain[1:]):
         assert down in _task(dag, up).downstream_task_ids, (up, down)
     for up, down in [("report", "cross_language_autoencoder"), ("cross_language_autoencoder", "publish")]:
         assert down in _task(dag, up).downstream_task_ids, (up, down)
     for task_id in ("sparse_autoencoder", "cross_language_autoencoder"):  # both train: GPU workers
         assert _task(dag, task_id).queue == "gpu" and _task(dag, task_id).pool == "gpu"
+    assert _task(dag, "evaluate").queue != "gpu"  # scikit-learn on CPU workers
     assert "pg.train_pg" in _task(dag, "plan_pgs").downstream_task_ids
     _check_common(dag, "pg.train_pg")
     schedule = dag.timetable
@@ -95,10 +96,12 @@ def test_retrain_structure(dagbag):
 def test_refresh_structure(dagbag):
     dag = dagbag.dags["mrnet_refresh_dynamic"]
     assert set(dag.task_ids) == {"start", "pin_base_release", "validate_catalog", "plan_pgs", "pg.refresh_pg",
-                                 "pg.embed_pg", "report", "sparse_autoencoder", "publish", "promotion_gate"}
+                                 "pg.embed_pg", "report", "sparse_autoencoder", "evaluate", "publish",
+                                 "promotion_gate"}
     for up, down in [("start", "pin_base_release"), ("pin_base_release", "plan_pgs"), ("plan_pgs", "pg.refresh_pg"),
                      ("validate_catalog", "pg.refresh_pg"), ("pg.refresh_pg", "pg.embed_pg"),
-                     ("pg.embed_pg", "report"), ("report", "sparse_autoencoder"), ("sparse_autoencoder", "publish"),
+                     ("pg.embed_pg", "report"), ("report", "sparse_autoencoder"), ("sparse_autoencoder", "evaluate"),
+                     ("evaluate", "publish"), ("sparse_autoencoder", "publish"),
                      ("publish", "promotion_gate")]:
         assert down in _task(dag, up).downstream_task_ids, (up, down)
     _check_common(dag, "pg.refresh_pg")
@@ -197,6 +200,11 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
     assert {"sparse_ae", "crosslingual_ae"} <= set(current["registry"])
     assert "NOT retail product titles" in (home / "runs" / run1 / "crosslingual" / "report.md").read_text()
     first_xl = current["crosslingual"]
+    # the evaluate task ran (§4): its Table 2 is in the release and feeds the gate
+    report = Path(current["evaluation"]["report"]).read_text()
+    assert "| task | metric | MRNet (dim) | MRNet-RF | MRNet-LR | TF-IDF-RF | TF-IDF-LR |" in report
+    assert "| ingestible | auc | agnostic (256) |" in report and "**sioc**: no public labels" in report
+    assert current["evaluation"]["gated"] and "[evaluate]" in first.stdout + first.stderr
     near = subprocess.run([sys.executable, "-m", "mrnet", "neighbors", "--set", f"artifact_root={home}", "--title",
                            "Titan men analog steel watch", "--pg", "watches", "--space", "agnostic", "-k", "3"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)   # champion via the registry
@@ -209,12 +217,13 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
     refreshed_catalog = tmp_path / "refreshed.parquet"
     df.to_parquet(refreshed_catalog, index=False)
     lenient = _conf(home, refreshed_catalog)  # this test is about the mechanics, not the gate's verdict
-    lenient["overrides"] += ["gate.tolerance=10", "gate.aggregate_tolerance=10"]
+    lenient["overrides"] += ["gate.tolerance=10", "gate.aggregate_tolerance=10", "gate.eval_tolerance=10"]
     refresh = dags_test("mrnet_refresh_dynamic", lenient)
     assert refresh.returncode == 0, refresh.stdout[-4000:]
     current = json.loads((home / "releases" / "current.json").read_text())
     assert current["mode"] == "refresh" and current["base_release"] == _runs(home)[run1]["run_id"]
     assert current["crosslingual"] == first_xl and "/runs/" + run1 not in current["agnostic"]["embeddings"]
+    assert "/runs/" + run1 not in current["evaluation"]["report"]  # the refresh evaluated its own release
     assert "promotion gate" in refresh.stdout + refresh.stderr and "decision: PROMOTE" in refresh.stdout + refresh.stderr
 
     # same catalog again, plus a PG with no products: corpus + word2vec come from the cache,

@@ -72,3 +72,46 @@ def test_knn_overlap():
     a = np.array([[1.0, 0], [0.9, 0.1], [0, 1.0], [0.1, 0.9]])
     b = np.array([[1.0, 0], [0, 1.0], [0.9, 0.1], [0.1, 0.9]])  # rows 1 and 2 swapped meaning
     assert knn_overlap(a, b, 1) == pytest.approx(0.0)
+
+
+# ---------------------------------------------------------------- downstream evaluation (issue 6)
+SAME = summary({"watches": {"color": 0.50, "gender": 0.40}, "footwear": {"color": 0.60}})
+EVAL_OLD = {"eval.plugs.agnostic.lr": 0.95, "eval.plugs.agnostic.rf": 0.93, "eval.browse.pg.lr": 0.80}
+EVAL_GATE = GateConfig(tolerance=0.03, aggregate_tolerance=0.0, eval_tolerance=0.02)
+
+
+def test_gated_metrics_are_the_mrnet_features_only():
+    from mrnet.gate import gated_metrics
+
+    metrics = EVAL_OLD | {"eval.plugs.tfidf.lr": 0.99, "eval.plugs.word2vec_mean.rf": 0.9, "eval.plugs.products": 100,
+                          "eval.nn.pg.color": 0.8, "eval.seconds": 12.0}
+    assert gated_metrics(metrics) == EVAL_OLD
+
+
+def test_a_worse_evaluation_is_refused_even_when_every_loss_holds():
+    worse = EVAL_OLD | {"eval.plugs.agnostic.rf": 0.90}
+    d = decide(SAME, CHAMPION, EVAL_GATE, (worse, EVAL_OLD))
+    assert not d["promote"]
+    assert d["reasons"] == ["eval.plugs.agnostic.rf: 0.9300 → 0.9000 (fell by 0.0300 > eval_tolerance 0.02)"]
+    assert {r["metric"]: r["verdict"] for r in d["evaluation"]}["eval.plugs.agnostic.rf"] == "regressed"
+    assert "eval.plugs.agnostic.rf" in table(d) and "KEEP CHAMPION" in table(d)
+
+
+def test_an_evaluation_within_tolerance_or_better_is_promoted():
+    held = EVAL_OLD | {"eval.plugs.agnostic.rf": 0.915, "eval.browse.pg.lr": 0.85}
+    d = decide(SAME, CHAMPION, EVAL_GATE, (held, EVAL_OLD))
+    assert d["promote"], d["reasons"]
+    assert {r["verdict"] for r in d["evaluation"]} == {"held", "improved"}
+    assert d["reasons"][-1] == "no downstream metric fell by more than 0.02"
+
+
+def test_a_task_the_champion_had_but_the_challenger_lacks_is_refused():
+    d = decide(SAME, CHAMPION, EVAL_GATE, ({k: v for k, v in EVAL_OLD.items() if "browse" not in k}, EVAL_OLD))
+    assert not d["promote"] and d["reasons"][0].startswith("eval.browse.pg.lr: no result (champion 0.8000)")
+    d = decide(SAME, CHAMPION, EVAL_GATE, (None, EVAL_OLD))
+    assert not d["promote"] and d["reasons"][0].startswith("not evaluated")
+
+
+def test_evaluation_is_not_compared_when_the_champion_has_none_or_there_is_no_champion():
+    assert decide(SAME, CHAMPION, EVAL_GATE, ({"eval.plugs.agnostic.lr": 0.1}, None))["promote"]
+    assert decide(SAME, None, EVAL_GATE, ({"eval.plugs.agnostic.lr": 0.1}, EVAL_OLD))["promote"]

@@ -8,7 +8,7 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from mrnet import flow, pipeline, release, tracking
+from mrnet import evaluation, flow, pipeline, release, tracking
 from mrnet.model import load_model
 from tests.conftest import REPO
 from tests.test_flow import _params
@@ -33,16 +33,25 @@ def _runs(home, **tags):
 
 @pytest.fixture(scope="module")
 def history(tmp_path_factory, fixture_catalog):
-    """first → worse (lr 1.0: diverges) → partial (one PG) → holds (6× the steps; within a 0.5
-    per-task tolerance on these 10-product validation splits), one home. Strictly better and the
-    other edge cases are in test_gate.py."""
+    """first → worse (lr 1.0: diverges) → partial (one PG) → worse downstream evaluation (the
+    first run's training, its evaluation metrics lowered by 0.1) → holds (6× the steps; within a
+    0.5 per-task tolerance on these 10-product validation splits), one home. Strictly better and
+    the other edge cases are in test_gate.py."""
     home = tmp_path_factory.mktemp("registry")
     runs = {}
     runs["first"] = pipeline.run(_params(home, fixture_catalog), run_id="first")
     runs["worse"] = pipeline.run(_params(home, fixture_catalog, overrides=_params(home, fixture_catalog)["overrides"]
                                          + ["train.lr=1.0", "train.steps_per_epoch=8"]), run_id="worse")
     runs["partial"] = pipeline.run(_params(home, fixture_catalog, pgs=["watches"]), run_id="partial")
-    better = _params(home, fixture_catalog)["overrides"] + ["train.steps_per_epoch=12", "gate.tolerance=0.5"]
+    lenient = _params(home, fixture_catalog)["overrides"] + ["gate.tolerance=0.5", "gate.aggregate_tolerance=0.5"]
+    with pytest.MonkeyPatch.context() as mp:  # a challenger whose downstream metrics are 0.1 worse
+        real = evaluation.metrics
+        mp.setattr(evaluation, "metrics", lambda result: {k: v - 0.1 if k.startswith("eval.") else v
+                                                          for k, v in real(result).items()})
+        runs["worse_eval"] = pipeline.run(_params(home, fixture_catalog, overrides=lenient), run_id="worse_eval")
+    # these 150-product PGs give noisy downstream metrics between two trainings: not what this run tests
+    better = _params(home, fixture_catalog)["overrides"] + ["train.steps_per_epoch=12", "gate.tolerance=0.5",
+                                                            "gate.eval_tolerance=1.0"]
     runs["better"] = pipeline.run(_params(home, fixture_catalog, overrides=better), run_id="better")
     with pytest.raises(RuntimeError, match=r"PG\(s\) failed: \['jewellery'\]"):
         pipeline.run(_params(home, fixture_catalog, pgs=["watches", "jewellery"]), run_id="failed")
@@ -66,6 +75,18 @@ def test_worse_and_partial_never_move_the_champion(history):
     assert any("aggregate loss" in r or "tolerance" in r for r in worse["reasons"])
     assert partial["promote"] is False and "partial: PGs ['automotive', 'beverages']" in partial["reasons"][0]
     assert 0.0 <= worse["knn_overlap_at_10"]["mean"] <= 1.0
+
+
+def test_a_worse_downstream_evaluation_never_moves_the_champion(history):
+    home, _ = history
+    gate = _gate(home, "worse_eval")
+    assert gate["promote"] is False and gate["champion"] == "first"
+    assert gate["reasons"] and all(r.startswith("eval.") and "fell by 0.1000 > eval_tolerance 0.02" in r
+                                   for r in gate["reasons"])
+    assert {r["verdict"] for r in gate["rows"]} <= {"held", "improved"}  # the losses alone would pass
+    gated = json.loads((home / "runs" / "worse_eval" / "release.json").read_text())["evaluation"]["gated"]
+    assert gated and all(k.split(".")[2] in ("agnostic", "pg") for k in gated)
+    assert "downstream metric" in (home / "runs" / "worse_eval" / "compare.txt").read_text()
 
 
 def test_a_failed_run_registers_nothing_and_moves_no_alias(history):
@@ -93,9 +114,9 @@ def test_challenger_moves_on_every_successful_run_champion_only_through_the_gate
     c = _client(home)
     versions = {v.tags["release"]: c.get_model_version("mrnet-watches", v.version)
                 for v in c.search_model_versions("name = 'mrnet-watches'")}
-    assert set(versions) == {"first", "worse", "partial", "better"}
+    assert set(versions) == {"first", "worse", "partial", "worse_eval", "better"}
     assert set(versions["better"].aliases) == {"champion", "challenger"}
-    assert versions["worse"].aliases == [] and versions["first"].aliases == []
+    assert versions["worse"].aliases == [] and versions["first"].aliases == [] and versions["worse_eval"].aliases == []
 
 
 def test_parent_and_nested_runs_are_tagged_and_logged(history):
@@ -116,7 +137,16 @@ def test_parent_and_nested_runs_are_tagged_and_logged(history):
     assert {a.path for a in c.list_artifacts(parent.info.run_id, "summary")} >= {"summary/training_curves.png"}
     assert {a.path for a in c.list_artifacts(parent.info.run_id, "gate")} == {"gate/decision.json", "gate/compare.txt"}
     stages = {r.data.tags["mrnet.stage"]: r.info.run_id for r in _runs(home, run_id="better", kind="stage")}
-    assert set(stages) == {"validate", "corpus", "word2vec", "sparse_autoencoder", "cross_language_autoencoder"}
+    assert set(stages) == {"validate", "corpus", "word2vec", "sparse_autoencoder", "cross_language_autoencoder",
+                           "evaluate"}
+    ev = c.get_run(stages["evaluate"]).data.metrics
+    assert {"eval.ingestible.agnostic.lr", "eval.ingestible.tfidf.rf", "eval.seconds", "seconds"} <= set(ev)
+    assert {"evaluation/report.md", "evaluation/table2.csv", "evaluation/table2.png", "evaluation/neighbors.html",
+            "evaluation/metrics.json", "evaluation/results.csv"} == {
+        a.path for a in c.list_artifacts(stages["evaluate"], "evaluation")}
+    assert "eval.ingestible.agnostic.lr" in parent.data.metrics  # on the retrain's own run too
+    assert {a.path for a in c.list_artifacts(parent.info.run_id, "evaluation")} == {
+        "evaluation/report.md", "evaluation/table2.png"}
     sae = c.get_run(stages["sparse_autoencoder"]).data.metrics
     assert {"train_loss", "val.recon_rel", "val.kl", "val.mean_activation", "products", "seconds"} <= set(sae)
     assert [m.step for m in c.get_metric_history(stages["sparse_autoencoder"], "val.recon_rel")] == [1, 2]  # tiny: 2 epochs
@@ -171,5 +201,6 @@ def test_mrnet_compare_prints_champion_vs_challenger(history):
     out = subprocess.run([sys.executable, "-m", "mrnet", "compare", "--set", f"artifact_root={home}"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "challenger: better (version 4)" in out.stdout and "(the same release)" in out.stdout
+    assert "challenger: better (version 5)" in out.stdout and "(the same release)" in out.stdout
+    assert "eval.ingestible.agnostic.lr" in out.stdout  # downstream metrics side by side
     assert "watches                  subcategory" in out.stdout and "decision: PROMOTE" in out.stdout
