@@ -101,21 +101,34 @@ def new_model(meta, vectors, active, device):
     return model, torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
 
 
-def train_loop(meta, vectors, active, data, device: str, amp: bool, batch: int, steps: int):
+class StepSync:
+    """A progress 'bar' that waits for the GPU after every step: the loop as it was when it read
+    ``loss.item()`` each step (the reference for the once-per-epoch read)."""
+
+    def update(self, n: int) -> None:
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def train_loop(meta, vectors, active, data, device: str, amp: bool, batch: int, steps: int, bar=None):
     import torch
 
     from mrnet.train import alternating_optimization
 
     model, opt = new_model(meta, vectors, active, torch.device(device))
     return lambda: alternating_optimization(model, opt, data, active, steps, batch,
-                                            torch.Generator().manual_seed(0), torch.device(device), amp)
+                                            torch.Generator().manual_seed(0), torch.device(device), amp, bar)
 
 
 def bench_training(meta, vectors, active, data, repeats: int, steps: dict, gpu: str) -> list[tuple]:
-    variants = [("CPU fp32", "cpu", False), ("CUDA fp32", gpu, False), ("CUDA bf16 autocast", gpu, True)]
+    variants = [("CPU fp32", "cpu", False), ("CUDA fp32", gpu, False), ("CUDA bf16 autocast", gpu, True),
+                ("CUDA fp32, GPU sync every step", gpu, False)]
     rows = []
     for batch in (256, 1024):
-        fns = {name: train_loop(meta, vectors, active, data, dev, amp, batch, steps[dev]) for name, dev, amp in variants}
+        fns = {name: train_loop(meta, vectors, active, data, dev, amp, batch, steps[dev],
+                                StepSync() if "every step" in name and dev == "cuda" else None)
+               for name, dev, amp in variants}
         for fn in fns.values():
             fn()  # warm-up (CUDA kernels, allocator)
         seconds = timed(fns, repeats)
@@ -135,6 +148,9 @@ def bench_inference(catalog, meta, vectors, active, repeats: int, n: int, gpu: s
     fns = {key: (lambda key=key: embed_titles(models[key], meta, titles, 8192, "cpu" if key == "cpu" else gpu))
            for key in models}
     fns["cuda"]()
+    from mrnet.text import Vocab
+
+    fns["tokenize only"] = lambda: Vocab(meta["vocab"]).encode_many(titles, meta["config"]["model"]["max_tokens"])
     seconds = timed(fns, repeats)
     return {dev: n / s for dev, s in seconds.items()}
 
@@ -182,7 +198,8 @@ def run(args) -> None:
         print(f"| {name} | {batch} | {per_s:,.0f} | {ratio:.2f}x |")
     print(f"\n| embedding inference, {args.inference_titles:,} titles, batch 8,192 | titles/s |\n|---|---|")
     print(f"| CPU | {inference['cpu']:,.0f} |\n| CUDA | {inference['cuda']:,.0f} "
-          f"({inference['cuda'] / inference['cpu']:.1f}x) |")
+          f"({inference['cuda'] / inference['cpu']:.1f}x) |\n| tokenizing alone (CPU, part of both) "
+          f"| {inference['tokenize only']:,.0f} |")
     print("\nequivalence on CUDA:", json.dumps(eq))
 
 

@@ -45,7 +45,12 @@ def _cmd_summary(cfg: Config, args) -> None:
     if storage.exists(storage.join(root, "release.json")):
         from mrnet.release import parts_summary
 
-        print(parts_summary(json.loads(storage.read_text(storage.join(root, "release.json")))))
+        manifest = json.loads(storage.read_text(storage.join(root, "release.json")))
+        print(parts_summary(manifest))
+        if "evaluation" in manifest:
+            from mrnet.eval_report import table2_text
+
+            print(table2_text(json.loads(storage.read_text(manifest["evaluation"]["metrics"]))))
     print(f"run folder: {root}")
 
 

@@ -341,6 +341,11 @@ class Config(_Frozen):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"duplicate task names: {sorted(dup)}")
+        classify = [t.name for t in self.tasks if t.kind in ("binary", "multiclass")]
+        for pair in self.evaluation.interpret:
+            if pair.training_task not in classify:
+                raise ValueError(f"evaluation.interpret: training task {pair.training_task!r} is not a binary or "
+                                 f"multiclass task of `tasks` ({classify})")
         return self
 
     def hash(self) -> str:

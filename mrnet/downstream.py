@@ -17,6 +17,7 @@ or a ``Skip`` with its reason; nothing crashes the evaluation because one task l
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,7 @@ from mrnet.config import EvalTask
 from mrnet.demo_catalog import SEP
 from mrnet.text import tokenize
 
+log = logging.getLogger("mrnet.evaluation")
 
 @dataclass
 class TaskData:
@@ -174,6 +176,9 @@ def from_file(task: EvalTask, catalog: pd.DataFrame) -> TaskData | Skip:
     info = {"file": task.labels, "rows": len(df), "rejected": {
         why: {"rows": int((reason == why).sum()), "first_file_rows": rejected.loc[reason == why, "file_row"].head(5)
               .tolist()} for why in bad if (reason == why).any()}}
+    for why, detail in info["rejected"].items():
+        log.warning("[evaluate] %s: %d row(s) of %s left out as %s (first file rows %s)", task.name, detail["rows"],
+                    task.labels, why, detail["first_file_rows"])
     good = df[reason == ""]
     if good.empty:
         return Skip(task.name, f"{task.labels}: none of its {len(df)} rows is usable ({info['rejected']})")

@@ -104,12 +104,29 @@ def markdown(result: dict, title: str) -> str:
         folds = "1 fixed split" if "test" in info else f"{info['folds']} hash folds"
         lines.append(f"| {task} | {_sizes(info)} | {folds} | {n_train:,} | {info['dropped_no_embedding']} "
                      f"| {info['seconds']} |")
+    lines += _label_notes(result["tasks"])
     if result["skipped"]:
         lines += ["", "## Skipped tasks", ""] + [f"- **{t}**: {why}" for t, why in result["skipped"].items()]
     lines += _neighbor_lines(result["neighbors"]) + _interpret_lines(result["interpret"])
     s = result["seconds"]
     lines += ["", f"Evaluation time: {s['total']} s (neighbours {s['neighbors']} s, interpretation {s['interpret']} s)."]
     return "\n".join(lines) + "\n"
+
+
+def _label_notes(tasks: dict) -> list[str]:
+    """What each task's labels left out, and why (nothing is dropped silently)."""
+    notes = []
+    for task, info in tasks.items():
+        if info.get("left_out_uncertain"):
+            notes.append(f"- **{task}**: {info['left_out_uncertain']:,} products matched a `label: null` rule "
+                         "(uncertain) and are not in the task.")
+        if info.get("dropped_small_classes"):
+            notes.append(f"- **{task}**: {info['dropped_small_classes']} of {info['classes_total']} classes are smaller "
+                         f"than min_class_size ({info['dropped_products']:,} products left out).")
+        for why, rejected in (info.get("rejected") or {}).items():
+            notes.append(f"- **{task}**: {rejected['rows']:,} row(s) of {info['file']} left out as {why} (file rows "
+                         f"{', '.join(map(str, rejected['first_file_rows']))}…).")
+    return ["", "## Label notes", ""] + notes if notes else []
 
 
 def _neighbor_lines(nn: dict) -> list[str]:

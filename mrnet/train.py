@@ -80,6 +80,12 @@ def _target_rows(tgt: T.Targets, idx: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rows)).to(device)
 
 
+def _floats(losses: dict[str, list]) -> dict[str, list[float]]:
+    """Step losses as floats, read once per epoch: a ``loss.item()`` per step would wait for the
+    GPU every step (docs/BENCHMARKS.md, GPU)."""
+    return {name: torch.stack(values).float().cpu().tolist() if values else [] for name, values in losses.items()}
+
+
 def draw_batch(buckets: list[np.ndarray], batch_size: int, gen: torch.Generator) -> np.ndarray:
     """A bucket with probability ∝ its size, then up to batch_size products of it."""
     sizes = torch.tensor([len(b) for b in buckets], dtype=torch.float64)
@@ -108,11 +114,11 @@ def alternating_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGD
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses[name].append(loss.item())
+        losses[name].append(loss.detach())
         titles += len(idx)
         if bar is not None:
             bar.update(1)
-    return losses, titles
+    return _floats(losses), titles
 
 
 def joint_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGData,
@@ -136,7 +142,7 @@ def joint_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGData,
                 loss = task_loss(state, model.heads[name](h[keep]),
                                  _target_rows(data.targets[name], idx[sel], device))
                 total = total + loss
-                losses[name].append(loss.item())
+                losses[name].append(loss.detach())
         opt.zero_grad(set_to_none=True)
         if torch.is_tensor(total):
             total.backward()
@@ -144,7 +150,7 @@ def joint_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGData,
         titles += len(idx)
         if bar is not None:
             bar.update(1)
-    return losses, titles
+    return _floats(losses), titles
 
 
 @torch.inference_mode()

@@ -208,19 +208,25 @@ def tiny_release(tmp_path):
 
 def test_the_report_files_exist_and_name_every_configured_task(tmp_path):
     catalog, emb, agnostic = tiny_release(tmp_path)
+    elec = catalog[catalog["product_group"] == "elec"]
+    labels = tmp_path / "user.csv"
+    labels.write_text("product_id,label\n" + "".join(f"{p},{int('Chargers' in c)}\n" for p, c in
+                                                     zip(elec["product_id"], elec["category_path"])) + "nope,1\n")
     cfg = load_config("configs/demo.yaml", tiny=True, overrides=[
         "evaluation.neighbors.pg=top", "evaluation.neighbors.shown=2",
         "evaluation.interpret=[{training_task: high_value, evaluation_task: plugs}]",
         "evaluation.tasks=[{name: plugs, kind: rules, rules: [{path: 'flipkart: Mobiles & Accessories > Mobile "
         "Accessories > Chargers', label: 1}, {path: 'flipkart:', label: 0}, {path: 'myntra:', label: 0}]}, {name: browse_top, kind: browse, "
-        "pg: top, level: 3}, {name: plugs_unseen, kind: unseen, base: plugs}, {name: sioc, kind: file}]"])
+        "pg: top, level: 3}, {name: plugs_unseen, kind: unseen, base: plugs}, {name: sioc, kind: file}, "
+        f"{{name: user_file, kind: file, labels: '{labels}'}}]"])
     result = E.evaluate(cfg, catalog, emb, agnostic, None)
     files = eval_report.write(result, str(tmp_path / "evaluation"), "test run", 2)
     assert {f.rsplit("/", 1)[1] for f in files.values()} == {"report.md", "table2.csv", "results.csv",
                                                              "table2.png", "neighbors.html", "metrics.json"}
     report = (tmp_path / "evaluation" / "report.md").read_text()
-    for task in ("plugs", "browse_top", "sioc"):
+    for task in ("plugs", "browse_top", "sioc", "user_file"):
         assert f"| {task} |" in report or f"**{task}**" in report
+    assert f"- **user_file**: 1 row(s) of {labels} left out as unknown_product_id (file rows 162…)." in report
     assert "**sioc**: no public labels" in report
     table2 = pd.read_csv(tmp_path / "evaluation" / "table2.csv")
     evaluated = set(result["tasks"])
@@ -228,7 +234,7 @@ def test_the_report_files_exist_and_name_every_configured_task(tmp_path):
     assert table2.set_index("task").loc["browse_top", "mrnet_feature"] == "pg"  # one PG: PG-specific
     assert table2.set_index("task").loc["plugs", "mrnet_feature"] == "agnostic"
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
-    assert set(metrics["skipped"]) | evaluated == {"plugs", "browse_top", "plugs_unseen", "sioc"}
+    assert set(metrics["skipped"]) | evaluated == {"plugs", "browse_top", "plugs_unseen", "sioc", "user_file"}
     flat = E.metrics(result)
     assert "eval.plugs.agnostic.lr" in flat and "eval.browse_top.pg.rf" in flat and "eval.nn.tfidf.color" in flat
     assert "<table>" in (tmp_path / "evaluation" / "neighbors.html").read_text()
@@ -251,3 +257,6 @@ def test_config_errors_name_the_task():
         EvalTask(name="b", kind="browse")
     with pytest.raises(ValueError, match="base 'nope' is not another task"):
         EvaluationConfig(tasks=[EvalTask(name="u", kind="unseen", base="nope")])
+    with pytest.raises(ValueError, match="training task 'price' is not a binary or multiclass task"):
+        load_config("configs/demo.yaml", overrides=["evaluation.interpret=[{training_task: price, "
+                                                    "evaluation_task: plugs}]"])
