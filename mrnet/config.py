@@ -19,6 +19,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mrnet.config_eval import EvalTask, EvaluationConfig, LabelRule  # noqa: F401  (re-exported)
+
 TaskKind = Literal["multiclass", "binary", "regression", "decoding"]
 Transform = Literal["none", "log1p", "standardize", "log1p_standardize"]
 
@@ -212,113 +214,6 @@ class CrossLingualConfig(_Frozen):
     ]
 
 
-class LabelRule(_Frozen):
-    """``path``: ``"source: Level1 > Level2 …"`` (a category-path prefix; ``"source:"`` alone
-    matches the whole source) → ``label``: 1, 0, or null (explicitly left out: uncertain)."""
-
-    path: str
-    label: int | None
-
-
-class EvalTask(_Frozen):
-    """One downstream evaluation task of paper §4.1, as data (evaluation.py, docs/EVALUATION.md).
-
-    - ``rules``: binary labels from ordered category-path rules (first match wins; a product no
-      rule matches is not in the task), e.g. plugs, ingestible;
-    - ``browse``: multi-class, the category-path ``level`` inside one ``pg`` (classes smaller
-      than ``min_class_size`` are dropped and named in the report);
-    - ``file``: a user ``product_id,label`` CSV (``labels``); null = skipped with a message (SIOC);
-    - ``unseen``: task ``base`` on a fixed train/test split whose test products share at most
-      ``threshold`` (Jaccard, title tokens) with every training title (paper task 5).
-    """
-
-    name: str
-    kind: Literal["rules", "browse", "file", "unseen"]
-    rules: list[LabelRule] = []
-    pgs: list[str] | None = None  # rules / file: keep only products of these PGs
-    pg: str | None = None
-    level: int | None = Field(default=None, ge=1)
-    min_class_size: int | None = Field(default=None, ge=2)  # None: evaluation.min_class_size
-    labels: str | None = None
-    base: str | None = None
-    threshold: float = Field(default=0.2, ge=0.0, le=1.0)
-    test_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
-    train_size: int | None = Field(default=None, ge=10)  # per training fold (ingestible: 1500)
-    max_products: int | None = Field(default=None, ge=10)  # fixed hash sample, for speed
-    min_positives: int | None = Field(default=None, ge=1)  # None: evaluation.min_positives
-
-    @model_validator(mode="after")
-    def _check(self) -> "EvalTask":
-        need = {"rules": ("rules",), "browse": ("pg", "level"), "unseen": ("base",)}.get(self.kind, ())
-        missing = [k for k in need if not getattr(self, k)]
-        if missing:
-            raise ValueError(f"evaluation task {self.name!r} ({self.kind}) needs {missing}")
-        return self
-
-
-class NeighborEval(_Frozen):
-    """Paper §4.2: the 9 nearest neighbours of a fixed sample of query products in one PG."""
-
-    pg: str = "footwear"
-    queries: int = Field(default=300, ge=1)  # products whose neighbours are scored
-    shown: int = Field(default=8, ge=0)  # of them, shown on the neighbours page
-    k: int = Field(default=9, ge=1)
-    labels: list[str] = ["subcategory", "color", "gender"]
-
-
-class InterpretPair(_Frozen):
-    """Paper §4.3: RF-important agnostic features of a training task vs an evaluation task."""
-
-    training_task: str
-    evaluation_task: str
-
-
-class EvaluationConfig(_Frozen):
-    """Downstream evaluation (paper §4; evaluation.py): LR and RF on fixed folds, MRNet
-    embeddings vs TF-IDF of titles (fit on the training folds only)."""
-
-    enabled: bool = True
-    folds: int = Field(default=5, ge=2)
-    seed: int = 13
-    lr_c: float = Field(default=1.0, gt=0.0)
-    rf_trees: int = Field(default=100, ge=1)
-    # each tree's bootstrap draws this share of the training products: 1.8x faster than 1.0 with the
-    # same AUC / accuracy on the demo (docs/EVALUATION.md); null = as many as there are products
-    rf_max_samples: float | None = Field(default=0.5, gt=0.0, le=1.0)
-    tfidf_min_df: int = Field(default=1, ge=1)
-    extras: list[Literal["word2vec_mean", "pg_only"]] = ["word2vec_mean", "pg_only"]
-    min_positives: int = Field(default=20, ge=2)  # binary task: each class needs this many products
-    min_class_size: int = Field(default=20, ge=2)  # browse task: smaller classes are dropped
-    neighbors: NeighborEval = NeighborEval()
-    interpret: list[InterpretPair] = []
-    interpret_repeats: int = Field(default=5, ge=2)
-    interpret_trees: int = Field(default=50, ge=1)
-    tasks: list[EvalTask] = []
-
-    @model_validator(mode="before")
-    @classmethod
-    def _task_defaults(cls, data):
-        """A task without its own ``min_positives`` / ``min_class_size`` takes the section's."""
-        if isinstance(data, dict) and isinstance(data.get("tasks"), list):
-            defaults = {k: data.get(k, cls.model_fields[k].default) for k in ("min_positives", "min_class_size")}
-            data = data | {"tasks": [defaults | {k: v for k, v in t.items() if v is not None} if isinstance(t, dict)
-                                     else t for t in data["tasks"]]}
-        return data
-
-    @model_validator(mode="after")
-    def _references(self) -> "EvaluationConfig":
-        names = [t.name for t in self.tasks]
-        if len(set(names)) != len(names):
-            raise ValueError(f"evaluation.tasks: duplicate names in {names}")
-        for t in self.tasks:
-            if t.kind == "unseen" and (t.base not in names or t.base == t.name):
-                raise ValueError(f"evaluation task {t.name!r}: base {t.base!r} is not another task of {names}")
-        for pair in self.interpret:
-            if pair.evaluation_task not in names:
-                raise ValueError(f"evaluation.interpret: {pair.evaluation_task!r} is not one of {names}")
-        return self
-
-
 class Config(_Frozen):
     artifact_root: str = "artifacts/demo"
     pgs: list[str] | None = None  # None = every PG of the mapping
@@ -406,12 +301,31 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, object]]:
     return out
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, tiny: bool = False) -> Config:
-    """Load a YAML config, apply ``tiny`` then explicit overrides, validate, freeze."""
-    path = Path(path)
+def _merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``: sections merge key by key; anything else (lists too) is replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_tree(path: Path, seen: tuple = ()) -> dict:
+    """A config file's tree; ``extends: other.yaml`` (relative to the file) is read first and
+    this file's keys go over it, e.g. configs/production.yaml extends configs/demo.yaml."""
     if not path.exists():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise FileNotFoundError(f"config file not found: {path}" + (f" (extended by {seen[-1]})" if seen else ""))
+    if path.resolve() in seen:
+        raise ValueError(f"config {path}: `extends` loops through {[str(p) for p in seen]}")
     tree = yaml.safe_load(path.read_text()) or {}
+    base = tree.pop("extends", None)
+    return _merge(_read_tree(path.parent / base, seen + (path.resolve(),)), tree) if base else tree
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, tiny: bool = False) -> Config:
+    """Load a YAML config (and the one it ``extends``), apply ``tiny`` then explicit overrides,
+    validate, freeze."""
+    path = Path(path)
+    tree = _read_tree(path)
     for key, value in parse_overrides((TINY_OVERRIDES if tiny else []) + list(overrides or [])):
         _set_dotted(tree, key, value)
     try:

@@ -64,3 +64,19 @@ def test_task_spec_rules():
     assert TaskSpec(name="o", kind="binary", column="on_offer").column_type == "bool"
     with pytest.raises(ValueError, match="duplicate task"):
         Config(tasks=[TaskSpec(name="a", kind="decoding", column="title")] * 2)
+
+
+def test_a_config_extends_another_and_overrides_its_keys(tmp_path):
+    from mrnet.config import load_config
+
+    prod = load_config("configs/production.yaml")
+    demo = load_config("configs/demo.yaml")
+    assert prod.artifact_root == "s3://mrnet/artifacts" and prod.data.raw_dir == "/opt/mrnet/shared/data"
+    assert prod.tasks == demo.tasks and prod.evaluation == demo.evaluation and prod.train == demo.train
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ValueError, match="`extends` loops"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(FileNotFoundError, match="missing.yaml .extended by"):
+        load_config(tmp_path / "c.yaml")
