@@ -96,15 +96,24 @@ class Processes:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=15)
             log.close()
-        survivors = []
-        for name, (proc, _) in self.procs.items():
-            try:
-                os.killpg(proc.pid, 0)  # anything left in the service's process group?
-                survivors.append(name)
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        assert not survivors, f"processes outlived SIGTERM: {survivors}"
+        survivors = [name for name, (proc, _) in self.procs.items() if not _group_gone(proc.pid, 30)]
+        for name in survivors:
+            os.killpg(self.procs[name][0].pid, signal.SIGKILL)
+        assert not survivors, f"processes outlived SIGTERM by 30 s: {survivors}"
+
+
+def _group_gone(pgid: int, timeout: float) -> bool:
+    """Whether every process of the group has exited within ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 @pytest.fixture(scope="module")
