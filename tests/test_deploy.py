@@ -122,3 +122,8 @@ def test_dockerfiles_install_from_the_lock(path):
         assert "-c /tmp/constraints.txt" in text
     else:
         assert "-r requirements.txt" in text and "-c constraints.txt" in text and "pip install --no-deps ." in text
+
+
+def test_the_filled_in_env_file_is_never_committed():
+    assert ".env" in (REPO / ".gitignore").read_text().splitlines()
+    assert "!.env" not in (REPO / ".dockerignore").read_text().splitlines()  # nor copied into an image
