@@ -17,16 +17,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from mrnet.config_eval import EvalTask, EvaluationConfig, LabelRule  # noqa: F401  (re-exported)
+from mrnet.config_eval import EvalTask, EvaluationConfig, LabelRule, _Frozen  # noqa: F401  (re-exported)
 
 TaskKind = Literal["multiclass", "binary", "regression", "decoding"]
 Transform = Literal["none", "log1p", "standardize", "log1p_standardize"]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class TaskSpec(_Frozen):

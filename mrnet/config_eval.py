@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Frozen(BaseModel):
+    """Base of every config section (config.py's too): immutable, unknown keys are errors."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 

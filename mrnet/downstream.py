@@ -26,7 +26,7 @@ from scipy import sparse
 
 from mrnet.config import EvalTask
 from mrnet.demo_catalog import SEP
-from mrnet.text import tokenize
+from mrnet.text import vectorizer
 
 log = logging.getLogger("mrnet.evaluation")
 
@@ -192,14 +192,11 @@ def max_overlap(test_titles, train_titles, chunk: int = 4096) -> np.ndarray:
     """Per test title, the largest Jaccard overlap |T ∩ S| / |T ∪ S| of its distinct title tokens
     with any training title's. An inverted index, as a sparse product: for each test title only
     the training titles sharing a token with it are touched (title = ``text.tokenize``)."""
-    from sklearn.feature_extraction.text import CountVectorizer
-
-    vec = CountVectorizer(tokenizer=tokenize, lowercase=False, token_pattern=None, binary=True, dtype=np.int32)
-    train = vec.fit_transform(train_titles).tocsr()
-    test = vec.transform(test_titles).tocsr()
+    # one tokenizing pass over both sides; test-only tokens count in |T ∪ S| and share nothing
+    both = vectorizer("count", binary=True, dtype=np.int32).fit_transform(list(test_titles) + list(train_titles))
+    test, train = both[: len(test_titles)].tocsr(), both[len(test_titles):].tocsr()
     train_sizes = np.asarray(train.sum(axis=1)).ravel()
-    # tokens the training titles never use still count in |T ∪ S|
-    test_sizes = np.array([len(set(tokenize(t))) for t in test_titles], dtype=np.int64)
+    test_sizes = np.asarray(test.sum(axis=1)).ravel().astype(np.int64)
     index = train.T.tocsr()  # token → training titles (the inverted index)
     out = np.zeros(test.shape[0], np.float64)
     for start in range(0, test.shape[0], chunk):

@@ -177,13 +177,12 @@ def neighbors_html(nn: dict, shown: int) -> str:
              "table{border-collapse:collapse;margin-bottom:18px}.q{background:#eef}</style>",
              f"<h1>Nearest neighbours in PG {html.escape(nn['pg'])} (paper §4.2)</h1>"]
     header = "".join(f"<th>{c}</th>" for c in cols)
-    for q in nn["query_rows"][:shown]:
+    for i, q in enumerate(nn["query_rows"][:shown]):
         for space, label in (("pg", "MRNet PG-specific, Euclidean"), ("tfidf", "TF-IDF, cosine")):
             if space not in nn["found"]:
                 continue
-            row_of = {int(qq): i for i, qq in enumerate(nn["query_rows"])}
             body = "".join(f"<tr><td>{rank + 1}</td>{cells(nb)}</tr>"
-                           for rank, nb in enumerate(nn["found"][space][row_of[int(q)]]))
+                           for rank, nb in enumerate(nn["found"][space][i]))
             parts.append(f"<table><tr><th colspan='{len(cols) + 1}'>{label}</th></tr><tr><th>#</th>{header}</tr>"
                          f"<tr class='q'><td>query</td>{cells(q)}</tr>{body}</table>")
     return "\n".join(parts)

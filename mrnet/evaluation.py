@@ -27,7 +27,7 @@ import numpy as np
 
 from mrnet.config import EvaluationConfig
 from mrnet.downstream import TaskData, hash_rank
-from mrnet.text import tokenize
+from mrnet.text import tokenize, vectorizer
 
 log = logging.getLogger("mrnet.evaluation")
 MRNET_FEATURES = ("agnostic", "pg")
@@ -128,13 +128,6 @@ def score(kind: str, model, x, y) -> float:
     return float((model.predict(x) == y).mean())
 
 
-def tfidf(train_titles, cfg: EvaluationConfig):
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    return TfidfVectorizer(tokenizer=tokenize, lowercase=False, token_pattern=None, min_df=cfg.tfidf_min_df,
-                           dtype=np.float32).fit(train_titles)
-
-
 def cross_validate(data: TaskData, features: dict[str, np.ndarray], cfg: EvaluationConfig) -> list[dict]:
     """Every (feature, classifier) on the task's fixed splits; ``features`` are row-aligned with
     ``data`` (``tfidf`` is built per training fold from the titles)."""
@@ -142,8 +135,9 @@ def cross_validate(data: TaskData, features: dict[str, np.ndarray], cfg: Evaluat
     for train, test in splits(data, cfg):
         if len(np.unique(data.y[train])) < 2:
             continue
-        vec = tfidf(data.titles[train], cfg)
-        inputs = {"tfidf": (vec.transform(data.titles[train]), vec.transform(data.titles[test]), len(vec.vocabulary_))}
+        vec = vectorizer(min_df=cfg.tfidf_min_df)  # fit on the training fold only
+        x_train = vec.fit_transform(data.titles[train])
+        inputs = {"tfidf": (x_train, vec.transform(data.titles[test]), len(vec.vocabulary_))}
         inputs |= {name: (x[train], x[test], x.shape[1]) for name, x in features.items()}
         for name, (x_train, x_test, dim) in inputs.items():
             for clf in CLASSIFIERS:

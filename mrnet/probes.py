@@ -32,11 +32,9 @@ def _same_share(labels: pd.Series, queries: np.ndarray, neighbours: np.ndarray) 
 
 def tfidf_neighbours(titles, queries: np.ndarray, k: int) -> np.ndarray:
     """k most cosine-similar titles (TF-IDF fit on the PG's titles), self excluded."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from mrnet.text import vectorizer
 
-    from mrnet.text import tokenize
-
-    x = TfidfVectorizer(tokenizer=tokenize, lowercase=False, token_pattern=None, dtype=np.float32).fit_transform(titles)
+    x = vectorizer().fit_transform(titles)
     out = np.empty((len(queries), k), np.int64)
     for start in range(0, len(queries), 256):
         block = queries[start:start + 256]

@@ -28,7 +28,7 @@ import pandas as pd
 from scipy import sparse
 
 from mrnet.config import TaskSpec
-from mrnet.text import tokenize
+from mrnet.text import vectorizer
 
 OTHER = "other"
 
@@ -54,19 +54,14 @@ def _entropy(counts: np.ndarray) -> float:
 
 
 def _tfidf_matrix(texts, vocabulary: list[str], idf: np.ndarray) -> sparse.csr_matrix:
-    from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.preprocessing import normalize
 
-    counts = CountVectorizer(vocabulary=vocabulary, tokenizer=tokenize, lowercase=False,
-                             token_pattern=None, dtype=np.float32).transform(texts)
+    counts = vectorizer("count", vocabulary=vocabulary).transform(texts)
     return normalize(counts.multiply(idf.astype(np.float32)).tocsr(), norm="l2").astype(np.float32)
 
 
 def _fit_decoding(spec: TaskSpec, texts: pd.Series) -> dict:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vec = TfidfVectorizer(tokenizer=tokenize, lowercase=False, token_pattern=None,
-                          max_features=spec.dim, dtype=np.float32)
+    vec = vectorizer(max_features=spec.dim)
     try:
         vec.fit(texts.fillna(""))
     except ValueError:  # empty vocabulary

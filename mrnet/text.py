@@ -59,6 +59,16 @@ class Vocab:
         return ids, lengths
 
 
+def vectorizer(kind: str = "tfidf", **options):
+    """A scikit-learn TF-IDF (``kind="tfidf"``) or count vectorizer over ``tokenize``, float32:
+    every title vector of the project (decoding targets, the TF-IDF baseline, neighbours, the
+    overlap filter) sees the same tokens as the model."""
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+    cls = TfidfVectorizer if kind == "tfidf" else CountVectorizer
+    return cls(tokenizer=tokenize, lowercase=False, token_pattern=None, **({"dtype": np.float32} | options))
+
+
 def length_buckets(lengths: np.ndarray) -> dict[int, np.ndarray]:
     """Row indices grouped by exact title length: each bucket is a pad-free batch source.
 

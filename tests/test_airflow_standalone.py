@@ -51,6 +51,22 @@ def _wait(what, probe, timeout):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def trigger_and_wait(base: str, token: str, conf: dict, timeout: int) -> tuple[dict, str, list[dict]]:
+    """Unpause mrnet_retrain, trigger it with ``conf`` as the UI's form does, wait for it to end:
+    (the dag run, its final state, its task instances)."""
+    assert _call(base, "/api/v2/dags/mrnet_retrain", token, "PATCH", {"is_paused": False})[0] == 200
+    status, run = _call(base, "/api/v2/dags/mrnet_retrain/dagRuns", token, "POST", {"logical_date": None, "conf": conf})
+    assert status == 200, run
+    path = f"/api/v2/dags/mrnet_retrain/dagRuns/{urllib.request.quote(run['dag_run_id'], safe='')}"
+
+    def finished():
+        state = _call(base, path, token)[1]["state"]
+        return state if state in ("success", "failed") else None
+
+    state = _wait("the triggered run", finished, timeout)
+    return run, state, _call(base, path + "/taskInstances?limit=100", token)[1]["task_instances"]
+
+
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow-standalone")
@@ -108,17 +124,7 @@ def test_triggered_tiny_run_succeeds_on_the_scheduler(standalone, fixture_catalo
     catalog = fixture_catalog
     conf = {"tiny": True, "pgs": PGS, "overrides": [f"artifact_root={tmp_path / 'home'}", f"data.catalog={catalog}",
                                                     f"data.raw_dir={RAW}", "train.threads=1"]}
-    assert _call(base, "/api/v2/dags/mrnet_retrain", token, "PATCH", {"is_paused": False})[0] == 200
-    status, run = _call(base, "/api/v2/dags/mrnet_retrain/dagRuns", token, "POST", {"logical_date": None, "conf": conf})
-    assert status == 200, run
-    path = f"/api/v2/dags/mrnet_retrain/dagRuns/{urllib.request.quote(run['dag_run_id'], safe='')}"
-
-    def finished():
-        state = _call(base, path, token)[1]["state"]
-        return state if state in ("success", "failed") else None
-
-    state = _wait("the triggered run", finished, 600)
-    tis = _call(base, path + "/taskInstances?limit=100", token)[1]["task_instances"]
+    run, state, tis = trigger_and_wait(base, token, conf, 600)
     trained = [ti for ti in tis if ti["task_id"] == "pg.train_pg"]
     assert state == "success", (home / "standalone.log").read_text()[-5000:]
     assert sorted(ti["map_index"] for ti in trained) == [0, 1, 2]

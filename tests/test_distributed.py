@@ -17,14 +17,13 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.parse
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import RAW, REPO
-from tests.test_airflow_standalone import _call, _free_port, _wait
+from tests.test_airflow_standalone import _call, _free_port, _wait, trigger_and_wait
 
 PG_URL = os.environ.get("MRNET_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("MRNET_REDIS_URL", "redis://127.0.0.1:6379/7")
@@ -186,17 +185,7 @@ def test_retrain_runs_on_celery_workers_with_pg_tasks_on_the_gpu_queue(cluster, 
     base, token, procs, bucket, mlflow_uri = cluster
     conf = {"tiny": True, "pgs": PGS, "overrides": ["artifact_root=s3://mrnet/artifacts", f"data.catalog={fixture_catalog}",
                                                     f"data.raw_dir={RAW}", "train.threads=1"]}
-    assert _call(base, "/api/v2/dags/mrnet_retrain", token, "PATCH", {"is_paused": False})[0] == 200
-    status, run = _call(base, "/api/v2/dags/mrnet_retrain/dagRuns", token, "POST", {"logical_date": None, "conf": conf})
-    assert status == 200, run
-    path = f"/api/v2/dags/mrnet_retrain/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
-
-    def finished():
-        state = _call(base, path, token)[1]["state"]
-        return state if state in ("success", "failed") else None
-
-    state = _wait("the triggered run", finished, 900)
-    tis = _call(base, path + "/taskInstances?limit=100", token)[1]["task_instances"]
+    run, state, tis = trigger_and_wait(base, token, conf, 900)
     logs = "\n".join(f"--- {n}\n{procs.tail(n)}" for n in ("scheduler", "worker-default", "worker-gpu"))
     assert state == "success", logs
     gpu_tasks = {"pg.train_pg", "pg.embed_pg", "sparse_autoencoder", "cross_language_autoencoder"}
