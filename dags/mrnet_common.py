@@ -7,7 +7,7 @@ editing a DAG file:
 ===========================  ==================  ===========================================
 key                          default             meaning
 ===========================  ==================  ===========================================
-gpu_queue                    gpu                 queue of PG train/embed tasks (Celery workers
+gpu_queue                    gpu                 queue of PG train / embed-shard tasks (Celery workers
                                                  started with ``-q gpu`` take them)
 gpu_pool                     gpu                 pool those tasks take a slot of; its size is
                                                  the number of PG models trained at once
@@ -18,7 +18,10 @@ refresh_cron                 0 2 * * 3           mrnet_refresh_dynamic: Wednesda
 catalog_asset_uri            file:///var/lib/mrnet/catalog.parquet   URI of the catalog Asset
 retries                      2                   task retries
 retry_delay_seconds          120                 first retry delay (then exponential)
-train_timeout_minutes        240                 PG train / refresh task timeout
+train_timeout_minutes        240                 PG train / refresh / embed-shard task timeout
+max_active_tasks             16                  tasks of one run at once (Airflow's default);
+                                                 raise it to the GPU workers' slots + a few for
+                                                 large shard fan-outs (docs/SCALING.md)
 task_timeout_minutes         60                  every other task's timeout
 ===========================  ==================  ===========================================
 
@@ -69,6 +72,7 @@ DAG_DEFAULTS = {  # both DAGs: no backfill of missed weeks, one run at a time
     "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
     "catchup": False,
     "max_active_runs": 1,
+    "max_active_tasks": int(setting("max_active_tasks", "16")),
     "default_args": DEFAULT_ARGS,
 }
 
@@ -107,18 +111,25 @@ def validate_catalog(run: str) -> str:
     return flow.validate(run)
 
 
-@task(**GPU_TASK)
-def embed_pg(run: str, model: str, catalog: str) -> str:
+@task(trigger_rule=TriggerRule.ALL_DONE)  # plans the PGs that trained; the report names the others
+def plan_embed(run: str, models: list[str], catalog: str) -> list[str]:
     from mrnet import flow
 
-    return flow.embed(run, model, catalog)
+    return flow.plan_embed(run, models, catalog)
+
+
+@task(**GPU_TASK, map_index_template="{{ task.op_kwargs['shard'] }}")  # UI: footwear/part-00000-of-00002
+def embed_shard(run: str, shard: str, catalog: str) -> str:
+    from mrnet import flow
+
+    return flow.embed_shard(run, shard, catalog)
 
 
 @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)  # runs after failed PGs too, to name them
-def report(run: str, embeddings: list[str]) -> str:
+def report(run: str, parts: list[str]) -> str:
     from mrnet import release
 
-    return release.report(run, embeddings)
+    return release.report(run, parts)
 
 
 @task(**GPU_TASK)

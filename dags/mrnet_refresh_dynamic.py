@@ -4,7 +4,7 @@
 "We periodically retrain MRNet to keep the model updated with the dynamic signals."
 pin the champion release → validate today's catalog → per PG (mapped, GPU queue + pool):
 warm-start the released model, re-fit the dynamic tasks (price, offer, review …) on the
-refreshed labels and fine-tune for `refresh.epochs` → re-embed → report →
+refreshed labels and fine-tune for `refresh.epochs` → re-embed in shards (mapped, GPU queue) → report →
 sparse_autoencoder (re-fit on the refreshed PG embeddings: the PG-agnostic space follows
 them) → evaluate (§4 downstream tasks) → publish → promotion_gate. The cross-language model has no dynamic signal and is
 carried over from the base release.
@@ -16,10 +16,10 @@ vectors and static heads are rebuilt from scratch every week. A refresh keeps ea
 model's vocabulary and task list; changing those takes a full retrain.
 """
 
-from airflow.sdk import CronTriggerTimetable, dag, task, task_group
+from airflow.sdk import CronTriggerTimetable, dag, task
 
-from mrnet_common import (DAG_DEFAULTS, GPU_TASK, embed_pg, evaluate, promotion_gate, publish, report,
-                          run_params, setting, sparse_autoencoder, validate_catalog)
+from mrnet_common import (DAG_DEFAULTS, GPU_TASK, embed_shard, evaluate, plan_embed, promotion_gate, publish,
+                          report, run_params, setting, sparse_autoencoder, validate_catalog)
 
 
 @dag(
@@ -55,15 +55,12 @@ def mrnet_refresh_dynamic():
 
         return flow.refresh(run, pg, catalog, base)
 
-    @task_group
-    def pg(pg: str, run: str, catalog: str, base: str):
-        return embed_pg(run, refresh_pg(run, pg, catalog, base), catalog)
-
     run = start()
     base = pin_base_release(run)
     catalog = validate_catalog(run)
-    embeddings = pg.partial(run=run, catalog=catalog, base=base).expand(pg=plan_pgs(run, base))
-    summary = report(run, embeddings)
+    models = refresh_pg.partial(run=run, catalog=catalog, base=base).expand(pg=plan_pgs(run, base))
+    parts = embed_shard.partial(run=run, catalog=catalog).expand(shard=plan_embed(run, models, catalog))
+    summary = report(run, parts)
     agnostic = sparse_autoencoder(run, summary)
     promotion_gate(run, publish(run, summary, [agnostic, evaluate(run, summary, agnostic)]))
 

@@ -2,8 +2,9 @@
 ### mrnet_retrain: full MRNet-Product2Vec retrain (paper §3)
 
 validate catalog → build corpus → train word2vec → per PG (mapped, GPU queue + pool):
-train the BiLSTM with alternating optimization → embed the PG's products →
-report (names any failed PG) → sparse_autoencoder (§3.2: 256-d PG-agnostic embeddings) →
+train the BiLSTM with alternating optimization → plan_embed (cut each trained PG into shards of
+`embed.shard_size` products) → per shard (mapped, GPU queue + pool): embed →
+report (commits each PG's shards, names any failed PG) → sparse_autoencoder (§3.2: 256-d PG-agnostic embeddings) →
 evaluate (§4: downstream tasks with LR and RF vs TF-IDF, Table 2, nearest neighbours), and
 cross_language_autoencoder (§5: two locale models + multimodal autoencoder, held-out
 retrieval report) → publish (MLflow registry: `challenger`) → promotion_gate (vs the
@@ -16,10 +17,10 @@ run's files are under `<artifact_root>/runs/<run_id>/`. Corpus and word vectors 
 reused from the cache when the catalog text and the settings are unchanged.
 """
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task, task_group
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
-from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, embed_pg, evaluate, promotion_gate, publish, report,
-                          run_params, setting, sparse_autoencoder, validate_catalog)
+from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, embed_shard, evaluate, plan_embed, promotion_gate,
+                          publish, report, run_params, setting, sparse_autoencoder, validate_catalog)
 
 
 @dag(
@@ -70,18 +71,15 @@ def mrnet_retrain():
 
         return flow_ae.cross_language(run)
 
-    @task_group
-    def pg(pg: str, run: str, catalog: str, vectors: str):
-        return embed_pg(run, train_pg(run, pg, catalog, vectors), catalog)
-
     run = start()
     catalog = validate_catalog(run)
     vectors = train_word2vec(run, build_corpus(run, catalog))
-    embeddings = pg.partial(run=run, catalog=catalog, vectors=vectors).expand(pg=plan_pgs(run))
-    summary = report(run, embeddings)
+    models = train_pg.partial(run=run, catalog=catalog, vectors=vectors).expand(pg=plan_pgs(run))
+    parts = embed_shard.partial(run=run, catalog=catalog).expand(shard=plan_embed(run, models, catalog))
+    summary = report(run, parts)
     agnostic = sparse_autoencoder(run, summary)
-    parts = [agnostic, cross_language_autoencoder(run, summary), evaluate(run, summary, agnostic)]
-    promotion_gate(run, publish(run, summary, parts))
+    stages = [agnostic, cross_language_autoencoder(run, summary), evaluate(run, summary, agnostic)]
+    promotion_gate(run, publish(run, summary, stages))
 
 
 mrnet_retrain()

@@ -161,7 +161,14 @@ class GateConfig(_Frozen):
 
 
 class EmbedConfig(_Frozen):
-    batch_size: int = 8192
+    """Embedding a PG's products (embed.py). A PG is cut into shards of ``shard_size`` products,
+    each its own task on a GPU worker (docs/SCALING.md says why 5M); a shard of at least
+    ``parallel_min_titles`` titles is tokenized by ``tokenize_workers`` processes (0: every core)."""
+
+    batch_size: int = Field(default=8192, ge=1)
+    shard_size: int = Field(default=5_000_000, ge=1)
+    tokenize_workers: int = Field(default=0, ge=0)
+    parallel_min_titles: int = Field(default=500_000, ge=1)
 
 
 class SparseAEConfig(_Frozen):
@@ -256,6 +263,7 @@ class Config(_Frozen):
 
 TINY_OVERRIDES = [
     "data.max_rows_per_pg=120",
+    "embed.shard_size=50",
     "word2vec.min_count=1",
     "word2vec.epochs=1",
     "train.epochs=1",

@@ -1,31 +1,45 @@
 """Batch and cold-start inference → Parquet of MRNet-Product2Vec embeddings (paper §3.1, §6).
 
-Titles are tokenized once, grouped into exact-length buckets and encoded in large
-batches under ``torch.inference_mode`` (no padding, no PackedSequence). The output
-Parquet has ``product_id, product_group, model_version, embedding`` where
-``embedding`` is a fixed-size list of float32 (d = 128) and ``model_version`` is
-the first 12 hex digits of the model file's sha256. Cold start (§6: "embeddings can
-be created using only product titles") embeds a CSV of new titles with a trained model.
+Titles are tokenized once (over a process pool for large shards), grouped into exact-length
+buckets and encoded in large batches under ``torch.inference_mode`` (no padding, no
+PackedSequence). An embedding file has ``product_id, product_group, model_version, embedding``
+where ``embedding`` is a fixed-size list of float32 (d = 128) and ``model_version`` is the
+first 12 hex digits of the model file's sha256. Cold start (§6: "embeddings can be created
+using only product titles") embeds a CSV of new titles with a trained model.
+
+A run embeds each PG in shards (docs/SCALING.md): shard ``<pg>/part-00003-of-00010`` is the
+PG's catalog rows [3·S, 4·S) in catalog order, written to ``embeddings/<pg>/part-00003-of-00010.parquet``
+by its own task. When every shard is there, ``commit_dataset`` writes ``embeddings/<pg>/_manifest.json``
+(parts and row counts) last: a PG's embeddings are the folder, readable with ``read_embeddings``
+(by the manifest, no S3 listing) or any Parquet reader (which skips ``_``/``.`` files).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import torch
 
 from mrnet import storage
 from mrnet.model import MRNet, load_model
-from mrnet.text import Vocab, length_buckets
+from mrnet.text import encode_parallel, length_buckets
+
+MANIFEST = "_manifest.json"
+_SHARD = re.compile(r"^(?P<pg>[a-z0-9_]+)/part-(?P<index>\d{5})-of-(?P<count>\d{5})$")
 
 
 @torch.inference_mode()
 def embed_titles(model: MRNet, meta: dict, titles, batch_size: int = 8192,
-                 device: str = "cpu") -> np.ndarray:
-    """h_T of every title, (N, d) float32, in input order."""
-    ids, lengths = Vocab(meta["vocab"]).encode_many(titles, meta["config"]["model"]["max_tokens"])
+                 device: str = "cpu", workers: int = 1) -> np.ndarray:
+    """h_T of every title, (N, d) float32, in input order (tokenized by ``workers`` processes)."""
+    ids, lengths = encode_parallel(meta["vocab"], list(titles), meta["config"]["model"]["max_tokens"], workers)
     out = np.empty((len(lengths), meta["config"]["model"]["embed_dim"]), np.float32)
     model.eval()
     for length, idx in length_buckets(lengths).items():
@@ -41,8 +55,10 @@ def embedding_table(product_ids, pg, version: str, emb: np.ndarray) -> pa.Table:
     model_version, embedding (fixed-size list of float32)."""
     n, d = emb.shape
     pgs = [pg] * n if isinstance(pg, str) else list(pg)
-    return pa.table({
-        "product_id": pa.array(list(product_ids), pa.string()),
+    if not isinstance(product_ids, (pd.Series, pd.Index, np.ndarray, list, pa.Array)):
+        product_ids = list(product_ids)
+    return pa.table({  # a Series converts straight from its Arrow-backed strings (~250x a list)
+        "product_id": pa.array(product_ids, pa.string()),
         "product_group": pa.array(pgs, pa.string()),
         "model_version": pa.array([version] * n, pa.string()),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel(), pa.float32()), d),
@@ -55,10 +71,23 @@ def write_embeddings(out_uri: str, product_ids, pg, version: str, emb: np.ndarra
     return out_uri
 
 
+def dataset_parts(uri: str) -> list[str]:
+    """The Parquet files of an embedding URI: a ``.parquet`` file, or a sharded PG folder (its
+    ``_manifest.json`` lists the parts; a folder without one is not finished)."""
+    if uri.endswith(".parquet"):
+        return [uri]
+    manifest = storage.join(uri, MANIFEST)
+    if not storage.exists(manifest):
+        raise FileNotFoundError(f"embeddings {uri}: no {MANIFEST}, so its shards were never committed "
+                                "(the run's report commits a PG once every shard is written)")
+    return [storage.join(uri, part["file"]) for part in json.loads(storage.read_text(manifest))["parts"]]
+
+
 def read_embeddings(uri: str, columns=("product_id",)) -> tuple[pd.DataFrame, np.ndarray]:
-    """(the other ``columns``, embeddings (N, d) float32) of an embedding Parquet. The vectors
-    come straight from the Arrow buffer (no per-row Python arrays)."""
-    table = pq.read_table(storage.local_path(uri), columns=[*columns, "embedding"])
+    """(the other ``columns``, embeddings (N, d) float32) of an embedding file or sharded folder.
+    The vectors come straight from the Arrow buffer (no per-row Python arrays)."""
+    table = pa.concat_tables([pq.read_table(storage.local_path(part), columns=[*columns, "embedding"])
+                              for part in dataset_parts(uri)])
     column = table.column("embedding").combine_chunks()
     d = column.type.list_size
     x = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, d)  # a writable copy
@@ -67,6 +96,105 @@ def read_embeddings(uri: str, columns=("product_id",)) -> tuple[pd.DataFrame, np
 
 def model_version(model_uri: str) -> str:
     return storage.sha256_file(storage.local_path(model_uri))[:12]
+
+
+def tokenize_workers(configured: int, titles: int, minimum: int) -> int:
+    """Processes to tokenize ``titles`` with: 1 below ``minimum`` (a pool costs ~1 s to start),
+    else ``configured`` (0: every core)."""
+    return 1 if titles < minimum else (configured or os.cpu_count() or 1)
+
+
+# ------------------------------------------------------------------ shards (docs/SCALING.md)
+
+
+def shard_ids(pg: str, products: int, shard_size: int) -> list[str]:
+    """``<pg>/part-<i>-of-<n>`` for the n = ⌈products / shard_size⌉ shards of one PG."""
+    count = max(1, -(-products // shard_size))
+    if count > 99_999:
+        raise ValueError(f"PG {pg}: {products} products in shards of {shard_size} is {count} shards; "
+                         "raise embed.shard_size")
+    return [f"{pg}/part-{i:05d}-of-{count:05d}" for i in range(count)]
+
+
+def parse_shard(shard: str) -> tuple[str, int, int]:
+    """(pg, index, count) of a shard id."""
+    match = _SHARD.match(shard)
+    if not match:
+        raise ValueError(f"bad shard id {shard!r}; expected <pg>/part-<5 digits>-of-<5 digits>")
+    return match["pg"], int(match["index"]), int(match["count"])
+
+
+def pg_counts(catalog_uri: str) -> dict[str, int]:
+    """Products per PG of a validated catalog (reads the ``product_group`` column only)."""
+    column = pq.read_table(storage.local_path(catalog_uri), columns=["product_group"]).column(0)
+    return {str(row["values"]): int(row["counts"]) for row in column.value_counts().to_pylist()}
+
+
+def _pg_rows_per_row_group(parquet: pq.ParquetFile, pg: str) -> list[int]:
+    """How many rows of ``pg`` each row group holds: from the column statistics where they decide
+    it (a row group of one PG, or none of it), else by reading that row group's PG column."""
+    column = parquet.schema_arrow.get_field_index("product_group")
+    counts = []
+    for rg in range(parquet.num_row_groups):
+        meta = parquet.metadata.row_group(rg)
+        stats = meta.column(column).statistics
+        if stats is not None and stats.has_min_max and stats.null_count == 0:
+            if not stats.min <= pg <= stats.max:
+                counts.append(0)
+                continue
+            if stats.min == stats.max == pg:
+                counts.append(meta.num_rows)
+                continue
+        values = parquet.read_row_group(rg, columns=["product_group"]).column(0)
+        counts.append(int(pa.compute.sum(pa.compute.equal(values, pg)).as_py() or 0))
+    return counts
+
+
+def shard_rows(catalog_uri: str, shard: str, shard_size: int) -> pd.DataFrame:
+    """``product_id, title`` of one shard: rows [i·S, (i+1)·S) of its PG, in catalog order.
+    Reads only the row groups that hold them (the validated catalog is sorted by PG, so for a
+    5M shard that is about 5M rows, whatever the catalog's size)."""
+    pg, index, count = parse_shard(shard)
+    parquet = pq.ParquetFile(storage.local_path(catalog_uri))
+    per_group = _pg_rows_per_row_group(parquet, pg)
+    total = sum(per_group)
+    if total > count * shard_size or (total and total <= (count - 1) * shard_size):
+        raise ValueError(f"shard {shard}: PG {pg} has {total} products in {catalog_uri}, which is not "
+                         f"{count} shard(s) of {shard_size}: the catalog changed after the shards were planned")
+    start, stop, seen, groups, skip = index * shard_size, (index + 1) * shard_size, 0, [], 0
+    for rg, n in enumerate(per_group):
+        if n and seen + n > start and seen < stop:
+            skip = skip if groups else start - seen  # the shard's first row inside the first group read
+            groups.append(rg)
+        seen += n
+    if not groups:
+        return pd.DataFrame({"product_id": pd.Series([], dtype=str), "title": pd.Series([], dtype=str)})
+    table = parquet.read_row_groups(groups, columns=["product_id", "title", "product_group"])
+    table = table.filter(pa.compute.equal(table.column("product_group"), pg))
+    return table.slice(skip, shard_size).select(["product_id", "title"]).to_pandas()
+
+
+def embed_shard(model_uri: str, catalog_uri: str, shard: str, out_uri: str, cfg, device: str = "cpu") -> tuple[str, dict]:
+    """Embed one shard (``cfg``: the EmbedConfig) → one Parquet part; (uri, stats)."""
+    model, meta = load_model(model_uri, device)
+    pg = parse_shard(shard)[0]
+    if meta["pg"] != pg:
+        raise ValueError(f"shard {shard} is PG {pg!r} but model {model_uri} is PG {meta['pg']!r}")
+    rows = shard_rows(catalog_uri, shard, cfg.shard_size)
+    workers = tokenize_workers(cfg.tokenize_workers, len(rows), cfg.parallel_min_titles)
+    emb = embed_titles(model, meta, rows["title"].tolist(), cfg.batch_size, device, workers)
+    write_embeddings(out_uri, rows["product_id"], pg, model_version(model_uri), emb)
+    return out_uri, {"pg": pg, "shard": shard, "products": len(rows), "tokenize_workers": workers}
+
+
+def commit_dataset(folder_uri: str, parts: list[tuple[str, int]], version: str) -> str:
+    """Write ``<folder>/_manifest.json`` naming the (part uri, rows) of a PG: the commit that makes
+    the sharded embeddings readable. Parts are listed relative to the folder."""
+    files = [{"file": uri.rsplit("/", 1)[-1], "rows": rows} for uri, rows in parts]
+    storage.write_text(storage.join(folder_uri, MANIFEST), json.dumps(
+        {"format": "mrnet-embeddings-v1", "model_version": version, "rows": sum(f["rows"] for f in files),
+         "parts": files}, indent=2))
+    return folder_uri
 
 
 def embed_pg(model_uri: str, catalog: pd.DataFrame, out_uri: str, batch_size: int = 8192,

@@ -8,7 +8,7 @@ own outputs atomically, and PG training resumes from its checkpoint there. Layou
       runs/<run_id>/run.json             resolved config + params; every stage reads it
       runs/<run_id>/catalog/…            validated catalog + quarantine
       runs/<run_id>/models/<pg>/…        model.safetensors, ckpt.pt, metrics.json
-      runs/<run_id>/embeddings/<pg>.parquet
+      runs/<run_id>/embeddings/<pg>/part-*.parquet + _manifest.json   one part per shard (embed.py)
       runs/<run_id>/stages/*.json        what each stage produced: URIs, stats, cache hit, seconds
       runs/<run_id>/failures/<pg>.json   why a PG failed (its last attempt)
       runs/<run_id>/summary.{md,json}, training_curves.png, release.json
@@ -282,29 +282,31 @@ def plan(run_uri: str) -> list[str]:
 
 
 @contextmanager
-def _pg_stage(run: Run, pg: str, stage: str):
-    """Time one PG stage in the PG's MLflow run (yielded: its id, or None); on failure leave
-    ``failures/<pg>.json`` (the report names it), mark the MLflow run FAILED and re-raise."""
+def _pg_stage(run: Run, pg: str, stage: str, shard: tuple[int, int] | None = None, record: dict | None = None):
+    """Time one PG stage (of one embedding ``shard`` (index, count)) in the PG's MLflow run
+    (yielded: its id, or None) and record it with what the block put in ``record``; on failure leave ``failures/<pg>.json`` (the report names it),
+    mark the MLflow run FAILED and re-raise."""
     t0 = time.perf_counter()
+    where = f"{stage} shard {shard[0] + 1} of {shard[1]}" if shard else stage
     mlflow_run = nested_run(run, "pg", pg)
     try:
         yield mlflow_run
     except Exception as exc:
         storage.write_text(run.path("failures", f"{pg}.json"), json.dumps(
-            {"pg": pg, "stage": stage, "error": f"{type(exc).__name__}: {exc}", "at": _now(),
+            {"pg": pg, "stage": where, "error": f"{type(exc).__name__}: {exc}", "at": _now(),
              "traceback": traceback.format_exc()[-4000:]}, indent=2))
-        log.error("[%s] %s failed: %s: %s", pg, stage, type(exc).__name__, exc)
+        log.error("[%s] %s failed: %s: %s", pg, where, type(exc).__name__, exc)
         if mlflow_run:
             from mrnet import tracking as tr
 
             tr.finish(run.mlflow["uri"], mlflow_run, "FAILED")
         raise
     seconds = round(time.perf_counter() - t0, 2)
-    _record(run, f"{stage}-{pg}", {"pg": pg, "seconds": seconds})
+    _record(run, f"{stage}-{pg}" + (f"-{shard[0]:05d}" if shard else ""), {"pg": pg, "seconds": seconds} | (record or {}))
     if mlflow_run:
         from mrnet import tracking as tr
 
-        tr.log_metrics(run.mlflow["uri"], mlflow_run, {f"{stage}_seconds": seconds})
+        tr.log_metrics(run.mlflow["uri"], mlflow_run, {f"{stage}_seconds": seconds}, shard[0] if shard else 0)
         tr.finish(run.mlflow["uri"], mlflow_run)
 
 
@@ -359,13 +361,42 @@ def refresh(run_uri: str, pg: str, catalog_uri: str, base_release_uri: str) -> s
     return uri
 
 
-def embed(run_uri: str, model_uri: str, catalog_uri: str) -> str:
-    """Embed every catalog product of the model's PG → ``embeddings/<pg>.parquet``."""
-    from mrnet.model import read_meta
+def _pg_of_model(model_uri: str) -> str:
+    return model_uri.rstrip("/").rsplit("/", 2)[-2]  # runs/<id>/models/<pg>/model.safetensors
+
+
+def plan_embed(run_uri: str, models, catalog_uri: str) -> list[str]:
+    """The embedding shards of the PGs whose model finished (``models``: their URIs; Airflow gives
+    a single string for one), ``embed.shard_size`` products each, e.g. ``footwear/part-00000-of-00002``."""
+    from mrnet.embed import pg_counts, shard_ids
 
     run = load_run(run_uri)
-    pg = read_meta(model_uri)["pg"]
-    with _pg_stage(run, pg, "embed"):
-        uri, stats = pipeline._embed(run.cfg, model_uri, _catalog(catalog_uri), pg)
-    log.info("[%s] embedded %s products → %s", pg, stats["products"], uri)
+    models = [models] if isinstance(models, str) else list(models or [])
+    counts = pg_counts(catalog_uri)
+    shards = {pg: shard_ids(pg, counts.get(pg, 0), run.cfg.embed.shard_size)
+              for pg in sorted(map(_pg_of_model, models))}
+    _record(run, "embed_plan", {"shard_size": run.cfg.embed.shard_size, "shards": shards})
+    log.info("embedding plan: %d PG(s), %d shard(s) of up to %d products", len(shards),
+             sum(map(len, shards.values())), run.cfg.embed.shard_size)
+    return [shard for pg_shards in shards.values() for shard in pg_shards]
+
+
+def embed_shard(run_uri: str, shard: str, catalog_uri: str) -> str:
+    """Embed one shard with its PG's model of this run → ``embeddings/<pg>/part-….parquet``."""
+    from mrnet.embed import embed_shard as embed, parse_shard
+    from mrnet.train import _device
+
+    run = load_run(run_uri)
+    pg, index, count = parse_shard(shard)
+    out, record = run.path("embeddings", f"{shard}.parquet"), {"shard": shard}
+    with _pg_stage(run, pg, "embed", (index, count), record):
+        uri, stats = embed(run.path("models", pg, "model.safetensors"), catalog_uri, shard, out, run.cfg.embed,
+                           str(_device(run.cfg)))
+        record |= stats
+    log.info("[%s] shard %d of %d: %d products → %s", pg, index + 1, count, stats["products"], uri)
     return uri
+
+
+def embed_all(run_uri: str, models, catalog_uri: str) -> list[str]:
+    """Every shard in turn, in this process (``mrnet run``; the DAGs map ``embed_shard``)."""
+    return [embed_shard(run_uri, shard, catalog_uri) for shard in plan_embed(run_uri, models, catalog_uri)]

@@ -22,6 +22,7 @@ import hashlib
 import re
 
 import numpy as np
+import pandas as pd
 
 from mrnet.config import GateConfig
 
@@ -154,15 +155,16 @@ def knn_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
 def stability(champion_embeddings: dict[str, str], challenger_embeddings: dict[str, str], cfg: GateConfig,
               read) -> dict[str, float]:
     """Per-PG k-NN overlap@k between the champion's and the challenger's embeddings of the same
-    fixed product sample, plus their mean as ``mean``; ``read(uri)`` returns the parquet frame."""
+    fixed product sample, plus their mean as ``mean``; ``read(uri)`` returns (frame with
+    ``product_id``, vectors (N, d)) as ``embed.read_embeddings`` does."""
     out = {}
     for pg in sorted(set(champion_embeddings) & set(challenger_embeddings)):
-        old, new = read(champion_embeddings[pg]), read(challenger_embeddings[pg])
+        (old, x_old), (new, x_new) = read(champion_embeddings[pg]), read(challenger_embeddings[pg])
         ids = _sample_ids(set(old["product_id"]) & set(new["product_id"]), cfg.stability_sample)
         if len(ids) <= cfg.stability_k:
             continue
-        a = np.stack(old.set_index("product_id").loc[ids, "embedding"].to_numpy())
-        b = np.stack(new.set_index("product_id").loc[ids, "embedding"].to_numpy())
+        a = x_old[pd.Index(old["product_id"]).get_indexer(ids)]
+        b = x_new[pd.Index(new["product_id"]).get_indexer(ids)]
         out[pg] = knn_overlap(a, b, cfg.stability_k)
     if out:
         out["mean"] = float(np.mean(list(out.values())))

@@ -7,7 +7,8 @@ PG's model, then, for the agnostic space, through the sparse autoencoder at the 
 
 Search is exact by default (retrieval.knn: chunked matrix products, no N×N matrix). For
 large catalogs ``--ann`` uses a faiss HNSW index (``faiss-cpu``, approximate), built once
-and saved beside the embedding file as ``<file>.hnsw.faiss`` (faiss's own binary format,
+and saved beside the embedding file as ``<file>.hnsw.faiss`` (in a sharded PG folder:
+``_manifest.json.hnsw.faiss``, which Parquet readers skip) (faiss's own binary format,
 not pickle); docs/NEIGHBORS.md has the measured recall and speed.
 """
 
@@ -100,8 +101,12 @@ def _ann(uri: str, x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np
     """faiss HNSW (approximate) search; the index is cached beside a local embedding file."""
     import faiss
 
-    cache = Path(str(storage.local_path(uri)) + ".hnsw.faiss")
-    if cache.exists() and cache.stat().st_mtime >= storage.local_path(uri).stat().st_mtime:
+    from mrnet.embed import MANIFEST
+
+    anchor = uri if uri.endswith(".parquet") else storage.join(uri, MANIFEST)
+    local = storage.local_path(anchor)
+    cache = Path(str(local) + ".hnsw.faiss")
+    if cache.exists() and cache.stat().st_mtime >= local.stat().st_mtime:
         index = faiss.read_index(str(cache))
     else:
         index = faiss.IndexHNSWFlat(x.shape[1], 32)

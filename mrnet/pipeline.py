@@ -102,16 +102,21 @@ def run(params: dict, run_id: str | None = None, mode: str = "retrain") -> dict:
     base = release.base_release(run_uri) if mode == "refresh" else None
     catalog = flow.validate(run_uri)
     vectors = flow.word2vec(run_uri, flow.corpus(run_uri, catalog)) if mode == "retrain" else None
-    pgs, embeddings = flow.plan(run_uri), []
+    pgs, models, parts = flow.plan(run_uri), [], []
     for i, pg in enumerate(pgs, 1):
         try:
-            model = (flow.train(run_uri, pg, catalog, vectors) if mode == "retrain"
-                     else flow.refresh(run_uri, pg, catalog, base))
-            embeddings.append(flow.embed(run_uri, model, catalog))
-            print(f"[{i}/{len(pgs)}] {pg}: ok", flush=True)
+            models.append(flow.train(run_uri, pg, catalog, vectors) if mode == "retrain"
+                          else flow.refresh(run_uri, pg, catalog, base))
+            print(f"[{i}/{len(pgs)}] {pg}: trained", flush=True)
         except Exception as exc:  # recorded in failures/<pg>.json; the report names it at the end
             print(f"[{i}/{len(pgs)}] {pg}: FAILED {type(exc).__name__}: {exc}", flush=True)
-    summary_uri = release.report(run_uri, embeddings)
+    shards = flow.plan_embed(run_uri, models, catalog)
+    for i, shard in enumerate(shards, 1):
+        try:
+            parts.append(flow.embed_shard(run_uri, shard, catalog))
+        except Exception as exc:  # as above: the PG's failure file names the shard
+            print(f"[embed {i}/{len(shards)}] {shard}: FAILED {type(exc).__name__}: {exc}", flush=True)
+    summary_uri = release.report(run_uri, parts)
     parts = [flow_ae.sparse_autoencoder(run_uri, summary_uri)]
     parts.append(flow_ae.evaluate(run_uri, summary_uri, parts[0]))
     if mode == "retrain":  # a refresh carries the cross-language model over from its base release

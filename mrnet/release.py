@@ -39,12 +39,33 @@ def base_release(run_uri: str) -> str:
     return uri
 
 
-def _pg_result(run: Run, pg: str) -> dict:
+def _pg_result(run: Run, pg: str, shards: list[dict]) -> dict:
     report = json.loads(storage.read_text(run.path("models", pg, "metrics.json")))
-    seconds = {s: (_optional_stage(run, f"{s}-{pg}") or {}).get("seconds") for s in ("train", "embed")}
+    train = (_optional_stage(run, f"train-{pg}") or {}).get("seconds")
     return report | {"model": run.path("models", pg, "model.safetensors"),
-                     "embeddings": run.path("embeddings", f"{pg}.parquet"),
-                     "train_s": seconds["train"], "embed_s": seconds["embed"]}
+                     "embeddings": run.path("embeddings", pg), "embed_shards": len(shards),
+                     "products_embedded": sum(s["products"] for s in shards),
+                     "train_s": train, "embed_s": round(sum(s["seconds"] for s in shards), 2)}
+
+
+def _commit_embeddings(run: Run, planned: dict[str, list[str]], written: list[str]) -> tuple[dict, dict]:
+    """Commit each PG whose every planned shard was written (its ``_manifest.json``); return
+    ({pg: shard records}, {pg: why not}) for the PGs with a model."""
+    from mrnet.embed import commit_dataset, model_version, parse_shard
+
+    written = {uri.rsplit("/embeddings/", 1)[-1].removesuffix(".parquet") for uri in written}
+    done, missing = {}, {}
+    for pg, shards in planned.items():
+        absent = [s for s in shards if s not in written]
+        if absent:
+            missing[pg] = f"{len(absent)} of {len(shards)} embedding shard(s) missing, e.g. {absent[0]}"
+            continue
+        records = [_stage(run, f"embed-{pg}-{parse_shard(s)[1]:05d}") for s in shards]
+        commit_dataset(run.path("embeddings", pg), [(run.path("embeddings", f"{s}.parquet"), r["products"])
+                                                    for s, r in zip(shards, records)],
+                       model_version(run.path("models", pg, "model.safetensors")))
+        done[pg] = records
+    return done, missing
 
 
 def _failure(run: Run, pg: str) -> str:
@@ -76,9 +97,10 @@ def _track_report(run: Run, summary: dict) -> None:
 
 
 def report(run_uri: str, embeddings) -> str:
-    """Summarize the run (every PG, failed ones included); raise naming the failed PGs.
+    """Commit the PGs whose every embedding shard is written, summarize the run (every PG,
+    failed ones included) and raise naming the failed PGs.
 
-    ``embeddings``: the embedding URIs the PG tasks returned. A list, or a single string
+    ``embeddings``: the part URIs the shard tasks returned. A list, or a single string
     (Airflow resolves a mapped output with a single successful instance to its value)."""
     from mrnet.report import write_summary
 
@@ -89,10 +111,10 @@ def report(run_uri: str, embeddings) -> str:
         raise RuntimeError(f"run {run.run_id} stopped before its PGs ran: validate_catalog or plan_pgs did not "
                            "finish (see that task's log); nothing published")
     pgs = planned["pgs"]
-    log.info("report: %d embedding file(s) from the PG tasks: %s", len(embeddings), embeddings)
-    done = {uri.rsplit("/", 1)[-1].removesuffix(".parquet") for uri in embeddings if storage.exists(uri)}
-    results = {pg: _pg_result(run, pg) for pg in pgs if pg in done}
-    failed = {pg: _failure(run, pg) for pg in pgs if pg not in done}
+    log.info("report: %d embedding part(s) from the shard tasks", len(embeddings))
+    done, missing = _commit_embeddings(run, (_optional_stage(run, "embed_plan") or {}).get("shards", {}), embeddings)
+    results = {pg: _pg_result(run, pg, done[pg]) for pg in pgs if pg in done}
+    failed = {pg: _failure(run, pg) + (f" ({missing[pg]})" if pg in missing else "") for pg in pgs if pg not in done}
     corpus, w2v = _optional_stage(run, "corpus"), _optional_stage(run, "word2vec")
     summary = {"run_id": run.run_id, "dag_id": run.dag_id, "mode": run.mode, "artifact_root": run.root,
                "config_hash": run.cfg.hash(), "catalog": validated["uri"], "quarantine": validated["quarantine"],
@@ -107,12 +129,6 @@ def report(run_uri: str, embeddings) -> str:
         raise RuntimeError(f"{len(failed)} of {len(pgs)} PG(s) failed: {sorted(failed)} (the others finished; "
                            f"nothing published; see {run.path('summary.json')}). {reasons}")
     return run.path("summary.json")
-
-
-def _read_parquet(uri: str):
-    import pandas as pd
-
-    return pd.read_parquet(storage.local_path(uri))
 
 
 def _manifest(run: Run, summary: dict, summary_uri: str, base: dict | None) -> dict:
@@ -290,6 +306,7 @@ def _judge(cfg, manifest: dict, summary: dict, champion: dict | None) -> tuple[d
     A refresh of a subset: PGs the challenger lacks but its manifest still names are the
     champion's own, so the champion's results stand in for them."""
     from mrnet import gate
+    from mrnet.embed import read_embeddings
 
     embeddings = manifest["embeddings"]
     old = json.loads(storage.read_text(champion["summary"])) if champion else None
@@ -297,7 +314,7 @@ def _judge(cfg, manifest: dict, summary: dict, champion: dict | None) -> tuple[d
         summary = summary | {"pgs": {pg: r for pg, r in old["pgs"].items() if pg in embeddings} | summary["pgs"]}
     evaluation = ((manifest.get("evaluation") or {}).get("gated"), ((champion or {}).get("evaluation") or {}).get("gated"))
     decision = gate.decide(summary, old, cfg.gate, evaluation)
-    stable = gate.stability(champion["embeddings"], embeddings, cfg.gate, _read_parquet) if champion else {}
+    stable = gate.stability(champion["embeddings"], embeddings, cfg.gate, read_embeddings) if champion else {}
     return decision, stable, gate.table(decision, stable, cfg.gate.stability_k)
 
 

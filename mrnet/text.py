@@ -59,6 +59,42 @@ class Vocab:
         return ids, lengths
 
 
+_POOL_VOCAB: Vocab | None = None  # set once in each tokenizer process by _pool_init
+
+
+def _pool_init(words: list[str]) -> None:
+    global _POOL_VOCAB
+    _POOL_VOCAB = Vocab(words)
+
+
+def _pool_encode(args: tuple[list, int]) -> tuple[np.ndarray, np.ndarray]:
+    return _POOL_VOCAB.encode_many(*args)
+
+
+def encode_parallel(words: list[str], texts: list, max_tokens: int, workers: int,
+                    chunk: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+    """``Vocab(words).encode_many`` over ``workers`` spawned processes, chunk by chunk: the same
+    (ids, lengths), in input order. Tokenizing is the embedding stage's bottleneck (one process
+    keeps a GPU about 1/30 busy; docs/BENCHMARKS.md), so large shards spread it over the cores."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if workers <= 1 or len(texts) <= chunk:
+        return Vocab(words).encode_many(texts, max_tokens)
+    words = [w for w in words if w not in (PAD, UNK)]
+    jobs = [(texts[i:i + chunk], max_tokens) for i in range(0, len(texts), chunk)]
+    with ProcessPoolExecutor(min(workers, len(jobs)), multiprocessing.get_context("spawn"),
+                             initializer=_pool_init, initargs=(words,)) as pool:
+        parts = list(pool.map(_pool_encode, jobs))
+    width = max(ids.shape[1] for ids, _ in parts)
+    ids = np.zeros((len(texts), width), dtype=np.int64)
+    row = 0
+    for part, _ in parts:
+        ids[row:row + len(part), :part.shape[1]] = part
+        row += len(part)
+    return ids, np.concatenate([lengths for _, lengths in parts])
+
+
 def vectorizer(kind: str = "tfidf", **options):
     """A scikit-learn TF-IDF (``kind="tfidf"``) or count vectorizer over ``tokenize``, float32:
     every title vector of the project (decoding targets, the TF-IDF baseline, neighbours, the

@@ -125,9 +125,11 @@ def test_triggered_tiny_run_succeeds_on_the_scheduler(standalone, fixture_catalo
     conf = {"tiny": True, "pgs": PGS, "overrides": [f"artifact_root={tmp_path / 'home'}", f"data.catalog={catalog}",
                                                     f"data.raw_dir={RAW}", "train.threads=1"]}
     run, state, tis = trigger_and_wait(base, token, conf, 600)
-    trained = [ti for ti in tis if ti["task_id"] == "pg.train_pg"]
+    trained = [ti for ti in tis if ti["task_id"] == "train_pg"]
     assert state == "success", (home / "standalone.log").read_text()[-5000:]
     assert sorted(ti["map_index"] for ti in trained) == [0, 1, 2]
     assert {(ti["pool"], ti["queue"], ti["state"]) for ti in trained} == {("gpu", "gpu", "success")}
+    shards = {ti["rendered_map_index"] for ti in tis if ti["task_id"] == "embed_shard"}  # named in the UI
+    assert "watches/part-00000-of-00003" in shards and len(shards) > len(PGS), shards
     release = json.loads((tmp_path / "home" / "releases" / "current.json").read_text())
     assert release["release"] == run["dag_run_id"] and set(release["models"]) == set(PGS)

@@ -74,9 +74,9 @@ def _task(dag, task_id):
 def test_retrain_structure(dagbag):
     dag = dagbag.dags["mrnet_retrain"]
     assert set(dag.task_ids) == {"start", "validate_catalog", "build_corpus", "train_word2vec", "plan_pgs",
-                                 "pg.train_pg", "pg.embed_pg", "report", "sparse_autoencoder",
+                                 "train_pg", "plan_embed", "embed_shard", "report", "sparse_autoencoder",
                                  "cross_language_autoencoder", "evaluate", "publish", "promotion_gate"}
-    chain = ["start", "validate_catalog", "build_corpus", "train_word2vec", "pg.train_pg", "pg.embed_pg",
+    chain = ["start", "validate_catalog", "build_corpus", "train_word2vec", "train_pg", "plan_embed", "embed_shard",
              "report", "sparse_autoencoder", "evaluate", "publish", "promotion_gate"]
     for up, down in zip(chain, chain[1:]):
         assert down in _task(dag, up).downstream_task_ids, (up, down)
@@ -85,8 +85,8 @@ def test_retrain_structure(dagbag):
     for task_id in ("sparse_autoencoder", "cross_language_autoencoder"):  # both train: GPU workers
         assert _task(dag, task_id).queue == "gpu" and _task(dag, task_id).pool == "gpu"
     assert _task(dag, "evaluate").queue != "gpu"  # scikit-learn on CPU workers
-    assert "pg.train_pg" in _task(dag, "plan_pgs").downstream_task_ids
-    _check_common(dag, "pg.train_pg")
+    assert "train_pg" in _task(dag, "plan_pgs").downstream_task_ids
+    _check_common(dag, "train_pg")
     schedule = dag.timetable
     assert type(schedule).__name__ == "AssetOrTimeSchedule"
     assert schedule.timetable.expression == "0 2 * * 0"
@@ -95,26 +95,27 @@ def test_retrain_structure(dagbag):
 
 def test_refresh_structure(dagbag):
     dag = dagbag.dags["mrnet_refresh_dynamic"]
-    assert set(dag.task_ids) == {"start", "pin_base_release", "validate_catalog", "plan_pgs", "pg.refresh_pg",
-                                 "pg.embed_pg", "report", "sparse_autoencoder", "evaluate", "publish",
+    assert set(dag.task_ids) == {"start", "pin_base_release", "validate_catalog", "plan_pgs", "refresh_pg",
+                                 "plan_embed", "embed_shard", "report", "sparse_autoencoder", "evaluate", "publish",
                                  "promotion_gate"}
-    for up, down in [("start", "pin_base_release"), ("pin_base_release", "plan_pgs"), ("plan_pgs", "pg.refresh_pg"),
-                     ("validate_catalog", "pg.refresh_pg"), ("pg.refresh_pg", "pg.embed_pg"),
-                     ("pg.embed_pg", "report"), ("report", "sparse_autoencoder"), ("sparse_autoencoder", "evaluate"),
+    for up, down in [("start", "pin_base_release"), ("pin_base_release", "plan_pgs"), ("plan_pgs", "refresh_pg"),
+                     ("validate_catalog", "refresh_pg"), ("refresh_pg", "plan_embed"), ("plan_embed", "embed_shard"),
+                     ("embed_shard", "report"), ("report", "sparse_autoencoder"), ("sparse_autoencoder", "evaluate"),
                      ("evaluate", "publish"), ("sparse_autoencoder", "publish"),
                      ("publish", "promotion_gate")]:
         assert down in _task(dag, up).downstream_task_ids, (up, down)
-    _check_common(dag, "pg.refresh_pg")
+    _check_common(dag, "refresh_pg")
     assert dag.timetable.expression == "0 2 * * 3"
 
 
 def _check_common(dag, train_id):
-    assert dag.catchup is False and dag.max_active_runs == 1
-    for task_id in (train_id, "pg.embed_pg"):
+    assert dag.catchup is False and dag.max_active_runs == 1 and dag.max_active_tasks == 16
+    for task_id in (train_id, "embed_shard"):  # one instance per PG / per embedding shard
         task = _task(dag, task_id)
         assert task.queue == "gpu" and task.pool == "gpu", task_id
-        assert task.get_closest_mapped_task_group() is not None  # one instance per PG
+        assert type(task).__name__.endswith("MappedOperator"), task_id
         assert task.execution_timeout.total_seconds() == 240 * 60
+    assert _task(dag, "plan_embed").trigger_rule == "all_done"  # plans the PGs that trained
     assert _task(dag, "start").retries == 2 and _task(dag, "start").execution_timeout.total_seconds() == 3600
     assert _task(dag, "report").trigger_rule == "all_done" and _task(dag, "report").retries == 0
     assert _task(dag, "publish").trigger_rule == "all_success"
@@ -125,7 +126,7 @@ def _check_common(dag, train_id):
 def test_queue_and_pool_come_from_airflow_config():
     code = ("from pathlib import Path\nfrom airflow.dag_processing.dagbag import BundleDagBag\n"
             f"bag = BundleDagBag(dag_folder={str(DAGS)!r}, bundle_path=Path({str(DAGS)!r}))\n"
-            "t = bag.dags['mrnet_retrain'].get_task('pg.train_pg')\n"
+            "t = bag.dags['mrnet_retrain'].get_task('train_pg')\n"
             "print(t.queue, t.pool)\n")
     env = os.environ | ENV | {"AIRFLOW__MRNET__GPU_QUEUE": "h200", "AIRFLOW__MRNET__GPU_POOL": "gpus8"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -190,6 +191,9 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
     first = dags_test("mrnet_retrain", _conf(home, fixture_catalog))
     assert first.returncode == 0, first.stdout[-4000:]
     (run1,) = _runs(home)
+    watches = home / "runs" / run1 / "embeddings" / "watches"  # tiny: shards of 50 products, committed
+    parts = json.loads((watches / "_manifest.json").read_text())["parts"]
+    assert len(parts) >= 2 and sum(p["rows"] for p in parts) == len(pd.read_parquet(watches))
     current = json.loads((home / "releases" / "current.json").read_text())
     assert current["dag_id"] == "mrnet_retrain" and set(current["models"]) == set(PGS)
     assert _stage(home, run1, "corpus")["cache_hit"] is False
@@ -231,12 +235,12 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
     third = dags_test("mrnet_retrain", _conf(home, fixture_catalog, pgs=["watches", "jewellery"]))
     assert third.returncode != 0
     assert "1 of 2 PG(s) failed: ['jewellery']" in third.stdout + third.stderr
-    assert "mrnet: task pg.train_pg[1] of mrnet_retrain" in third.stdout + third.stderr  # failure callback
+    assert "mrnet: task train_pg[1] of mrnet_retrain" in third.stdout + third.stderr  # failure callback
     (run3,) = set(_runs(home)) - {run1} - {r for r, v in _runs(home).items() if v["mode"] == "refresh"}
     for stage in ("corpus", "word2vec"):
         assert _stage(home, run3, stage)["cache_hit"] is True
         assert _stage(home, run3, stage)["uri"] == _stage(home, run1, stage)["uri"]
-    assert (home / "runs" / run3 / "embeddings" / "watches.parquet").exists()
+    assert (home / "runs" / run3 / "embeddings" / "watches" / "_manifest.json").exists()
     assert json.loads((home / "releases" / "current.json").read_text()) == current
 
     # the run ends with a champion in the registry, and `mrnet compare` shows it

@@ -1,4 +1,5 @@
-"""Embeddings: Parquet schema, completeness, cold start from a titles CSV."""
+"""Embeddings: Parquet schema, completeness, shards and their commit, the parallel tokenizer,
+cold start from a titles CSV."""
 
 import subprocess
 import sys
@@ -9,10 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mrnet import pipeline
-from mrnet.embed import read_titles_csv
+from mrnet import embed, pipeline
+from mrnet.config import EmbedConfig
+from mrnet.embed import embed_titles, read_titles_csv
 from mrnet.model import load_model
-from mrnet.embed import embed_titles
+from mrnet.text import Vocab, encode_parallel
 from tests.conftest import REPO
 
 
@@ -45,6 +47,69 @@ def test_batch_and_single_title_inference_agree(trained):
     batched = embed_titles(model, meta, titles, batch_size=7)
     single = np.concatenate([embed_titles(model, meta, [t]) for t in titles])
     assert np.abs(batched - single).max() < 1e-5
+
+
+def test_shards_committed_equal_one_file(trained, tmp_path):
+    """Sharded embedding (the DAGs' embed_shard tasks + the report's commit) gives exactly the
+    vectors, ids and order of embedding the PG in one go."""
+    cfg, catalog_uri, model_uri = trained
+    whole = embed.read_embeddings(pipeline.embed_step(cfg, model_uri, catalog_uri, "beverages")[0])
+    n = int((pd.read_parquet(catalog_uri).product_group == "beverages").sum())
+    shards = embed.shard_ids("beverages", n, 7)
+    assert len(shards) == -(-n // 7) and shards[0] == f"beverages/part-00000-of-{len(shards):05d}"
+    folder, parts = tmp_path / "beverages", []
+    for shard in shards:
+        uri, stats = embed.embed_shard(model_uri, catalog_uri, shard, f"{tmp_path}/{shard}.parquet",
+                                       EmbedConfig(shard_size=7, batch_size=3))
+        parts.append((uri, stats["products"]))
+    with pytest.raises(FileNotFoundError, match="no _manifest.json, so its shards were never committed"):
+        embed.read_embeddings(str(folder))
+    embed.commit_dataset(str(folder), parts, "v")
+    sharded = embed.read_embeddings(str(folder))
+    assert sharded[0]["product_id"].tolist() == whole[0]["product_id"].tolist()
+    assert np.abs(sharded[1] - whole[1]).max() < 1e-5
+    assert len(pd.read_parquet(folder)) == n  # any Parquet reader takes the folder (skips _manifest.json)
+
+
+@pytest.mark.parametrize("sort", [True, False])
+def test_shard_rows_read_row_groups_and_equal_a_plain_slice(tmp_path, sort):
+    """Many row groups, sorted by PG (as validation writes it) or interleaved: every shard is
+    exactly its slice of the PG's rows in catalog order."""
+    pgs = ["a", "b", "c"] * 30 + ["b"] * 13
+    df = pd.DataFrame({"product_id": [f"p{i}" for i in range(len(pgs))], "title": [f"t{i}" for i in range(len(pgs))],
+                       "product_group": pgs})
+    if sort:
+        df = df.sort_values("product_group", kind="stable")
+    path = tmp_path / "c.parquet"
+    df.to_parquet(path, index=False, row_group_size=6)
+    for pg in "abc":
+        rows = df[df.product_group == pg]
+        shards = embed.shard_ids(pg, len(rows), 7)
+        got = pd.concat([embed.shard_rows(str(path), shard, 7) for shard in shards])
+        assert got["product_id"].tolist() == rows["product_id"].tolist()
+        assert [len(embed.shard_rows(str(path), s, 7)) for s in shards[:-1]] == [7] * (len(shards) - 1)
+    assert embed.pg_counts(str(path)) == {"a": 30, "b": 43, "c": 30}
+
+
+def test_shard_errors_name_the_shard(trained):
+    _, catalog_uri, model_uri = trained
+    with pytest.raises(ValueError, match=r"bad shard id 'beverages/part-1'"):
+        embed.parse_shard("beverages/part-1")
+    with pytest.raises(ValueError, match=r"shard watches/part-00000-of-00001 is PG 'watches' but model .* is PG 'beverages'"):
+        embed.embed_shard(model_uri, catalog_uri, "watches/part-00000-of-00001", "x.parquet", EmbedConfig())
+    with pytest.raises(ValueError, match=r"shard beverages/part-00000-of-00009: PG beverages has \d+ products .* "
+                                         r"not 9 shard\(s\) of 1000"):
+        embed.shard_rows(catalog_uri, "beverages/part-00000-of-00009", 1000)
+
+
+def test_parallel_tokenizer_matches_one_process(trained):
+    _, catalog_uri, model_uri = trained
+    words = load_model(model_uri)[1]["vocab"]
+    titles = pd.read_parquet(catalog_uri).title.head(45).tolist() + ["", None]
+    ids, lengths = Vocab(words).encode_many(titles, 20)
+    pooled_ids, pooled_lengths = encode_parallel(words, titles, 20, workers=2, chunk=10)
+    assert np.array_equal(lengths, pooled_lengths) and np.array_equal(ids, pooled_ids)
+    assert embed.tokenize_workers(0, 10, 100) == 1 and embed.tokenize_workers(3, 100, 100) == 3
 
 
 def test_cold_start_cli_embeds_new_titles(trained, tmp_path):

@@ -98,6 +98,32 @@ def test_failed_pg_is_named_and_nothing_is_published(released, fixture_catalog):
     assert (home / "releases" / "current.json").read_text() == before
 
 
+def test_a_failed_or_missing_shard_fails_its_pg(released, fixture_catalog, tmp_path):
+    home, _ = released
+    params = _params(home, fixture_catalog, pgs=["watches"])
+    params["overrides"] = params["overrides"] + ["tracking.enabled=false"]
+    run_uri = flow.start_run(params, "shards")
+    catalog = flow.validate(run_uri)
+    vectors = flow.word2vec(run_uri, flow.corpus(run_uri, catalog))
+    flow.plan(run_uri)
+    model = flow.train(run_uri, "watches", catalog, vectors)
+    rows = pd.read_parquet(catalog)
+    count = -(-int((rows.product_group == "watches").sum()) // 50)  # tiny: embed.shard_size=50
+    shards = flow.plan_embed(run_uri, [model], catalog)
+    assert count >= 2 and shards == [f"watches/part-{i:05d}-of-{count:05d}" for i in range(count)]
+    parts = [flow.embed_shard(run_uri, shard, catalog) for shard in shards[:-1]]
+    changed = tmp_path / "changed.parquet"  # the catalog lost watches after planning
+    rows.drop(rows.index[rows.product_group == "watches"][:60]).to_parquet(changed)
+    with pytest.raises(ValueError, match=r"the catalog changed after the shards were planned"):
+        flow.embed_shard(run_uri, shards[-1], str(changed))
+    failure = json.loads((home / "runs" / "shards" / "failures" / "watches.json").read_text())
+    assert failure["stage"] == f"embed shard {count} of {count}"
+    with pytest.raises(RuntimeError, match=rf"watches: embed shard {count} of {count}: ValueError.*1 of {count} "
+                                           rf"embedding shard\(s\) missing, e\.g\. {shards[-1]}"):
+        release.report(run_uri, parts)
+    assert not (home / "runs" / "shards" / "embeddings" / "watches" / "_manifest.json").exists()
+
+
 def test_stale_refresh_does_not_overwrite_a_newer_release(released, fixture_catalog):
     home, _ = released
     params = _params(home, fixture_catalog, pgs=["watches"])
@@ -111,7 +137,7 @@ def test_stale_refresh_does_not_overwrite_a_newer_release(released, fixture_cata
         catalog = flow.validate(run_uri)
         flow.plan(run_uri)
         model = flow.refresh(run_uri, "watches", catalog, str(home / "runs" / "stale" / "base_release.json"))
-        manifest = release.publish(run_uri, release.report(run_uri, flow.embed(run_uri, model, catalog)))
+        manifest = release.publish(run_uri, release.report(run_uri, flow.embed_all(run_uri, model, catalog)))
         with pytest.raises(RuntimeError, match="published-meanwhile became champion while this refresh ran"):
             release.promote(run_uri, manifest)
     finally:

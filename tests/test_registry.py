@@ -189,8 +189,8 @@ def test_a_retried_task_reattaches_to_its_mlflow_run(tmp_path, fixture_catalog):
     flow.train(run_uri, "watches", catalog, vectors)  # a retried train_pg
     assert len(_runs(tmp_path, run_id="retry", kind="parent")) == 1
     assert len(_runs(tmp_path, run_id="retry", kind="pg")) == 1
-    release.promote(run_uri, release.publish(run_uri, release.report(run_uri, [flow.embed(
-        run_uri, str(tmp_path / "runs" / "retry" / "models" / "watches" / "model.safetensors"), catalog)])))
+    release.promote(run_uri, release.publish(run_uri, release.report(run_uri, flow.embed_all(
+        run_uri, str(tmp_path / "runs" / "retry" / "models" / "watches" / "model.safetensors"), catalog))))
     versions = _client(tmp_path).search_model_versions("name = 'mrnet-watches'")
     release.publish(run_uri, str(tmp_path / "runs" / "retry" / "summary.json"))  # a retried publish
     assert len(_client(tmp_path).search_model_versions("name = 'mrnet-watches'")) == len(versions) == 1

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from mrnet import storage
+from mrnet.embed import read_embeddings
 from tests.conftest import RAW, REPO
 
 BUCKET = "mrnet-test"
@@ -113,7 +114,8 @@ def test_a_tiny_run_with_artifact_root_on_s3(s3, tmp_path, fixture_catalog):
     current = json.loads(storage.read_text(f"{home}/releases/current.json"))
     assert current["release"] == "on-s3"
     assert current["models"]["watches"]["uri"] == f"{home}/runs/on-s3/models/watches/model.safetensors"
-    assert storage.exists(current["embeddings"]["beverages"])
+    assert storage.exists(current["embeddings"]["beverages"] + "/_manifest.json")  # committed shards
+    assert len(read_embeddings(current["embeddings"]["beverages"])[1]) > 0  # read by the manifest, no listing
     titles = tmp_path / "titles.csv"
     titles.write_text("title\nanalog wrist watch for men\n")
     embed = [sys.executable, "-m", "mrnet", "embed", "--pg", "watches", "--titles", str(titles),
