@@ -22,20 +22,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-VOCAB = None
-
-
-def _init(words):
-    global VOCAB
-    from mrnet.text import Vocab
-
-    VOCAB = Vocab(words)
-
-
-def _encode(chunk):
-    return VOCAB.encode_many(chunk, 32)
-
-
 def median_time(fn, repeats: int) -> float:
     import torch
 
@@ -54,7 +40,7 @@ def main() -> None:
     import torch
 
     from bench.gpu import setup, new_model
-    from mrnet.text import Vocab, length_buckets
+    from mrnet.text import Vocab, _pool_encode, _pool_init, length_buckets
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=".devdata")
@@ -66,10 +52,10 @@ def main() -> None:
     vocab_words = meta["vocab"][2:]
     one = lambda: Vocab(vocab_words).encode_many(titles, 32)  # noqa: E731
     workers = os.cpu_count() or 1
-    chunks = [titles[i:i + 50_000] for i in range(0, len(titles), 50_000)]
-    with ProcessPoolExecutor(workers, initializer=_init, initargs=(vocab_words,)) as pool:
-        list(pool.map(_encode, chunks[:workers]))  # warm the pool
-        pooled = lambda: list(pool.map(_encode, chunks))  # noqa: E731
+    chunks = [(titles[i:i + 50_000], 32) for i in range(0, len(titles), 50_000)]
+    with ProcessPoolExecutor(workers, initializer=_pool_init, initargs=(vocab_words,)) as pool:
+        list(pool.map(_pool_encode, chunks[:workers]))  # warm the pool
+        pooled = lambda: list(pool.map(_pool_encode, chunks))  # noqa: E731
         t_one, t_pool = median_time(one, args.repeats), median_time(pooled, args.repeats)
     ids, lengths = one()
     device = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: a smoke test of this script only

@@ -74,7 +74,7 @@ def breakdown(model_uri: str, catalog: Path, shard: str, n: int, device: str, re
 
     from mrnet import embed
     from mrnet.model import load_model
-    from mrnet.text import encode_parallel, length_buckets
+    from mrnet.text import encode_parallel
 
     model, meta = load_model(model_uri, device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -83,17 +83,13 @@ def breakdown(model_uri: str, catalog: Path, shard: str, n: int, device: str, re
         t0 = time.perf_counter()
         rows = embed.shard_rows(str(catalog), shard, n)
         t1 = time.perf_counter()
-        ids, lengths = encode_parallel(meta["vocab"], rows["title"].tolist(), 32, os.cpu_count() or 1)
+        ids, lengths = encode_parallel(meta["vocab"], rows["title"].tolist(), meta["config"]["model"]["max_tokens"],
+                                       os.cpu_count() or 1)
         t2 = time.perf_counter()
-        out = torch.empty((n, 128))
-        with torch.inference_mode():
-            for length, idx in length_buckets(lengths).items():
-                for s in range(0, len(idx), 8192):
-                    part = idx[s:s + 8192]
-                    out[part] = model(torch.from_numpy(ids[part, :length]).to(device)).float().cpu()
+        out = embed.embed_ids(model, ids, lengths, 8192, device)
         sync()
         t3 = time.perf_counter()
-        embed.write_embeddings(f"{tmp}/steps.parquet", rows["product_id"], "bench", "v", out.numpy())
+        embed.write_embeddings(f"{tmp}/steps.parquet", rows["product_id"], "bench", "v", out)
         t4 = time.perf_counter()
         for name, t in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             times[name].append(t)

@@ -40,7 +40,15 @@ def embed_titles(model: MRNet, meta: dict, titles, batch_size: int = 8192,
                  device: str = "cpu", workers: int = 1) -> np.ndarray:
     """h_T of every title, (N, d) float32, in input order (tokenized by ``workers`` processes)."""
     ids, lengths = encode_parallel(meta["vocab"], list(titles), meta["config"]["model"]["max_tokens"], workers)
-    out = np.empty((len(lengths), meta["config"]["model"]["embed_dim"]), np.float32)
+    return embed_ids(model, ids, lengths, batch_size, device)
+
+
+@torch.inference_mode()
+def embed_ids(model: MRNet, ids: np.ndarray, lengths: np.ndarray, batch_size: int = 8192,
+              device: str = "cpu") -> np.ndarray:
+    """h_T (N, d) float32 of tokenized titles (``Vocab.encode_many``'s ids and lengths), in input
+    order: exact-length buckets, no padding."""
+    out = np.empty((len(lengths), model.lstm.hidden_size * 2), np.float32)
     model.eval()
     for length, idx in length_buckets(lengths).items():
         for start in range(0, len(idx), batch_size):
@@ -161,10 +169,11 @@ def shard_rows(catalog_uri: str, shard: str, shard_size: int) -> pd.DataFrame:
     if total > count * shard_size or (total and total <= (count - 1) * shard_size):
         raise ValueError(f"shard {shard}: PG {pg} has {total} products in {catalog_uri}, which is not "
                          f"{count} shard(s) of {shard_size}: the catalog changed after the shards were planned")
-    start, stop, seen, groups, skip = index * shard_size, (index + 1) * shard_size, 0, [], 0
+    start, seen, groups, skip = index * shard_size, 0, [], 0
     for rg, n in enumerate(per_group):
-        if n and seen + n > start and seen < stop:
-            skip = skip if groups else start - seen  # the shard's first row inside the first group read
+        if n and seen + n > start and seen < start + shard_size:
+            if not groups:
+                skip = start - seen  # the shard's first row, among the PG's rows of the groups read
             groups.append(rg)
         seen += n
     if not groups:
@@ -183,8 +192,10 @@ def embed_shard(model_uri: str, catalog_uri: str, shard: str, out_uri: str, cfg,
     rows = shard_rows(catalog_uri, shard, cfg.shard_size)
     workers = tokenize_workers(cfg.tokenize_workers, len(rows), cfg.parallel_min_titles)
     emb = embed_titles(model, meta, rows["title"].tolist(), cfg.batch_size, device, workers)
-    write_embeddings(out_uri, rows["product_id"], pg, model_version(model_uri), emb)
-    return out_uri, {"pg": pg, "shard": shard, "products": len(rows), "tokenize_workers": workers}
+    version = model_version(model_uri)
+    write_embeddings(out_uri, rows["product_id"], pg, version, emb)
+    return out_uri, {"pg": pg, "shard": shard, "products": len(rows), "tokenize_workers": workers,
+                     "model_version": version}
 
 
 def commit_dataset(folder_uri: str, parts: list[tuple[str, int]], version: str) -> str:

@@ -284,8 +284,8 @@ def plan(run_uri: str) -> list[str]:
 @contextmanager
 def _pg_stage(run: Run, pg: str, stage: str, shard: tuple[int, int] | None = None, record: dict | None = None):
     """Time one PG stage (of one embedding ``shard`` (index, count)) in the PG's MLflow run
-    (yielded: its id, or None) and record it with what the block put in ``record``; on failure leave ``failures/<pg>.json`` (the report names it),
-    mark the MLflow run FAILED and re-raise."""
+    (yielded: its id, or None) and record it with what the block put in ``record``; on failure
+    leave ``failures/<pg>.json`` (the report names it), mark the MLflow run FAILED and re-raise."""
     t0 = time.perf_counter()
     where = f"{stage} shard {shard[0] + 1} of {shard[1]}" if shard else stage
     mlflow_run = nested_run(run, "pg", pg)
@@ -302,7 +302,8 @@ def _pg_stage(run: Run, pg: str, stage: str, shard: tuple[int, int] | None = Non
             tr.finish(run.mlflow["uri"], mlflow_run, "FAILED")
         raise
     seconds = round(time.perf_counter() - t0, 2)
-    _record(run, f"{stage}-{pg}" + (f"-{shard[0]:05d}" if shard else ""), {"pg": pg, "seconds": seconds} | (record or {}))
+    _record(run, f"{stage}-{pg}" + (f"-{shard[0]:05d}" if shard else ""),
+            {"pg": pg, "seconds": seconds} | (record or {}))
     if mlflow_run:
         from mrnet import tracking as tr
 
@@ -361,6 +362,13 @@ def refresh(run_uri: str, pg: str, catalog_uri: str, base_release_uri: str) -> s
     return uri
 
 
+def _device(run: Run) -> str:
+    """Where this run's models train and embed: ``train.device`` (auto: CUDA when present)."""
+    from mrnet.train import _device as device
+
+    return str(device(run.cfg))
+
+
 def _pg_of_model(model_uri: str) -> str:
     return model_uri.rstrip("/").rsplit("/", 2)[-2]  # runs/<id>/models/<pg>/model.safetensors
 
@@ -384,14 +392,13 @@ def plan_embed(run_uri: str, models, catalog_uri: str) -> list[str]:
 def embed_shard(run_uri: str, shard: str, catalog_uri: str) -> str:
     """Embed one shard with its PG's model of this run → ``embeddings/<pg>/part-….parquet``."""
     from mrnet.embed import embed_shard as embed, parse_shard
-    from mrnet.train import _device
 
     run = load_run(run_uri)
     pg, index, count = parse_shard(shard)
     out, record = run.path("embeddings", f"{shard}.parquet"), {"shard": shard}
     with _pg_stage(run, pg, "embed", (index, count), record):
         uri, stats = embed(run.path("models", pg, "model.safetensors"), catalog_uri, shard, out, run.cfg.embed,
-                           str(_device(run.cfg)))
+                           _device(run))
         record |= stats
     log.info("[%s] shard %d of %d: %d products → %s", pg, index + 1, count, stats["products"], uri)
     return uri

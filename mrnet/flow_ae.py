@@ -18,15 +18,9 @@ import logging
 import time
 
 from mrnet import storage
-from mrnet.flow import Run, _epoch_logger, _record, load_run, nested_run, track_stage
+from mrnet.flow import Run, _device, _epoch_logger, _record, load_run, nested_run, track_stage
 
 log = logging.getLogger("mrnet.flow")
-
-
-def _device(run: Run) -> str:
-    from mrnet.train import _device as device
-
-    return str(device(run.cfg))
 
 
 def _skip(run: Run, stage: str, why: str) -> str:

@@ -51,7 +51,7 @@ def _pg_result(run: Run, pg: str, shards: list[dict]) -> dict:
 def _commit_embeddings(run: Run, planned: dict[str, list[str]], written: list[str]) -> tuple[dict, dict]:
     """Commit each PG whose every planned shard was written (its ``_manifest.json``); return
     ({pg: shard records}, {pg: why not}) for the PGs with a model."""
-    from mrnet.embed import commit_dataset, model_version, parse_shard
+    from mrnet.embed import commit_dataset, parse_shard
 
     written = {uri.rsplit("/embeddings/", 1)[-1].removesuffix(".parquet") for uri in written}
     done, missing = {}, {}
@@ -63,7 +63,7 @@ def _commit_embeddings(run: Run, planned: dict[str, list[str]], written: list[st
         records = [_stage(run, f"embed-{pg}-{parse_shard(s)[1]:05d}") for s in shards]
         commit_dataset(run.path("embeddings", pg), [(run.path("embeddings", f"{s}.parquet"), r["products"])
                                                     for s, r in zip(shards, records)],
-                       model_version(run.path("models", pg, "model.safetensors")))
+                       records[0]["model_version"])  # every shard of a PG runs the same model
         done[pg] = records
     return done, missing
 

@@ -101,7 +101,7 @@ def write_summary(summary: dict, root: str, log=print) -> None:
     storage.write_text(storage.join(root, "summary.json"), json.dumps(summary, indent=2, default=str))
     log("\n" + table)
     q = summary["quarantine"]
-    embedded = sum(r.get("products_embedded", r["n_train"] + r["n_val"]) for r in summary["pgs"].values())
+    embedded = sum(r["products_embedded"] for r in summary["pgs"].values())
     log(f"\n{len(summary['pgs'])} PG models trained, {len(summary['failed'])} failed; "
         f"{embedded} products embedded, {q['rows_quarantined']} quarantined "
         f"({storage.join(root, 'catalog', 'quarantine.parquet')}); total {summary['seconds']['total']} s")
