@@ -44,10 +44,10 @@ def mrnet_refresh_dynamic():
         return release.base_release(run)
 
     @task
-    def plan_pgs(run: str, base: str) -> list[str]:
+    def plan_pgs(run: str, base: str, catalog: str) -> list[str]:
         from mrnet import flow
 
-        return flow.plan(run)
+        return flow.plan(run, catalog)
 
     @task(**GPU_TASK)
     def refresh_pg(run: str, pg: str, catalog: str, base: str) -> str:
@@ -58,7 +58,7 @@ def mrnet_refresh_dynamic():
     run = start()
     base = pin_base_release(run)
     catalog = validate_catalog(run)
-    models = refresh_pg.partial(run=run, catalog=catalog, base=base).expand(pg=plan_pgs(run, base))
+    models = refresh_pg.partial(run=run, catalog=catalog, base=base).expand(pg=plan_pgs(run, base, catalog))
     parts = embed_shard.partial(run=run, catalog=catalog).expand(shard=plan_embed(run, models, catalog))
     summary = report(run, parts)
     agnostic = sparse_autoencoder(run, summary)

@@ -54,10 +54,10 @@ def mrnet_retrain():
         return flow.word2vec(run, corpus)
 
     @task
-    def plan_pgs(run: str) -> list[str]:
+    def plan_pgs(run: str, catalog: str) -> list[str]:
         from mrnet import flow
 
-        return flow.plan(run)
+        return flow.plan(run, catalog)
 
     @task(**GPU_TASK)
     def train_pg(run: str, pg: str, catalog: str, vectors: str) -> str:
@@ -74,7 +74,7 @@ def mrnet_retrain():
     run = start()
     catalog = validate_catalog(run)
     vectors = train_word2vec(run, build_corpus(run, catalog))
-    models = train_pg.partial(run=run, catalog=catalog, vectors=vectors).expand(pg=plan_pgs(run))
+    models = train_pg.partial(run=run, catalog=catalog, vectors=vectors).expand(pg=plan_pgs(run, catalog))
     parts = embed_shard.partial(run=run, catalog=catalog).expand(shard=plan_embed(run, models, catalog))
     summary = report(run, parts)
     agnostic = sparse_autoencoder(run, summary)

@@ -12,7 +12,8 @@ reason                      meaning
 ==========================  ====================================================
 ``missing_product_id``      empty product id
 ``duplicate_product_id``    id seen on an earlier row (the first one is kept)
-``unknown_pg``              product group not among the configured PGs
+``unknown_pg``              product group not among the configured PGs (or empty)
+``bad_pg_name``             a PG name that cannot be a path segment (PG_NAME below)
 ``empty_title``             empty or whitespace-only title
 ``invalid_text:<col>``      invalid UTF-8 or control characters in a text column
 ``title_too_long``          title longer than ``data.max_title_chars``
@@ -40,6 +41,7 @@ from mrnet import storage
 from mrnet.config import TaskSpec
 
 REQUIRED = ["product_id", "product_group", "source", "locale", "title"]
+PG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a PG name becomes a folder: models/<pg>/
 TEXT_COLUMNS = ["title", "description"]
 _BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _WHITESPACE = re.compile(r"[\t\r\n]+")
@@ -74,6 +76,33 @@ def _read_parquet_keep_nan(path: Path) -> pd.DataFrame:
             values = df[name].astype(object)
             values[np.asarray(column.is_null())] = None
             df[name] = values
+    return df
+
+
+def conform(df: pd.DataFrame, data, uri: str) -> pd.DataFrame:
+    """A user's file in canonical columns, by config alone (``data``: the DataConfig):
+    ``data.columns`` renames file columns (a mapped column the file lacks is an error naming
+    the closest one); a missing ``product_group`` / ``source`` / ``locale`` column is filled from
+    ``data.product_group`` / ``data.source`` (default: the file's name) / ``data.locale``;
+    ``category_path`` levels split by ``data.category_sep`` are rejoined with " > "."""
+    for column in data.columns:
+        if column not in df.columns:
+            close = difflib.get_close_matches(column, [str(c) for c in df.columns], n=1, cutoff=0.6)
+            hint = f" (found {close[0]!r}: misnamed?)" if close else f"; its columns: {list(df.columns)[:20]}"
+            raise CatalogError(f"{uri}: data.columns maps column {column!r}, which the file does not have{hint}")
+    clash = [c for f, c in data.columns.items() if c in df.columns and c not in data.columns and c != f]
+    if clash:
+        raise CatalogError(f"{uri}: data.columns maps a column onto {clash}, which the file already has; "
+                           "map that one away too, or drop the mapping")
+    df = df.rename(columns=data.columns)
+    name = Path(str(uri)).name.split(".")[0]
+    for column, value in (("product_group", data.product_group), ("source", data.source or name),
+                          ("locale", data.locale)):
+        if column not in df.columns:
+            df[column] = value
+    if data.category_sep and "category_path" in df.columns:
+        df["category_path"] = df["category_path"].map(
+            lambda v: v if not isinstance(v, str) else " > ".join(p.strip() for p in v.split(data.category_sep)))
     return df
 
 
@@ -161,9 +190,10 @@ def _label_columns(df: pd.DataFrame, tasks: list[TaskSpec]) -> dict[str, str]:
     return kinds
 
 
-def validate(df: pd.DataFrame, uri: str, pgs: list[str], tasks: list[TaskSpec],
+def validate(df: pd.DataFrame, uri: str, pgs: list[str] | None, tasks: list[TaskSpec],
              max_title_chars: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split a catalog into (clean rows with typed labels, quarantined rows with reasons)."""
+    """Split a catalog into (clean rows with typed labels, quarantined rows with reasons).
+    ``pgs``: the configured PGs, or None to accept every PG whose name is a safe path segment."""
     df = df.reset_index(drop=True)
     reasons: list[list[str]] = [[] for _ in range(len(df))]
     labels = _label_columns(df, tasks)
@@ -181,7 +211,7 @@ def validate(df: pd.DataFrame, uri: str, pgs: list[str], tasks: list[TaskSpec],
     for col in REQUIRED + [c for c in TEXT_COLUMNS if c in df.columns]:
         out[col] = out[col].fillna("")
     first_seen: dict[str, int] = {}
-    known = set(pgs)
+    known = None if pgs is None else set(pgs)
     for i, (pid, pg, title) in enumerate(zip(out["product_id"], out["product_group"], out["title"])):
         if not pid:
             reasons[i].append("missing_product_id")
@@ -189,8 +219,10 @@ def validate(df: pd.DataFrame, uri: str, pgs: list[str], tasks: list[TaskSpec],
             reasons[i].append(f"duplicate_product_id(first at row {first_seen[pid] + 1})")
         else:
             first_seen[pid] = i
-        if pg not in known:
+        if not pg or (known is not None and pg not in known):
             reasons[i].append("unknown_pg")
+        elif not PG_NAME.match(pg) or ".." in pg:
+            reasons[i].append("bad_pg_name")
         if not title:
             reasons[i].append("empty_title")
         elif len(title) > max_title_chars:
@@ -238,13 +270,15 @@ def quarantine_summary(uri: str, n_in: int, quarantine: pd.DataFrame) -> dict:
             "rows_quarantined": len(quarantine), "by_reason": dict(counts.most_common())}
 
 
-def validate_catalog(uri: str, out_dir: str, pgs: list[str], tasks: list[TaskSpec],
+def validate_catalog(uri: str, out_dir: str, pgs: list[str] | None, tasks: list[TaskSpec],
                      max_title_chars: int, max_rows_per_pg: int | None = None,
-                     seed: int = 0, sample_fraction: float | None = None) -> tuple[str, dict]:
+                     seed: int = 0, sample_fraction: float | None = None, data=None) -> tuple[str, dict]:
     """Validate ``uri``; write clean catalog, quarantine and summary under ``out_dir``. The clean
     catalog is sorted by PG (stable): each PG is a run of whole row groups, so an embedding shard
     reads its own rows and little else (``embed.shard_rows``)."""
     raw = read_catalog(uri)
+    if data is not None:
+        raw = conform(raw, data, uri)
     warnings = check_columns(raw, uri, tasks)
     clean, quarantine = validate(raw, uri, pgs, tasks, max_title_chars)
     clean = sample_per_pg(clean, max_rows_per_pg, seed, sample_fraction)

@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from mrnet import pipeline, storage
 from mrnet.config import Config, load_config
@@ -148,6 +149,16 @@ def _cmd_evaluate(cfg: Config, args) -> None:
     print(f"report: {files['report.md']}")
 
 
+def _cmd_init(args) -> None:
+    from mrnet.starter import init
+
+    out = args.out or "configs/my_catalog.yaml"
+    if Path(out).exists() and not args.force:
+        raise FileExistsError(f"{out} exists; pass --force to overwrite it or --out another file")
+    print(init(args.catalog, out))
+    print(f"wrote {out}\nnext: mrnet run --config {out}   then: mrnet summary --config {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="configs/demo.yaml", help="YAML config (default: %(default)s)")
@@ -162,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--run-id", help="default: local__<UTC time>")
         p.add_argument("--no-promote", action="store_true", help="record the release, keep the current one")
         p.set_defaults(fn=_cmd_run)
+    p = sub.add_parser("init", help="a starter config for your own catalog file (columns, tasks, evaluation)")
+    p.add_argument("--catalog", required=True, help="your catalog: .csv, .csv.gz, .tsv or .parquet")
+    p.add_argument("--out", help="config to write (default: configs/my_catalog.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.set_defaults(fn=_cmd_init, no_config=True)
     sub.add_parser("compare", parents=[common], help="challenger vs champion, as the promotion gate sees them"
                    ).set_defaults(fn=_cmd_compare)
     p = sub.add_parser("summary", parents=[common], help="print a run's summary (default: newest run)")
@@ -217,9 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("mrnet").setLevel(logging.INFO)
     try:
-        cfg = load_config(args.config, args.overrides, tiny=args.tiny)
-        args.fn(cfg, args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        if getattr(args, "no_config", False):
+            args.fn(args)
+        else:
+            args.fn(load_config(args.config, args.overrides, tiny=args.tiny), args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         print(f"mrnet: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -71,32 +71,72 @@ class TaskSpec(_Frozen):
 
 
 class DataConfig(_Frozen):
+    """Where the catalog comes from. The demo builds it from ``raw_dir`` and maps categories to
+    PGs with ``pg_mapping``. A user's own file (``catalog``) is mapped by config alone
+    (catalog.conform): ``columns`` renames the file's columns to canonical ones; without a
+    ``product_group`` column every product is in PG ``product_group``; ``source`` / ``locale``
+    fill those columns when the file has none; ``pg_mapping: null`` takes the PGs from the
+    catalog's distinct ``product_group`` values; ``category_sep`` splits the category column
+    into levels (rewritten with " > ")."""
+
     raw_dir: str = "../shared/data"
-    pg_mapping: str = "configs/pg_mapping.yaml"
-    catalog: str | None = None  # a canonical catalog (parquet/csv); None = build the demo one
-    max_title_chars: int = 512
-    max_rows_per_pg: int | None = None  # sample cap, for quick trials and tiny mode
+    pg_mapping: str | None = "configs/pg_mapping.yaml"
+    catalog: str | None = None  # a catalog file (parquet/csv); None = build the demo one
+    columns: dict[str, str] = {}  # file column → canonical column, e.g. {product: title, index: product_id}
+    product_group: str = Field(default="all", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    source: str | None = None  # None: the catalog file's name
+    locale: str = "und"
+    category_sep: str | None = None  # e.g. " >> " when category_path looks like "A >> B >> C"
+    max_title_chars: int = Field(default=512, ge=1, le=100_000)
+    max_rows_per_pg: int | None = Field(default=None, ge=1)  # sample cap, for quick trials and tiny mode
     sample_fraction: float | None = Field(default=None, gt=0.0, le=1.0)  # per-PG sample, quick trials
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "DataConfig":
+        targets = list(self.columns.values())
+        dup = sorted({c for c in targets if targets.count(c) > 1})
+        if dup:
+            raise ValueError(f"data.columns maps several file columns to {dup}")
+        if ".." in self.product_group:
+            raise ValueError(f"data.product_group {self.product_group!r} must not contain '..'")
+        return self
 
 
 class Word2VecConfig(_Frozen):
-    """Paper §3: gensim word2vec, 128-d, words occurring at least 10 times."""
+    """Paper §3: gensim word2vec, 128-d. ``min_count`` / ``epochs`` ``auto`` scale with the corpus
+    (word2vec.resolve_settings): the paper's 10 / 5 hold from ~100M tokens on, while a 10k-product
+    catalog (~100k tokens) needs min count 2 and ~50 epochs, else its vectors collapse onto one
+    direction (mean pairwise cosine 0.98; docs/TRAINING.md)."""
 
-    vector_size: int = 128
-    min_count: int = 10
-    window: int = 5
-    epochs: int = 5
-    sg: int = 0
-    workers: int = 0  # 0 = all cores
+    vector_size: int = Field(default=128, ge=2, le=4096)
+    min_count: int | Literal["auto"] = "auto"
+    window: int = Field(default=5, ge=1, le=100)
+    epochs: int | Literal["auto"] = "auto"
+    sg: int = Field(default=0, ge=0, le=1)
+    workers: int = Field(default=0, ge=0)  # 0 = all cores
     seed: int = 13
+    # ``auto``: passes over the corpus until ~target_tokens words were seen, within [5, max_epochs]
+    target_tokens: int = Field(default=20_000_000, ge=1)
+    max_epochs: int = Field(default=50, ge=1, le=1000)
+    # health check: vectors whose mean pairwise cosine (top-1000 words) exceeds this are degenerate
+    degenerate_cosine: float = Field(default=0.5, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _positive(self) -> "Word2VecConfig":
+        for name in ("min_count", "epochs"):
+            value = getattr(self, name)
+            if value != "auto" and not 1 <= value <= 100_000:
+                raise ValueError(f"word2vec.{name} must be 'auto' or an integer in [1, 100000], got {value}")
+        return self
 
 
 class ModelConfig(_Frozen):
     """d = embed_dim = forward ⊕ backward final states, so each direction has d/2 units."""
 
-    embed_dim: int = 128
-    max_tokens: int = 32
+    embed_dim: int = Field(default=128, ge=2, le=4096)
+    max_tokens: int = Field(default=32, ge=1, le=1024)
     freeze_word_vectors: bool = True
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # on h_T before the heads, in training only
 
     @model_validator(mode="after")
     def _even(self) -> "ModelConfig":
@@ -106,14 +146,25 @@ class ModelConfig(_Frozen):
 
 
 class TrainConfig(_Frozen):
-    epochs: int = 4
-    batch_size: int = 256
-    lr: float = 2e-3
-    steps_per_epoch: int | None = None  # None = ceil(train products / batch_size)
+    """PG model training (train.py). ``epochs`` is a cap: with ``patience`` set, a PG stops once
+    its mean normalized validation loss (1.0 = the label-prior predictor) has not improved by
+    ``min_delta`` for ``patience`` epochs, and the best epoch's weights are restored
+    (docs/TRAINING.md gives the measurements behind each default)."""
+
+    epochs: int = Field(default=4, ge=1, le=10_000)
+    patience: int | None = Field(default=3, ge=1, le=1000)  # None: train all ``epochs``
+    min_delta: float = Field(default=0.002, ge=0.0, le=1.0)
+    batch_size: int = Field(default=256, ge=1, le=1_000_000)
+    lr: float = Field(default=2e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)  # AdamW's decoupled decay
+    # alternating optimization (§3.1) with one Adam state per task (``per_task``: each task's step is
+    # scaled by its own gradient history) or one state shared by all tasks (``shared``)
+    optimizer_state: Literal["per_task", "shared"] = "per_task"
+    steps_per_epoch: int | None = Field(default=None, ge=1)  # None = ceil(train products / batch_size)
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     optimization: Literal["alternating", "joint"] = "alternating"
     seed: int = 13
-    threads: int = 0  # 0 = all cores
+    threads: int = Field(default=0, ge=0)  # 0 = all cores
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # bf16 autocast on CUDA only. Off by default: on an H200 it trained this small BiLSTM (d/2 = 64 per
     # direction) 0.68-0.74x as fast as fp32 (docs/BENCHMARKS.md, GPU)
@@ -240,7 +291,7 @@ class Config(_Frozen):
         if dup:
             raise ValueError(f"duplicate task names: {sorted(dup)}")
         classify = [t.name for t in self.tasks if t.kind in ("binary", "multiclass")]
-        for pair in self.evaluation.interpret:
+        for pair in self.evaluation.interpret if self.evaluation.enabled else ():
             if pair.training_task not in classify:
                 raise ValueError(f"evaluation.interpret: training task {pair.training_task!r} is not a binary or "
                                  f"multiclass task of `tasks` ({classify})")

@@ -27,8 +27,9 @@ class EvalTask(_Frozen):
 
     - ``rules``: binary labels from ordered category-path rules (first match wins; a product no
       rule matches is not in the task), e.g. plugs, ingestible;
-    - ``browse``: multi-class, the category-path ``level`` inside one ``pg`` (classes smaller
-      than ``min_class_size`` are dropped and named in the report);
+    - ``browse``: multi-class, the category-path ``level`` inside one ``pg``, or the values of a
+      category ``column`` of a user's catalog (in ``pg``, or in every PG when ``pg`` is null);
+      classes smaller than ``min_class_size`` are dropped and named in the report;
     - ``file``: a user ``product_id,label`` CSV (``labels``); null = skipped with a message (SIOC);
     - ``unseen``: task ``base`` on a fixed train/test split whose test products share at most
       ``threshold`` (Jaccard, title tokens) with every training title (paper task 5).
@@ -40,6 +41,7 @@ class EvalTask(_Frozen):
     pgs: list[str] | None = None  # rules / file: keep only products of these PGs
     pg: str | None = None
     level: int | None = Field(default=None, ge=1)
+    column: str | None = None  # browse: a category column instead of a category-path level
     min_class_size: int | None = Field(default=None, ge=2)  # None: evaluation.min_class_size
     labels: str | None = None
     base: str | None = None
@@ -51,7 +53,8 @@ class EvalTask(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> "EvalTask":
-        need = {"rules": ("rules",), "browse": ("pg", "level"), "unseen": ("base",)}.get(self.kind, ())
+        need = {"rules": ("rules",), "browse": () if self.column else ("pg", "level"),
+                "unseen": ("base",)}.get(self.kind, ())
         missing = [k for k in need if not getattr(self, k)]
         if missing:
             raise ValueError(f"evaluation task {self.name!r} ({self.kind}) needs {missing}")

@@ -122,17 +122,27 @@ def from_rules(task: EvalTask, catalog: pd.DataFrame) -> TaskData | Skip:
 
 
 def from_browse(task: EvalTask, catalog: pd.DataFrame) -> TaskData | Skip:
-    rows = catalog[catalog["product_group"] == task.pg]
+    """Multi-class labels: the category-path ``level`` (or the category ``column``) of the
+    products of PG ``pg`` (all PGs when null)."""
+    rows = catalog if task.pg is None else catalog[catalog["product_group"] == task.pg]
+    where = "the catalog" if task.pg is None else f"PG {task.pg!r}"
     if rows.empty:
-        return Skip(task.name, f"PG {task.pg!r} has no products in this catalog")
-    level = rows["category_path"].fillna("").str.split(SEP).str[task.level - 1]
+        return Skip(task.name, f"{where} has no products in this catalog")
+    if task.column is not None:
+        if task.column not in rows:
+            return Skip(task.name, f"column {task.column!r} is not in the catalog")
+        level = rows[task.column].astype("string").str.strip().replace("", pd.NA).astype(object)
+        what = f"column {task.column!r}"
+    else:
+        level = rows["category_path"].fillna("").str.split(SEP).str[task.level - 1]
+        what = f"level {task.level}"
     counts = level.value_counts()
     kept = counts[counts >= task.min_class_size]
-    info = {"pg": task.pg, "level": task.level, "pg_products": len(rows), "classes_total": int(len(counts)),
-            "dropped_small_classes": int(len(counts) - len(kept)),
+    info = {"pg": task.pg, "level": task.level, "column": task.column, "pg_products": len(rows),
+            "classes_total": int(len(counts)), "dropped_small_classes": int(len(counts) - len(kept)),
             "dropped_products": int(counts.sum() - kept.sum() + level.isna().sum())}
     if len(kept) < 2:
-        return Skip(task.name, f"{len(kept)} class(es) of PG {task.pg!r} at level {task.level} have at least "
+        return Skip(task.name, f"{len(kept)} class(es) of {where} at {what} have at least "
                                f"min_class_size={task.min_class_size} products: nothing to classify")
     classes = sorted(kept.index)
     keep = level.isin(classes).to_numpy()

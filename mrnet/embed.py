@@ -32,7 +32,7 @@ from mrnet.model import MRNet, load_model
 from mrnet.text import encode_parallel, length_buckets
 
 MANIFEST = "_manifest.json"
-_SHARD = re.compile(r"^(?P<pg>[a-z0-9_]+)/part-(?P<index>\d{5})-of-(?P<count>\d{5})$")
+_SHARD = re.compile(r"^(?P<pg>[A-Za-z0-9][A-Za-z0-9_.-]*)/part-(?P<index>\d{5})-of-(?P<count>\d{5})$")
 
 
 @torch.inference_mode()

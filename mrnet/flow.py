@@ -226,7 +226,9 @@ def _cached(run: Run, kind: str, key: str, filename: str, build, texts=None) -> 
         log.info("[%s] cache miss %s: built %s", kind, key, stats)
     seconds = round(time.perf_counter() - t0, 2)
     _record(run, kind, {"uri": out, "key": key, "cache_hit": hit, "stats": meta["stats"], "seconds": seconds})
-    track_stage(run, kind, meta["stats"] | {"seconds": seconds, "cache_hit": float(hit)},
+    numbers = {k: v for k, v in meta["stats"].items() if isinstance(v, (int, float))}
+    numbers |= {f"health.{k}": v for k, v in (meta["stats"].get("health") or {}).items() if isinstance(v, float)}
+    track_stage(run, kind, numbers | {"seconds": seconds, "cache_hit": float(hit)},
                 ((out, kind),) if kind == "word2vec" else (), texts and (lambda: texts(out)))
     return out
 
@@ -250,7 +252,9 @@ def word2vec(run_uri: str, corpus_uri: str) -> str:
     key = _key(storage.sha256_file(storage.local_path(corpus_uri)), settings)
     return _cached(run, "word2vec", key, "vectors.bin",
                    lambda out: train_word2vec(corpus_uri, run.cfg.word2vec, out, progress=run.cfg.train.progress),
-                   texts=lambda out: {"word2vec/vocab.txt": "\n".join(_vectors(out)[0])})  # readable in the UI
+                   texts=lambda out: {"word2vec/vocab.txt": "\n".join(_vectors(out)[0]),  # readable in the UI
+                                      "word2vec/health.json": json.dumps(_stage(run, "word2vec")["stats"].get("health"),
+                                                                         indent=2)})
 
 
 @functools.lru_cache(maxsize=2)
@@ -267,10 +271,14 @@ def _vectors(uri: str):
     return load_vectors(uri)
 
 
-def plan(run_uri: str) -> list[str]:
-    """The PGs this run trains (retrain) or refreshes (those of the base release)."""
+def plan(run_uri: str, catalog_uri: str | None = None) -> list[str]:
+    """The PGs this run trains (retrain) or refreshes (those of the base release). Without a
+    ``data.pg_mapping`` they are the validated catalog's PGs (``catalog_uri``, default: this
+    run's validated catalog)."""
     run = load_run(run_uri)
-    pgs = pipeline.pg_list(run.cfg)
+    if not run.cfg.data.pg_mapping:
+        catalog_uri = catalog_uri or _stage(run, "validate")["uri"]
+    pgs = pipeline.pg_list(run.cfg, catalog_uri)
     if run.mode == "refresh":
         base = json.loads(storage.read_text(run.path("base_release.json")))
         missing = [pg for pg in pgs if pg not in base["models"]]

@@ -52,7 +52,8 @@ def sparse_autoencoder(run_uri: str, summary_uri: str) -> str:
     flatten = lambda e: {"train_loss": e["train_loss"], "products_per_s": e["products_per_s"],  # noqa: E731
                          "epoch_seconds": e["seconds"]} | {f"val.{k}": v for k, v in e["val"].items()}
     model_uri, report = sparse_ae.train_sparse_ae(
-        cfg, embeddings, list(load_pg_mapping(run.cfg.data.pg_mapping)), run.path("agnostic", "sparse_ae.safetensors"),
+        cfg, embeddings, list(load_pg_mapping(run.cfg.data.pg_mapping)) if run.cfg.data.pg_mapping else sorted(embeddings),
+        run.path("agnostic", "sparse_ae.safetensors"),
         run.cfg.train.seed, _device(run), run.cfg.train.progress, _epoch_logger(run, mlflow_run, flatten))
     out, stats = sparse_ae.encode_all(model_uri, embeddings, run.path("embeddings", "pg_agnostic.parquet"))
     metrics_uri = run.path("agnostic", "metrics.json")

@@ -28,13 +28,11 @@ from mrnet.config import GateConfig
 
 
 def final_losses(summary: dict) -> dict[tuple[str, str], float]:
-    """{(pg, task): normalized validation loss of the last epoch}."""
-    out = {}
-    for pg, result in summary["pgs"].items():
-        if result["history"]:
-            for task, values in result["history"][-1]["val"].items():
-                out[(pg, task)] = float(values["loss"])
-    return out
+    """{(pg, task): normalized validation loss of the weights each PG kept (its best epoch)}."""
+    from mrnet.train import final_val
+
+    return {(pg, task): float(values["loss"]) for pg, result in summary["pgs"].items()
+            for task, values in final_val(result).items()}
 
 
 EVAL_KEY = re.compile(r"eval\.[^.]+\.(agnostic|pg)\.(lr|rf)")

@@ -28,12 +28,17 @@ from mrnet import storage
 
 class MRNet(nn.Module):
     def __init__(self, vocab_size: int, word_dim: int, embed_dim: int,
-                 head_dims: dict[str, int], freeze_word_vectors: bool = True):
+                 head_dims: dict[str, int], freeze_word_vectors: bool = True, dropout: float = 0.0):
         super().__init__()
         self.words = nn.Embedding(vocab_size, word_dim, padding_idx=0)
         self.words.weight.requires_grad_(not freeze_word_vectors)
         self.lstm = nn.LSTM(word_dim, embed_dim // 2, batch_first=True, bidirectional=True)
+        self.drop = nn.Dropout(dropout)  # training only: the embedding itself is h_T, undropped
         self.heads = nn.ModuleDict({name: nn.Linear(embed_dim, dim) for name, dim in head_dims.items()})
+
+    def head(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        """h_T (B, d) → task ``name``'s output o_n = W_n h_T + b_n (B, out_dim), eq. 4."""
+        return self.heads[name](self.drop(h))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, T), every row a real title of length T → h_T (B, d)."""
@@ -54,7 +59,7 @@ def build_model(meta: dict) -> MRNet:
     cfg = meta["config"]
     heads = {t["name"]: t["out_dim"] for t in meta["tasks"] if t["active"]}
     return MRNet(len(meta["vocab"]), cfg["word2vec"]["vector_size"], cfg["model"]["embed_dim"],
-                 heads, cfg["model"]["freeze_word_vectors"])
+                 heads, cfg["model"]["freeze_word_vectors"], cfg["model"].get("dropout", 0.0))
 
 
 def save_model(model: nn.Module, meta: dict, uri: str) -> str:

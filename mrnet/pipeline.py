@@ -15,10 +15,19 @@ from mrnet import storage
 from mrnet.config import Config
 
 
-def pg_list(cfg: Config) -> list[str]:
+def pg_list(cfg: Config, catalog_uri: str | None = None) -> list[str]:
+    """The PGs a run trains: ``pgs`` (or all) of ``data.pg_mapping``, or, without a mapping, of the
+    validated catalog's ``product_group`` values (unchecked ``pgs`` until there is a catalog)."""
     from mrnet.demo_catalog import load_pg_mapping
 
-    known = list(load_pg_mapping(cfg.data.pg_mapping))
+    if cfg.data.pg_mapping:
+        known = list(load_pg_mapping(cfg.data.pg_mapping))
+    elif catalog_uri:
+        from mrnet.embed import pg_counts
+
+        known = sorted(pg_counts(catalog_uri))
+    else:
+        return list(cfg.pgs or [])
     chosen = cfg.pgs or known
     unknown = [pg for pg in chosen if pg not in known]
     if unknown:
@@ -40,9 +49,9 @@ def validate_step(cfg: Config, catalog_uri: str | None = None) -> tuple[str, dic
 
     source = catalog_uri or cfg.data.catalog or build_demo_step(cfg)
     return validate_catalog(source, storage.join(cfg.artifact_root, "catalog"),
-                            list(load_pg_mapping(cfg.data.pg_mapping)), cfg.tasks,
+                            list(load_pg_mapping(cfg.data.pg_mapping)) if cfg.data.pg_mapping else None, cfg.tasks,
                             cfg.data.max_title_chars, cfg.data.max_rows_per_pg, cfg.train.seed,
-                            cfg.data.sample_fraction)
+                            cfg.data.sample_fraction, cfg.data if cfg.data.catalog else None)
 
 
 def corpus_step(cfg: Config, catalog_uri: str) -> tuple[str, dict]:
@@ -102,7 +111,7 @@ def run(params: dict, run_id: str | None = None, mode: str = "retrain") -> dict:
     base = release.base_release(run_uri) if mode == "refresh" else None
     catalog = flow.validate(run_uri)
     vectors = flow.word2vec(run_uri, flow.corpus(run_uri, catalog)) if mode == "retrain" else None
-    pgs, models, parts = flow.plan(run_uri), [], []
+    pgs, models, parts = flow.plan(run_uri, catalog), [], []
     for i, pg in enumerate(pgs, 1):
         try:
             models.append(flow.train(run_uri, pg, catalog, vectors) if mode == "retrain"

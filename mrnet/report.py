@@ -13,24 +13,34 @@ import numpy as np
 
 from mrnet import storage
 
-KEY_METRICS = [("subcategory", "accuracy"), ("item_type", "accuracy"), ("color", "accuracy"),
-               ("gender", "accuracy"), ("price", "rmse"), ("offer", "accuracy")]
+def _main_metric(values: dict) -> str:
+    """The one metric a task shows in the run table: accuracy, RMSE, or (decoding) its loss."""
+    return next((m for m in ("accuracy", "rmse") if m in values), "loss")
 
 
 def _last_val(report: dict) -> dict:
-    return report["history"][-1]["val"] if report["history"] else {}
+    from mrnet.train import final_val
+
+    return final_val(report)
 
 
 def pg_rows(summary: dict) -> list[dict]:
+    """One row per PG: sizes, epochs (kept / ran), mean validation loss, then each configured task's
+    main validation metric (columns in the order the tasks appear), speed and time."""
+    columns: dict[str, str] = {}
+    for rep in summary["pgs"].values():
+        for task, values in _last_val(rep).items():
+            columns.setdefault(task, _main_metric(values))
     rows = []
     for pg, rep in summary["pgs"].items():
         val = _last_val(rep)
         row = {"pg": pg, "train": rep["n_train"], "val": rep["n_val"], "tasks": len(val),
-               "val_loss": float(np.mean([v["loss"] for v in val.values()])) if val else float("nan"),
-               "titles_per_s": rep["history"][-1]["titles_per_s"] if rep["history"] else 0.0,
-               "train_s": rep["train_s"]}
-        for task, metric in KEY_METRICS:
+               "epochs": f"{rep.get('best_epoch') or len(rep['history'])}/{len(rep['history'])}",
+               "val_loss": float(np.mean([v["loss"] for v in val.values()])) if val else float("nan")}
+        for task, metric in columns.items():
             row[f"{task}.{metric}"] = val.get(task, {}).get(metric)
+        row |= {"titles_per_s": rep["history"][-1]["titles_per_s"] if rep["history"] else 0.0,
+                "train_s": rep["train_s"]}
         rows.append(row)
     return rows
 
@@ -88,6 +98,19 @@ def plot_curves(summary: dict, uri: str) -> str | None:
     return uri
 
 
+def word2vec_line(summary: dict) -> str:
+    """The word vectors' health (word2vec.health) in the summary, flagged when degenerate."""
+    w2v = (summary.get("word2vec") or {}).get("stats") or {}
+    h = w2v.get("health")
+    if not h:
+        return ""
+    flag = " **degenerate: see docs/TRAINING.md**" if not h["mean_cosine"] <= w2v.get("degenerate_cosine", 0.5) else ""
+    probes = "; ".join(f"{w}: {', '.join(ns)}" for w, ns in h["neighbours"].items())
+    return (f"\nword vectors: {w2v.get('vocab_size')} words (min count {w2v.get('min_count')}, "
+            f"{w2v.get('epochs')} epochs), mean cosine of the top {h['words']} words {h['mean_cosine']:.3f}{flag}; "
+            f"neighbours: {probes}\n")
+
+
 def write_summary(summary: dict, root: str, log=print) -> None:
     rows = pg_rows(summary)
     table = markdown_table(rows)
@@ -96,7 +119,9 @@ def write_summary(summary: dict, root: str, log=print) -> None:
                           "embeddings": storage.join(root, "embeddings")}
     text = (f"# mrnet run summary\n\nconfig hash `{summary['config_hash']}`, total "
             f"{summary['seconds']['total']} s\n\n{table}\n\nval_loss: mean normalized validation loss "
-            f"over the PG's active tasks (1.0 = label-prior predictor).\n")
+            f"over the PG's active tasks (1.0 = label-prior predictor); `<task>.loss`: a decoding task's "
+            f"normalized loss; epochs: the epoch whose weights were kept / epochs trained (early stopping).\n"
+            + word2vec_line(summary))
     storage.write_text(storage.join(root, "summary.md"), text)
     storage.write_text(storage.join(root, "summary.json"), json.dumps(summary, indent=2, default=str))
     log("\n" + table)

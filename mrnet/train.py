@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -94,11 +95,13 @@ def draw_batch(buckets: list[np.ndarray], batch_size: int, gen: torch.Generator)
     return bucket[pick]
 
 
-def alternating_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGData,
+def alternating_optimization(model: MRNet, opt, data: PGData,
                              states: dict[str, dict], steps: int, batch_size: int,
                              gen: torch.Generator, device, amp: bool, bar=None) -> tuple[dict[str, list], int]:
     """Paper §3.1: each step, one task chosen uniformly; encoder + that head updated.
 
+    ``opt`` is one optimizer, or one per task (``make_optimizers``): then a task's step on the
+    shared encoder is scaled by that task's own gradient history, not by the other tasks'.
     Returns the per-task step losses and the number of titles processed."""
     names = sorted(states)
     losses: dict[str, list] = {n: [] for n in names}
@@ -109,11 +112,12 @@ def alternating_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGD
         idx = draw_batch(data.buckets[name], batch_size, gen)
         ids = torch.from_numpy(data.ids[idx, : data.lengths[idx[0]]]).to(device)  # (B, T)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model.heads[name](model(ids))
+            out = model.head(name, model(ids))
         loss = task_loss(states[name], out, _target_rows(data.targets[name], idx, device))
-        opt.zero_grad(set_to_none=True)
+        task_opt = opt[name] if isinstance(opt, dict) else opt
+        task_opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        task_opt.step()
         losses[name].append(loss.detach())
         titles += len(idx)
         if bar is not None:
@@ -121,10 +125,11 @@ def alternating_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGD
     return _floats(losses), titles
 
 
-def joint_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGData,
+def joint_optimization(model: MRNet, opt, data: PGData,
                        states: dict[str, dict], steps: int, batch_size: int,
                        gen: torch.Generator, device, amp: bool, bar=None) -> tuple[dict[str, list], int]:
     """Eq. 3: one batch of any products, the sum of the labelled tasks' normalized losses."""
+    opt = next(iter(opt.values())) if isinstance(opt, dict) else opt
     everyone = list(length_buckets(data.lengths).values())
     losses: dict[str, list] = {n: [] for n in states}
     titles = 0
@@ -139,7 +144,7 @@ def joint_optimization(model: MRNet, opt: torch.optim.Optimizer, data: PGData,
             sel = data.targets[name].has[idx]
             if sel.any():
                 keep = torch.from_numpy(sel).to(device)
-                loss = task_loss(state, model.heads[name](h[keep]),
+                loss = task_loss(state, model.head(name, h[keep]),
                                  _target_rows(data.targets[name], idx[sel], device))
                 total = total + loss
                 losses[name].append(loss.detach())
@@ -236,55 +241,143 @@ def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vect
     return fit(cfg, model, meta, train_df, val_df, active, out_dir, on_epoch)
 
 
+def make_optimizers(model: MRNet, active: dict[str, dict], cfg) -> dict[str, torch.optim.Optimizer]:
+    """AdamW per task over the encoder + that task's head (``per_task``), or one AdamW over
+    everything (``shared``, the same object under every task name). ``cfg``: the TrainConfig."""
+    encoder = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("heads.")]
+    if cfg.optimizer_state == "shared":
+        shared = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                   weight_decay=cfg.weight_decay)
+        return {name: shared for name in active}
+    return {name: torch.optim.AdamW(encoder + list(model.heads[name].parameters()), lr=cfg.lr,
+                                    weight_decay=cfg.weight_decay) for name in active}
+
+
+def _optimizer_states(opts: dict) -> dict:
+    return {name: opt.state_dict() for name, opt in opts.items()}
+
+
+def val_score(val: dict) -> float | None:
+    """Early-stopping score of one epoch: the mean normalized validation loss over its tasks."""
+    losses = [v["loss"] for v in val.values() if np.isfinite(v["loss"])]
+    return float(np.mean(losses)) if losses else None
+
+
+@dataclass
+class Stopper:
+    """Early stopping with best-weight restore; its state lives in the checkpoint, so a resumed run
+    stops at the same epoch with the same weights as an uninterrupted one."""
+
+    patience: int | None
+    min_delta: float
+    best: float = float("inf")
+    best_epoch: int = 0
+    best_state: dict | None = None
+    waited: int = 0
+
+    def update(self, epoch: int, score: float | None, model: MRNet) -> bool:
+        """Record an epoch; True when training should stop."""
+        if score is None or self.patience is None:
+            return False
+        if score < self.best - self.min_delta:
+            self.best, self.best_epoch, self.waited = score, epoch, 0
+            self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            self.waited += 1
+        return self.waited >= self.patience
+
+    def state(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "waited": self.waited,
+                "best_state": self.best_state}
+
+    def load(self, state: dict) -> None:
+        self.best, self.best_epoch, self.waited = state["best"], state["best_epoch"], state["waited"]
+        self.best_state = state["best_state"]
+
+
+def epoch_line(pg: str, entry: dict, epochs: int, elapsed: float) -> str:
+    """One plain log line per epoch (no ``\r``): titles/s, per-task train → validation loss, ETA."""
+    eta = elapsed / entry["epoch"] * (epochs - entry["epoch"])
+    tasks = " ".join(f"{name} {entry['train_loss'].get(name, float('nan')):.3f}→{v['loss']:.3f}"
+                     for name, v in sorted(entry["val"].items()))
+    return (f"[{pg}] epoch {entry['epoch']}/{epochs} {entry['titles_per_s']:.0f} titles/s  "
+            f"loss train→val: {tasks}  (ETA ≤ {eta:.0f} s)")
+
+
 def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: pd.DataFrame,
         active: dict[str, dict], out_dir: str, on_epoch=None) -> tuple[str, dict]:
-    """Run ``cfg.train.epochs`` epochs of the configured loop on ``active`` tasks, checkpointing
-    each epoch to ``out_dir/ckpt.pt`` and resuming from it when ``meta['config_hash']`` matches
-    (a retried task continues instead of starting over). Writes model.safetensors + metrics.json.
-    ``on_epoch(entry)`` sees each epoch's history entry once its checkpoint is written."""
+    """Run up to ``cfg.train.epochs`` epochs of the configured loop on ``active`` tasks, stopping
+    early on validation loss (``train.patience``) and restoring the best epoch's weights;
+    checkpoint each epoch to ``out_dir/ckpt.pt`` and resume from it when ``meta['config_hash']``
+    matches (a retried task continues instead of starting over). Writes model.safetensors +
+    metrics.json. ``on_epoch(entry)`` sees each epoch's history entry once its checkpoint is written."""
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
     device = _device(cfg)
     pg, resume_key = meta["pg"], meta["config_hash"]
     train = prepare(cfg, train_df, meta["vocab"], meta["tasks"])
     val = prepare(cfg, val_df, meta["vocab"], meta["tasks"])
     model.to(device)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
+    opts = make_optimizers(model, active, cfg.train)
     gen = torch.Generator().manual_seed(cfg.train.seed)
+    stopper = Stopper(cfg.train.patience, cfg.train.min_delta)
     ckpt_uri = storage.join(out_dir, "ckpt.pt")
-    history, start = [], 0
+    history, start, stopped = [], 0, False
     if (ckpt := _load_checkpoint(ckpt_uri, resume_key)) is not None:
         model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+        for name, opt in opts.items():
+            opt.load_state_dict(ckpt["optimizer"][name])
         gen.set_state(ckpt["generator"])
         torch.set_rng_state(ckpt["torch_rng"])
-        history, start = json.loads(ckpt["history"]), int(ckpt["epoch"])
+        stopper.load(ckpt["stopper"])
+        history, start, stopped = json.loads(ckpt["history"]), int(ckpt["epoch"]), bool(ckpt["stopped"])
     steps = cfg.train.steps_per_epoch or epoch_steps(train, cfg.train.batch_size, active)
     loop = alternating_optimization if cfg.train.optimization == "alternating" else joint_optimization
     amp = cfg.train.amp and device.type == "cuda"
+    interactive = cfg.train.progress and sys.stderr.isatty()
+    t_start = time.perf_counter()
     for epoch in range(start + 1, cfg.train.epochs + 1):
+        if stopped:
+            break
         bar = tqdm(total=steps, desc=f"{pg} epoch {epoch}/{cfg.train.epochs}", unit="step", leave=False,
-                   disable=not cfg.train.progress)
+                   disable=not interactive)
         t0 = time.perf_counter()
-        losses, titles = loop(model, opt, train, active, steps, cfg.train.batch_size, gen, device, amp, bar)
+        losses, titles = loop(model, opts, train, active, steps, cfg.train.batch_size, gen, device, amp, bar)
         seconds = time.perf_counter() - t0
         bar.close()
         history.append({"epoch": epoch, "seconds": round(seconds, 3), "titles_per_s": round(titles / seconds, 1),
                         "train_loss": {k: float(np.mean(v)) for k, v in losses.items() if v},
                         "val": validate(model, val, active, device)})
-        save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                         "step": epoch * steps,
+        stopped = stopper.update(epoch, val_score(history[-1]["val"]), model)
+        save_checkpoint({"model": model.state_dict(), "optimizer": _optimizer_states(opts), "epoch": epoch,
+                         "step": epoch * steps, "stopped": stopped, "stopper": stopper.state(),
                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                          "config_hash": resume_key, "meta": json.dumps(meta),
                          "history": json.dumps(history)}, ckpt_uri)
+        if cfg.train.progress:
+            logging.getLogger("mrnet.train").info(epoch_line(pg, history[-1], cfg.train.epochs,
+                                                             time.perf_counter() - t_start))
         if on_epoch is not None:
             on_epoch(history[-1])
-    meta = meta | {"history": history}
+    if stopper.best_state is not None:  # the best epoch's weights, not the last one's
+        model.load_state_dict(stopper.best_state)
+    best = stopper.best_epoch or len(history)
+    meta = meta | {"history": history, "best_epoch": best}
     model_uri = save_model(model, meta, storage.join(out_dir, "model.safetensors"))
     report = {"pg": pg, "n_train": len(train_df), "n_val": len(val_df), "history": history,
-              "resumed_from_epoch": start,
+              "best_epoch": best, "early_stopped": bool(stopped), "resumed_from_epoch": start,
               "inactive_tasks": {s["name"]: s["why"] for s in meta["tasks"] if not s["active"]}}
     storage.write_text(storage.join(out_dir, "metrics.json"), json.dumps(report, indent=2))
     return model_uri, report
+
+
+def final_val(report: dict) -> dict:
+    """Per-task validation results of the weights a model kept: its best epoch (early stopping
+    restores it), else its last epoch; {} when it trained no epoch."""
+    history = report.get("history") or []
+    if not history:
+        return {}
+    best = report.get("best_epoch") or history[-1]["epoch"]
+    return next((h for h in history if h["epoch"] == best), history[-1])["val"]
 
 
 def save_checkpoint(obj: dict, uri: str) -> None:

@@ -4,11 +4,28 @@ Training uses gensim's ``corpus_file`` mode, which scales across all cores; the
 vectors are written in the binary word2vec format (``save_word2vec_format``),
 never as a pickled gensim model. Unknown words fall back to ``<unk>``, whose
 vector is the mean of all word vectors; ``<pad>`` is the zero vector (text.py).
+
+Settings that scale with the corpus (``resolve_settings``, docs/TRAINING.md): the paper's
+min count 10 and 5 epochs assume a corpus of billions of words. On a 10k-product catalog
+(~100k tokens) they keep ~1,400 words, each seen in a handful of updates, and the vectors
+collapse onto one direction. ``auto`` picks, from the corpus token count N:
+
+- ``epochs = clip(ceil(target_tokens / N), 5, max_epochs)``: every corpus gets about the same
+  number of word updates (20M by default) as long as that takes at most 50 epochs;
+- ``min_count = clip(round(2 + 4 · log10(N / 1M)), 2, 10)``: 2 up to 1M tokens, 6 at 10M,
+  10 from 100M on (the paper's value).
+
+``health`` measures the result: the mean pairwise cosine of the 1,000 most frequent words
+(0.98 = degenerate, ~0.1–0.3 = healthy) and the nearest neighbours of a few frequent words.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import sys
+import time
 
 import numpy as np
 from tqdm import tqdm
@@ -17,6 +34,63 @@ from mrnet import storage
 from mrnet.config import Word2VecConfig
 from mrnet.text import PAD, UNK
 
+log = logging.getLogger("mrnet.word2vec")
+
+
+def count_tokens(corpus_uri: str, chunk: int = 1 << 24) -> int:
+    """Tokens of a LineSentence corpus (single spaces, one document per line), by byte counting."""
+    tokens = 0
+    with open(storage.local_path(corpus_uri), "rb") as fh:
+        while block := fh.read(chunk):
+            tokens += block.count(b" ") + block.count(b"\n")
+    return tokens
+
+
+def resolve_settings(cfg: Word2VecConfig, tokens: int) -> tuple[int, int]:
+    """(min_count, epochs) for a corpus of ``tokens`` words: the configured integers, or the
+    module docstring's rule for ``auto``."""
+    min_count = cfg.min_count
+    if min_count == "auto":
+        min_count = int(np.clip(round(2 + 4 * math.log10(max(tokens, 1) / 1e6)), 2, 10))
+    epochs = cfg.epochs
+    if epochs == "auto":
+        epochs = int(np.clip(math.ceil(cfg.target_tokens / max(tokens, 1)), min(5, cfg.max_epochs), cfg.max_epochs))
+    return min_count, epochs
+
+
+def health(words: list[str], vectors: np.ndarray, top: int = 1000, probes: int = 5, k: int = 5) -> dict:
+    """Vector health: mean pairwise cosine of the ``top`` most frequent words (``words`` in
+    frequency order, specials excluded) and the ``k`` nearest neighbours of ``probes`` frequent
+    alphabetic words of 3+ letters."""
+    keep = [i for i, w in enumerate(words) if w not in (PAD, UNK)][:top]
+    if len(keep) < 2:
+        return {"words": len(keep), "mean_cosine": float("nan"), "neighbours": {}}
+    unit = vectors[keep] / np.maximum(np.linalg.norm(vectors[keep], axis=1, keepdims=True), 1e-12)
+    gram = unit @ unit.T
+    n = len(keep)
+    mean_cos = float((gram.sum() - np.trace(gram)) / (n * (n - 1)))
+    neighbours = {}
+    for row, i in enumerate(keep):
+        if len(neighbours) == probes:
+            break
+        if words[i].isalpha() and len(words[i]) >= 3:
+            order = np.argsort(-gram[row])[1:k + 1]
+            neighbours[words[i]] = [words[keep[j]] for j in order]
+    return {"words": n, "mean_cosine": round(mean_cos, 4), "neighbours": neighbours}
+
+
+def health_line(stats: dict, threshold: float) -> str:
+    """One log line; a loud WARNING when the vectors are degenerate."""
+    h = stats["health"]
+    probes = "; ".join(f"{w}: {', '.join(ns)}" for w, ns in h["neighbours"].items())
+    line = (f"[word2vec] {stats['vocab_size']} words (min count {stats['min_count']}, {stats['epochs']} epochs "
+            f"over {stats['corpus_words']} tokens); mean cosine of the top {h['words']} words "
+            f"{h['mean_cosine']:.3f}; neighbours: {probes}")
+    if not h["mean_cosine"] <= threshold:
+        line = (f"WARNING degenerate word vectors: {line}. Above {threshold} the vectors barely differ and every "
+                "title looks alike to the encoder: lower word2vec.min_count, raise word2vec.epochs, or use 'auto'")
+    return line
+
 
 def train_word2vec(corpus_uri: str, cfg: Word2VecConfig, out_uri: str,
                    progress: bool = True) -> tuple[str, dict]:
@@ -24,25 +98,38 @@ def train_word2vec(corpus_uri: str, cfg: Word2VecConfig, out_uri: str,
     from gensim.models import Word2Vec
     from gensim.models.callbacks import CallbackAny2Vec
 
-    class _Bar(CallbackAny2Vec):
+    tokens = count_tokens(corpus_uri)
+    min_count, epochs = resolve_settings(cfg, tokens)
+    interactive = progress and sys.stderr.isatty()
+
+    class _Progress(CallbackAny2Vec):
         def __init__(self, bar):
-            self.bar = bar
+            self.bar, self.epoch, self.t0 = bar, 0, time.perf_counter()
 
         def on_epoch_end(self, model):
+            self.epoch += 1
             self.bar.update(1)
+            if progress and not interactive and (self.epoch % max(1, epochs // 10) == 0 or self.epoch == epochs):
+                seconds = time.perf_counter() - self.t0
+                log.info("[word2vec] epoch %d/%d, %.0f words/s", self.epoch, epochs, self.epoch * tokens / seconds)
 
     corpus = storage.local_path(corpus_uri)
-    bar = tqdm(total=cfg.epochs, desc="word2vec", unit="epoch", disable=not progress)
+    bar = tqdm(total=epochs, desc="word2vec", unit="epoch", disable=not interactive)
     model = Word2Vec(corpus_file=str(corpus), vector_size=cfg.vector_size, window=cfg.window,
-                     min_count=cfg.min_count, sg=cfg.sg, epochs=cfg.epochs, seed=cfg.seed,
-                     workers=cfg.workers or os.cpu_count() or 1, callbacks=[_Bar(bar)])
+                     min_count=min_count, sg=cfg.sg, epochs=epochs, seed=cfg.seed,
+                     workers=cfg.workers or os.cpu_count() or 1, callbacks=[_Progress(bar)])
     bar.close()
     if len(model.wv) == 0:
-        raise ValueError(f"word2vec: no word occurs {cfg.min_count}+ times in {corpus_uri}; "
+        raise ValueError(f"word2vec: no word occurs {min_count}+ times in {corpus_uri}; "
                          "lower word2vec.min_count or use a larger catalog")
     with storage.atomic_path(out_uri, suffix=".bin") as tmp:
         model.wv.save_word2vec_format(str(tmp), binary=True)
-    return out_uri, {"vocab_size": len(model.wv), "corpus_words": int(model.corpus_total_words)}
+    stats = {"vocab_size": len(model.wv), "corpus_words": int(model.corpus_total_words),
+             "min_count": min_count, "epochs": epochs, "degenerate_cosine": cfg.degenerate_cosine,
+             "health": health(list(model.wv.index_to_key), np.asarray(model.wv.vectors))}
+    line = health_line(stats, cfg.degenerate_cosine)
+    (log.warning if line.startswith("WARNING") else log.info)(line)
+    return out_uri, stats
 
 
 def load_vectors(uri: str) -> tuple[list[str], np.ndarray]:

