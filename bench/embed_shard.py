@@ -52,7 +52,10 @@ def prepare(args) -> None:
     titles.to_parquet(out / "titles.parquet", index=False)
     Path(raw).unlink()
     counts = Counter(tok for t in titles["title"] for tok in tokenize(t))
-    words = ["<pad>", "<unk>"] + [w for w, c in counts.most_common() if c >= cfg.word2vec.min_count]
+    from mrnet.word2vec import resolve_settings
+
+    min_count, _ = resolve_settings(cfg.word2vec, sum(counts.values()))
+    words = ["<pad>", "<unk>"] + [w for w, c in counts.most_common() if c >= min_count]
     meta = {"config": cfg.model_dump(mode="json"), "vocab": words, "tasks": [], "pg": "bench"}
     torch.manual_seed(0)
     save_model(build_model(meta), meta, str(out / "shard_model.safetensors"))

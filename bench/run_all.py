@@ -109,14 +109,17 @@ def bench_embed(catalog, model, meta, n: int, n_ref: int, repeats: int, out_dir:
 def bench_word2vec(cfg, corpus_uri: str, repeats: int, out_dir: str) -> dict:
     from gensim.models import Word2Vec
 
+    from mrnet.word2vec import count_tokens, resolve_settings
+
     w = cfg.word2vec
+    min_count, epochs = resolve_settings(w, count_tokens(corpus_uri))
 
     def ours():
         train_word2vec(corpus_uri, w, f"{out_dir}/v.bin", progress=False)
 
     def direct():
-        Word2Vec(corpus_file=corpus_uri, vector_size=w.vector_size, window=w.window, min_count=w.min_count,
-                 sg=w.sg, epochs=w.epochs, seed=w.seed, workers=os.cpu_count())
+        Word2Vec(corpus_file=corpus_uri, vector_size=w.vector_size, window=w.window, min_count=min_count,
+                 sg=w.sg, epochs=epochs, seed=w.seed, workers=os.cpu_count())
 
     ours_s, ref_s = side_by_side(ours, direct, repeats)
     return {"ours": ours_s, "ref": ref_s}

@@ -151,7 +151,7 @@ class TrainConfig(_Frozen):
     ``min_delta`` for ``patience`` epochs, and the best epoch's weights are restored
     (docs/TRAINING.md gives the measurements behind each default)."""
 
-    epochs: int = Field(default=4, ge=1, le=10_000)
+    epochs: int = Field(default=30, ge=1, le=10_000)  # a cap (configs/demo.yaml: 10, for its time budget)
     patience: int | None = Field(default=3, ge=1, le=1000)  # None: train all ``epochs``
     min_delta: float = Field(default=0.002, ge=0.0, le=1.0)
     batch_size: int = Field(default=256, ge=1, le=1_000_000)

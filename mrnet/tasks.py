@@ -15,6 +15,11 @@ starts near 1.0 regardless of its kind or scale:
 - regression: squared error / variance of the transformed training target;
 - decoding: mean squared error per dimension / mean per-dimension variance.
 
+Decoding targets are scaled to unit mean variance (``scale`` = 1/√variance, ~70 for 5000-d
+TF-IDF). The normalized loss is the same at any scale, but Adam moves every weight by about
+``lr`` per step whatever its gradient: on raw L2-normalized TF-IDF (entries ~0.01) that noise
+alone kept the head at or above its prior in multi-task training (docs/TRAINING.md).
+
 A task is inactive for a PG (and reported as such) when fewer than ``min_labels``
 training products carry its label or the label has a single value there.
 """
@@ -71,8 +76,10 @@ def _fit_decoding(spec: TaskSpec, texts: pd.Series) -> dict:
     x = _tfidf_matrix(texts.fillna(""), vocabulary, idf)
     mean = np.asarray(x.mean(axis=0)).ravel()
     mean_sq = np.asarray(x.multiply(x).mean(axis=0)).ravel()
+    variance = float(max((mean_sq - mean**2).mean(), 1e-8))
+    scale = float(1.0 / np.sqrt(variance))  # targets of unit mean variance (module docstring)
     return {"active": True, "out_dim": len(vocabulary), "vocabulary": vocabulary, "idf": idf.tolist(),
-            "normalizer": float(max((mean_sq - mean**2).mean(), 1e-8)), "prior": mean.tolist()}
+            "scale": scale, "normalizer": variance * scale**2, "prior": (mean * scale).tolist()}
 
 
 def fit_task(spec: TaskSpec, train: pd.DataFrame) -> dict:
@@ -127,7 +134,7 @@ def encode(spec: TaskSpec, state: dict, df: pd.DataFrame) -> Targets:
     if spec.kind == "decoding":
         texts = df[spec.column].fillna("")
         x = _tfidf_matrix(texts, state["vocabulary"], np.asarray(state["idf"], np.float32))
-        return Targets(x, np.asarray(texts.str.len() > 0))
+        return Targets((x * np.float32(state.get("scale", 1.0))).tocsr(), np.asarray(texts.str.len() > 0))
     column = df[spec.column] if spec.column in df else pd.Series([pd.NA] * n, dtype=object)
     has = np.array(column.notna(), dtype=bool)
     if spec.kind == "regression":

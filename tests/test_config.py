@@ -9,7 +9,7 @@ DEMO = REPO / "configs" / "demo.yaml"
 
 def test_demo_config_has_paper_defaults():
     cfg = load_config(DEMO)
-    assert cfg.word2vec.vector_size == 128 and cfg.word2vec.min_count == 10
+    assert cfg.word2vec.vector_size == 128 and cfg.word2vec.min_count == "auto"
     assert cfg.model.embed_dim == 128
     assert {t.kind for t in cfg.tasks} == {"multiclass", "binary", "regression", "decoding"}
     assert {t.signal for t in cfg.tasks} == {"static", "dynamic"}

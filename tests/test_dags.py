@@ -206,7 +206,8 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
     first_xl = current["crosslingual"]
     # the evaluate task ran (§4): its Table 2 is in the release and feeds the gate
     report = Path(current["evaluation"]["report"]).read_text()
-    assert "| task | metric | MRNet (dim) | MRNet-RF | MRNet-LR | TF-IDF-RF | TF-IDF-LR |" in report
+    assert "| task | metric | MRNet (dim) | MRNet-RF | MRNet-LR | TF-IDF-RF | LSA-256 (best) | MiniLM (best) " in report
+    assert "| PG only LR | TF-IDF-LR |" in report
     assert "| ingestible | auc | agnostic (256) |" in report and "**sioc**: no public labels" in report
     assert current["evaluation"]["gated"] and "[evaluate]" in first.stdout + first.stderr
     near = subprocess.run([sys.executable, "-m", "mrnet", "neighbors", "--set", f"artifact_root={home}", "--title",

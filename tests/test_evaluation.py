@@ -176,8 +176,9 @@ def test_cross_validation_on_fixed_folds_is_reproducible_and_train_size_caps_the
     again = E.cross_validate(data, {"agnostic": x}, cfg)
     assert [r["folds"] for r in first] == [r["folds"] for r in again]
     by = {(r["feature"], r["classifier"]): r for r in first}
-    assert set(by) == {(f, c) for f in ("tfidf", "agnostic") for c in ("lr", "rf")}
+    assert set(by) == {(f, c) for f in ("tfidf", "lsa256", "agnostic") for c in ("lr", "rf")}
     assert all(r["n_train"] == 100 and r["n_test"] == 240 and len(r["folds"]) == 3 for r in first)
+    assert by[("lsa256", "lr")]["dim"] < by[("tfidf", "lr")]["dim"]  # SVD of the fold's TF-IDF (<= 256)
     assert by[("tfidf", "lr")]["mean"] > 0.95  # the title words decide the label
     assert by[("agnostic", "lr")]["mean"] > 0.75
     assert by[("agnostic", "lr")]["dim"] == 8

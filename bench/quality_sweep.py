@@ -1,7 +1,11 @@
-"""Research harness (not a test): one PG model on a public slice, scored on held-out columns.
+"""Quality sweep (a benchmark, not a test): one PG model on a public slice nobody tuned for,
+scored on held-out category columns against TF-IDF, LSA-256 and all-MiniLM-L6-v2 (docs/TRAINING.md).
 
-Usage: .venv/bin/python bench/quality_lab.py SLICE N VARIANT_JSON [VARIANT_JSON ...]
-e.g.   .venv/bin/python bench/quality_lab.py bigbasket 10000 '{}' '{"word2vec.epochs": 50}'
+Each VARIANT is a JSON object of config overrides over configs/demo.yaml's training defaults; the
+slice's own tasks replace the demo's. Baselines are cached per slice in $TMPDIR.
+
+Usage: .venv/bin/python bench/quality_sweep.py SLICE N VARIANT_JSON [VARIANT_JSON ...]
+e.g.   .venv/bin/python bench/quality_sweep.py bigbasket 10000 '{}' '{"word2vec.min_count": 10, "word2vec.epochs": 5}'
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ RAW = REPO.parent / "shared" / "data"
 from mrnet.config import load_config  # noqa: E402
 
 
+RETAIL_TASKS = ["{name: brand, kind: multiclass, column: brand, top_k: 50}",  # the issue's BYO trial's tasks
+                "{name: high_value, kind: binary, column: price, quantile: 0.9}",
+                "{name: price, kind: regression, column: price, transform: log1p_standardize}",
+                "{name: review, kind: binary, column: rating, threshold: 4.5}"]
+
+
 def slice_frame(name: str, n: int) -> tuple[pd.DataFrame, list[str], list[str]]:
     """(canonical frame, training task yaml, held-out eval columns)."""
     if name == "bigbasket":
@@ -29,10 +39,7 @@ def slice_frame(name: str, n: int) -> tuple[pd.DataFrame, list[str], list[str]]:
         df = pd.DataFrame({"product_id": raw["index"].astype(str), "title": raw["product"],
                            "brand": raw["brand"].str.strip(), "price": raw["sale_price"], "rating": raw["rating"],
                            "ev_category": raw["category"], "ev_sub": raw["sub_category"], "ev_type": raw["type"]})
-        tasks = ["{name: brand, kind: multiclass, column: brand, top_k: 50}",
-                 "{name: high_value, kind: binary, column: price, quantile: 0.9}",
-                 "{name: price, kind: regression, column: price, transform: log1p_standardize}",
-                 "{name: review, kind: binary, column: rating, threshold: 4.5}"]
+        tasks = RETAIL_TASKS
         evals = ["ev_category", "ev_sub"]
     elif name == "flipkart":
         cat = pd.read_csv(RAW / "flipkart_ecommerce_20k" / "flipkart_id_title_category_20k.csv.gz", header=None,
@@ -45,10 +52,7 @@ def slice_frame(name: str, n: int) -> tuple[pd.DataFrame, list[str], list[str]]:
                            "brand": raw["brand"].str.strip(), "price": raw["discounted_price"], "rating": rating,
                            "ev_l1": levels.str[0], "ev_l2": levels.str[0] + ">" + levels.str[1].fillna("")})
         df = df[levels.str.len() > 1]
-        tasks = ["{name: brand, kind: multiclass, column: brand, top_k: 50}",
-                 "{name: high_value, kind: binary, column: price, quantile: 0.9}",
-                 "{name: price, kind: regression, column: price, transform: log1p_standardize}",
-                 "{name: review, kind: binary, column: rating, threshold: 4.5}"]
+        tasks = RETAIL_TASKS
         evals = ["ev_l1", "ev_l2"]
     elif name == "myntra":
         raw = pd.read_csv(RAW / "fashion_products_44k" / "styles.csv.gz")
