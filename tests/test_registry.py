@@ -160,7 +160,7 @@ def test_parent_and_nested_runs_are_tagged_and_logged(history):
         version = c.get_model_version_by_alias(f"mrnet-{part}", "champion")
         assert version.run_id == stages["sparse_autoencoder" if part == "sparse_ae" else "cross_language_autoencoder"]
     assert {a.path for a in c.list_artifacts(stages["word2vec"], "word2vec")} == {"word2vec/vectors.bin",
-                                                                                 "word2vec/vocab.txt"}
+                                                                                 "word2vec/vocab.txt", "word2vec/health.json"}
     assert {a.path for a in c.list_artifacts(stages["validate"], "catalog")} == {"catalog/quarantine_summary.json"}
 
 

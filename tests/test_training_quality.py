@@ -74,7 +74,7 @@ def test_decoding_head_learns_a_reconstructable_case(tmp_path):
     vectors[0] = 0
     cfg = load_config(REPO / "configs" / "demo.yaml", [
         "tasks=[{name: tfidf, kind: decoding, column: title, dim: 100}]", "word2vec.vector_size=16",
-        "model.embed_dim=32", "train.epochs=12", "train.patience=null", "train.threads=1",
+        "model.embed_dim=32", "train.epochs=20", "train.patience=null", "train.threads=1",
         "train.progress=false", "train.batch_size=64", f"artifact_root={tmp_path}", "evaluation.enabled=false"])
     _, report = train_pg(cfg, "toy", df, words, vectors, str(tmp_path / "m"))
     losses = [h["val"]["tfidf"]["loss"] for h in report["history"]]
