@@ -19,13 +19,13 @@ from typing import Literal
 import yaml
 from pydantic import Field, model_validator
 
-from mrnet.config_eval import EvalTask, EvaluationConfig, LabelRule, _Frozen  # noqa: F401  (re-exported)
+from mrnet.config_eval import EvalTask, EvaluationConfig, LabelRule, Frozen  # noqa: F401  (re-exported)
 
 TaskKind = Literal["multiclass", "binary", "regression", "decoding"]
 Transform = Literal["none", "log1p", "standardize", "log1p_standardize"]
 
 
-class TaskSpec(_Frozen):
+class TaskSpec(Frozen):
     """One training task of Table 1, as data (paper §3.1).
 
     - ``multiclass``: the ``top_k`` most frequent values of ``column`` are classes,
@@ -70,7 +70,7 @@ class TaskSpec(_Frozen):
         return "bool"
 
 
-class DataConfig(_Frozen):
+class DataConfig(Frozen):
     """Where the catalog comes from. The demo builds it from ``raw_dir`` and maps categories to
     PGs with ``pg_mapping``. A user's own file (``catalog``) is mapped by config alone
     (catalog.conform): ``columns`` renames the file's columns to canonical ones; without a
@@ -102,7 +102,7 @@ class DataConfig(_Frozen):
         return self
 
 
-class Word2VecConfig(_Frozen):
+class Word2VecConfig(Frozen):
     """Paper §3: gensim word2vec, 128-d. ``min_count`` / ``epochs`` ``auto`` scale with the corpus
     (word2vec.resolve_settings): the paper's 10 / 5 hold from ~100M tokens on, while a 10k-product
     catalog (~100k tokens) needs min count 2 and ~50 epochs, else its vectors collapse onto one
@@ -130,7 +130,7 @@ class Word2VecConfig(_Frozen):
         return self
 
 
-class ModelConfig(_Frozen):
+class ModelConfig(Frozen):
     """d = embed_dim = forward ⊕ backward final states, so each direction has d/2 units."""
 
     embed_dim: int = Field(default=128, ge=2, le=4096)
@@ -145,7 +145,7 @@ class ModelConfig(_Frozen):
         return self
 
 
-class TrainConfig(_Frozen):
+class TrainConfig(Frozen):
     """PG model training (train.py). ``epochs`` is a cap: with ``patience`` set, a PG stops once
     its mean normalized validation loss (1.0 = the label-prior predictor) has not improved by
     ``min_delta`` for ``patience`` epochs, and the best epoch's weights are restored
@@ -172,7 +172,7 @@ class TrainConfig(_Frozen):
     progress: bool = True
 
 
-class RefreshConfig(_Frozen):
+class RefreshConfig(Frozen):
     """Periodic refresh (paper §6): warm-start each PG model from the latest release and
     fine-tune on refreshed dynamic labels. ``tasks: all`` keeps sampling the static tasks
     too (their labels are unchanged), so the encoder does not drift away from them;
@@ -183,7 +183,7 @@ class RefreshConfig(_Frozen):
     tasks: Literal["all", "dynamic"] = "all"
 
 
-class TrackingConfig(_Frozen):
+class TrackingConfig(Frozen):
     """MLflow tracking + model registry (tracking.py is the only module that imports mlflow).
 
     ``uri`` null: $MLFLOW_TRACKING_URI if set, else ``sqlite:///<artifact_root>/mlflow.db``
@@ -197,7 +197,7 @@ class TrackingConfig(_Frozen):
     log_weights: bool = True  # copy each model.safetensors into its MLflow run's artifacts
 
 
-class GateConfig(_Frozen):
+class GateConfig(Frozen):
     """Champion/challenger promotion gate (gate.py), on normalized validation losses (1.0 =
     label-prior predictor): no (PG, task) loss may rise by more than ``tolerance``, and the
     mean over all (PG, task) pairs may not rise by more than ``aggregate_tolerance``."""
@@ -211,7 +211,7 @@ class GateConfig(_Frozen):
     eval_tolerance: float = Field(default=0.02, ge=0.0)
 
 
-class EmbedConfig(_Frozen):
+class EmbedConfig(Frozen):
     """Embedding a PG's products (embed.py). A PG is cut into shards of ``shard_size`` products,
     each its own task on a GPU worker (docs/SCALING.md says why 5M); a shard of at least
     ``parallel_min_titles`` titles is tokenized by ``tokenize_workers`` processes (0: every core)."""
@@ -222,7 +222,7 @@ class EmbedConfig(_Frozen):
     parallel_min_titles: int = Field(default=500_000, ge=1)
 
 
-class SparseAEConfig(_Frozen):
+class SparseAEConfig(Frozen):
     """PG-agnostic sparse autoencoder (paper §3.2; sparse_ae.py): a PG's d-dim embedding sits at
     block g of a G·d input; the ``hidden`` (default 2d) sigmoid layer is the PG-agnostic embedding.
     Sparsity: β·Σ_j KL(ρ‖ρ̂_j) on the batch-mean activation ρ̂_j of each hidden unit (Ng's notes)."""
@@ -241,7 +241,7 @@ class SparseAEConfig(_Frozen):
     val_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
 
 
-class CrossLingualConfig(_Frozen):
+class CrossLingualConfig(Frozen):
     """Cross-language multimodal autoencoder (paper §5; crosslingual.py). ``pairs`` is
     ``builtin:food_names_en_fr`` / ``builtin:food_names_de_en`` (generic food names under
     data.raw_dir: a stand-in for the paper's UK/FR product titles), or a CSV/TSV with columns
@@ -268,7 +268,7 @@ class CrossLingualConfig(_Frozen):
     ]
 
 
-class Config(_Frozen):
+class Config(Frozen):
     artifact_root: str = "artifacts/demo"
     pgs: list[str] | None = None  # None = every PG of the mapping
     data: DataConfig = DataConfig()

@@ -8,13 +8,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-class _Frozen(BaseModel):
+class Frozen(BaseModel):
     """Base of every config section (config.py's too): immutable, unknown keys are errors."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class LabelRule(_Frozen):
+class LabelRule(Frozen):
     """``path``: ``"source: Level1 > Level2 …"`` (a category-path prefix; ``"source:"`` alone
     matches the whole source) → ``label``: 1, 0, or null (explicitly left out: uncertain)."""
 
@@ -22,7 +22,7 @@ class LabelRule(_Frozen):
     label: int | None
 
 
-class EvalTask(_Frozen):
+class EvalTask(Frozen):
     """One downstream evaluation task of paper §4.1, as data (evaluation.py, docs/EVALUATION.md).
 
     - ``rules``: binary labels from ordered category-path rules (first match wins; a product no
@@ -71,7 +71,7 @@ class EvalTask(_Frozen):
         return self
 
 
-class NeighborEval(_Frozen):
+class NeighborEval(Frozen):
     """Paper §4.2: the 9 nearest neighbours of a fixed sample of query products in one PG."""
 
     pg: str = "footwear"
@@ -81,14 +81,14 @@ class NeighborEval(_Frozen):
     labels: list[str] = ["subcategory", "color", "gender"]
 
 
-class InterpretPair(_Frozen):
+class InterpretPair(Frozen):
     """Paper §4.3: RF-important agnostic features of a training task vs an evaluation task."""
 
     training_task: str
     evaluation_task: str
 
 
-class EvaluationConfig(_Frozen):
+class EvaluationConfig(Frozen):
     """Downstream evaluation (paper §4; evaluation.py): LR and RF on fixed folds, MRNet
     embeddings vs TF-IDF of titles (fit on the training folds only)."""
 

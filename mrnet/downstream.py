@@ -129,9 +129,10 @@ def from_browse(task: EvalTask, catalog: pd.DataFrame) -> TaskData | Skip:
     if rows.empty:
         return Skip(task.name, f"{where} has no products in this catalog")
     if task.column is not None:
-        if task.column not in rows:
-            return Skip(task.name, f"column {task.column!r} is not in the catalog")
-        level = rows[task.column].astype("string").str.strip().replace("", pd.NA).astype(object)
+        level = column_values(task, rows)
+        if isinstance(level, Skip):
+            return level
+        level = level.replace("", pd.NA).astype(object)
         what = f"column {task.column!r}"
     else:
         level = rows["category_path"].fillna("").str.split(SEP).str[task.level - 1]
@@ -151,12 +152,19 @@ def from_browse(task: EvalTask, catalog: pd.DataFrame) -> TaskData | Skip:
                                                                          "classes": len(classes)})
 
 
+def column_values(task: EvalTask, catalog: pd.DataFrame) -> pd.Series | Skip:
+    """The stripped text values of the task's label ``column``, or a Skip when the catalog lacks it."""
+    if task.column not in catalog:
+        return Skip(task.name, f"column {task.column!r} is not in the catalog")
+    return catalog[task.column].astype("string").str.strip()
+
+
 def from_values(task: EvalTask, catalog: pd.DataFrame) -> TaskData | Skip:
     """Binary labels from a catalog column's values (``positive`` → 1, ``negative`` or every other
     non-empty value → 0); a reserved column such as Myntra's ``season`` is never a training target."""
-    if task.column not in catalog:
-        return Skip(task.name, f"column {task.column!r} is not in the catalog")
-    values = catalog[task.column].astype("string").str.strip()
+    values = column_values(task, catalog)
+    if isinstance(values, Skip):
+        return values
     label = pd.Series(pd.NA, index=catalog.index, dtype="Int64")
     negative = values.notna() & (values != "") if task.negative is None else values.isin(task.negative)
     label[negative.fillna(False).to_numpy()] = 0

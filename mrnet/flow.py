@@ -211,7 +211,7 @@ def _key(*parts) -> str:
 
 def _cached(run: Run, kind: str, key: str, filename: str, build, texts=None) -> str:
     """Reuse ``cache/<kind>/<key>/`` when complete (its meta.json is written last), else build it.
-    ``texts(out)`` adds text artifacts to the stage's MLflow run."""
+    ``texts(out, stats)`` adds text artifacts to the stage's MLflow run."""
     t0 = time.perf_counter()
     entry = storage.join(run.home, "cache", kind, key)
     out, marker = storage.join(entry, filename), storage.join(entry, "meta.json")
@@ -229,7 +229,7 @@ def _cached(run: Run, kind: str, key: str, filename: str, build, texts=None) -> 
     numbers = {k: v for k, v in meta["stats"].items() if isinstance(v, (int, float))}
     numbers |= {f"health.{k}": v for k, v in (meta["stats"].get("health") or {}).items() if isinstance(v, float)}
     track_stage(run, kind, numbers | {"seconds": seconds, "cache_hit": float(hit)},
-                ((out, kind),) if kind == "word2vec" else (), texts and (lambda: texts(out)))
+                ((out, kind),) if kind == "word2vec" else (), texts and (lambda: texts(out, meta["stats"])))
     return out
 
 
@@ -252,9 +252,8 @@ def word2vec(run_uri: str, corpus_uri: str) -> str:
     key = _key(storage.sha256_file(storage.local_path(corpus_uri)), settings)
     return _cached(run, "word2vec", key, "vectors.bin",
                    lambda out: train_word2vec(corpus_uri, run.cfg.word2vec, out, progress=run.cfg.train.progress),
-                   texts=lambda out: {"word2vec/vocab.txt": "\n".join(_vectors(out)[0]),  # readable in the UI
-                                      "word2vec/health.json": json.dumps(_stage(run, "word2vec")["stats"].get("health"),
-                                                                         indent=2)})
+                   texts=lambda out, stats: {"word2vec/vocab.txt": "\n".join(_vectors(out)[0]),  # readable in the UI
+                                             "word2vec/health.json": json.dumps(stats.get("health"), indent=2)})
 
 
 @functools.lru_cache(maxsize=2)

@@ -29,7 +29,7 @@ from mrnet.config import GateConfig
 
 def final_losses(summary: dict) -> dict[tuple[str, str], float]:
     """{(pg, task): normalized validation loss of the weights each PG kept (its best epoch)}."""
-    from mrnet.train import final_val
+    from mrnet.report import final_val
 
     return {(pg, task): float(values["loss"]) for pg, result in summary["pgs"].items()
             for task, values in final_val(result).items()}

@@ -18,10 +18,14 @@ def _main_metric(values: dict) -> str:
     return next((m for m in ("accuracy", "rmse") if m in values), "loss")
 
 
-def _last_val(report: dict) -> dict:
-    from mrnet.train import final_val
-
-    return final_val(report)
+def final_val(report: dict) -> dict:
+    """Per-task validation results of the weights a model kept: its best epoch (early stopping
+    restores it), else its last epoch; {} when it trained no epoch."""
+    history = report.get("history") or []
+    if not history:
+        return {}
+    best = report.get("best_epoch") or history[-1]["epoch"]
+    return next((h for h in history if h["epoch"] == best), history[-1])["val"]
 
 
 def pg_rows(summary: dict) -> list[dict]:
@@ -29,11 +33,11 @@ def pg_rows(summary: dict) -> list[dict]:
     main validation metric (columns in the order the tasks appear), speed and time."""
     columns: dict[str, str] = {}
     for rep in summary["pgs"].values():
-        for task, values in _last_val(rep).items():
+        for task, values in final_val(rep).items():
             columns.setdefault(task, _main_metric(values))
     rows = []
     for pg, rep in summary["pgs"].items():
-        val = _last_val(rep)
+        val = final_val(rep)
         row = {"pg": pg, "train": rep["n_train"], "val": rep["n_val"], "tasks": len(val),
                "epochs": f"{rep.get('best_epoch') or len(rep['history'])}/{len(rep['history'])}",
                "val_loss": float(np.mean([v["loss"] for v in val.values()])) if val else float("nan")}

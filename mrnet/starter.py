@@ -105,9 +105,10 @@ def _tasks(df: pd.DataFrame, found: dict) -> list[dict]:
     return tasks
 
 
-def starter_config(catalog: str, df: pd.DataFrame, artifact_root: str = "artifacts/my_catalog") -> dict:
-    """The config tree ``mrnet init`` writes for ``df`` (read from ``catalog``)."""
-    found = guess(df)
+def starter_config(catalog: str, df: pd.DataFrame, found: dict | None = None,
+                   artifact_root: str = "artifacts/my_catalog") -> dict:
+    """The config tree ``mrnet init`` writes for ``df`` (read from ``catalog``; ``found``: its ``guess``)."""
+    found = found or guess(df)
     roles = found["roles"]
     missing = [r for r in ("product_id", "title") if not roles[r]]
     if missing:
@@ -117,21 +118,21 @@ def starter_config(catalog: str, df: pd.DataFrame, artifact_root: str = "artifac
     pg = _norm(Path(catalog).name.split(".")[0])[:40] or "all"
     evaluation_tasks = [{"name": f"browse_{_norm(c)}", "kind": "browse", "column": c, "min_class_size": 20}
                         for c in found["categories"]]
-    labels = [t["column"] for t in _tasks(df, found) if t["kind"] == "multiclass"][:3]
+    tasks = _tasks(df, found)
+    labels = [t["column"] for t in tasks if t["kind"] == "multiclass"][:3]
     return {
         "artifact_root": artifact_root,
         "data": {"catalog": catalog, "pg_mapping": None, "columns": renames,
                  "product_group": pg if not roles["product_group"] else "all"},
-        "tasks": _tasks(df, found),
+        "tasks": tasks,
         "evaluation": {"enabled": True, "tasks": evaluation_tasks, "interpret": [],
                        "neighbors": {"pg": pg if not roles["product_group"] else "all", "labels": labels}},
         "crosslingual": {"enabled": False},
     }
 
 
-def render(catalog: str, df: pd.DataFrame, tree: dict) -> str:
-    """YAML with a header that lists every column found and what was made of it."""
-    found = guess(df)
+def render(catalog: str, df: pd.DataFrame, tree: dict, found: dict) -> str:
+    """YAML with a header that lists every column found (``found``: ``guess(df)``) and its use."""
     role_of = {src: role for role, src in found["roles"].items() if src}
     lines = [f"# mrnet starter config for {catalog} ({len(df)} rows), written by `mrnet init`.",
              "# Columns found (kind guessed from the values) and their use:"]
@@ -149,6 +150,7 @@ def init(catalog: str, out: str, sample_rows: int = 200_000) -> str:
     from mrnet.catalog import read_catalog
 
     df = read_catalog(catalog).head(sample_rows)
-    text = render(catalog, df, starter_config(catalog, df))
+    found = guess(df)
+    text = render(catalog, df, starter_config(catalog, df, found), found)
     storage.write_text(out, text)
     return text

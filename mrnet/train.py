@@ -370,16 +370,6 @@ def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: p
     return model_uri, report
 
 
-def final_val(report: dict) -> dict:
-    """Per-task validation results of the weights a model kept: its best epoch (early stopping
-    restores it), else its last epoch; {} when it trained no epoch."""
-    history = report.get("history") or []
-    if not history:
-        return {}
-    best = report.get("best_epoch") or history[-1]["epoch"]
-    return next((h for h in history if h["epoch"] == best), history[-1])["val"]
-
-
 def save_checkpoint(obj: dict, uri: str) -> None:
     with storage.atomic_path(uri, suffix=".pt") as tmp:
         torch.save(obj, tmp)
