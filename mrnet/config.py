@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from mrnet.config_eval import EvalTask, EvaluationConfig, LabelRule, Frozen  # noqa: F401  (re-exported)
+from mrnet.storage import check_segment
+from mrnet.config_eval import EvalTask, EvaluationConfig, LabelRule, Frozen, Name  # noqa: F401  (re-exported)
 
 TaskKind = Literal["multiclass", "binary", "regression", "decoding"]
 Transform = Literal["none", "log1p", "standardize", "log1p_standardize"]
@@ -37,16 +38,16 @@ class TaskSpec(Frozen):
     - ``decoding``: squared loss on the ``dim``-d TF-IDF vector of ``column`` (eq. 4).
     """
 
-    name: str
+    name: Name
     kind: TaskKind
     column: str
     signal: Literal["static", "dynamic"] = "static"
-    top_k: int | None = None
+    top_k: int | None = Field(default=None, ge=1, le=1_000_000)
     transform: Transform = "none"
     threshold: float | None = None
     quantile: float | None = Field(default=None, gt=0.0, lt=1.0)
-    dim: int = 5000
-    min_labels: int = 20
+    dim: int = Field(default=5000, ge=1, le=1_000_000)
+    min_labels: int = Field(default=20, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "TaskSpec":
@@ -83,7 +84,7 @@ class DataConfig(Frozen):
     pg_mapping: str | None = "configs/pg_mapping.yaml"
     catalog: str | None = None  # a catalog file (parquet/csv); None = build the demo one
     columns: dict[str, str] = {}  # file column → canonical column, e.g. {product: title, index: product_id}
-    product_group: str = Field(default="all", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    product_group: str = "all"
     source: str | None = None  # None: the catalog file's name
     locale: str = "und"
     category_sep: str | None = None  # e.g. " >> " when category_path looks like "A >> B >> C"
@@ -97,8 +98,7 @@ class DataConfig(Frozen):
         dup = sorted({c for c in targets if targets.count(c) > 1})
         if dup:
             raise ValueError(f"data.columns maps several file columns to {dup}")
-        if ".." in self.product_group:
-            raise ValueError(f"data.product_group {self.product_group!r} must not contain '..'")
+        check_segment(self.product_group, "data.product_group")
         return self
 
 
@@ -108,16 +108,24 @@ class Word2VecConfig(Frozen):
     catalog (~100k tokens) needs min count 2 and ~50 epochs, else its vectors collapse onto one
     direction (mean pairwise cosine 0.98; docs/TRAINING.md)."""
 
+    # ``fasttext``: gensim FastText (subword n-grams), so a word never seen in training still gets
+    # a vector from its character n-grams at embed time (cold start); docs/TRAINING.md measures it
+    model: Literal["word2vec", "fasttext"] = "word2vec"
     vector_size: int = Field(default=128, ge=2, le=4096)
     min_count: int | Literal["auto"] = "auto"
     window: int = Field(default=5, ge=1, le=100)
     epochs: int | Literal["auto"] = "auto"
     sg: int = Field(default=0, ge=0, le=1)
     workers: int = Field(default=0, ge=0)  # 0 = all cores
-    seed: int = 13
+    seed: int = Field(default=13, ge=0, le=2**32 - 1)
     # ``auto``: passes over the corpus until ~target_tokens words were seen, within [5, max_epochs]
     target_tokens: int = Field(default=20_000_000, ge=1)
     max_epochs: int = Field(default=50, ge=1, le=1000)
+    # fasttext only: character n-grams of min_n..max_n chars hashed into ``bucket`` rows. The
+    # n-gram table (bucket x vector_size, float16) travels inside every PG model: 25.6 MB at 100k x 128
+    min_n: int = Field(default=3, ge=1, le=10)
+    max_n: int = Field(default=6, ge=1, le=20)
+    bucket: int = Field(default=100_000, ge=1_000, le=10_000_000)
     # health check: vectors whose mean pairwise cosine (top-1000 words) exceeds this are degenerate
     degenerate_cosine: float = Field(default=0.5, gt=0.0, le=1.0)
 
@@ -127,6 +135,8 @@ class Word2VecConfig(Frozen):
             value = getattr(self, name)
             if value != "auto" and not 1 <= value <= 100_000:
                 raise ValueError(f"word2vec.{name} must be 'auto' or an integer in [1, 100000], got {value}")
+        if self.max_n < self.min_n:
+            raise ValueError(f"word2vec.max_n ({self.max_n}) must be at least word2vec.min_n ({self.min_n})")
         return self
 
 
@@ -152,6 +162,10 @@ class TrainConfig(Frozen):
     (docs/TRAINING.md gives the measurements behind each default)."""
 
     epochs: int = Field(default=30, ge=1, le=10_000)  # a cap (configs/demo.yaml: 10, for its time budget)
+    # a PG with fewer (but some) validated products is not trained: it is left out of the release, with
+    # its reason in the run summary (the champion keeps serving it: the gate refuses a release without
+    # it). A configured PG with no product at all fails its train task instead.
+    min_products: int = Field(default=50, ge=2, le=1_000_000)
     patience: int | None = Field(default=3, ge=1, le=1000)  # None: train all ``epochs``
     min_delta: float = Field(default=0.002, ge=0.0, le=1.0)
     batch_size: int = Field(default=256, ge=1, le=1_000_000)
@@ -160,10 +174,10 @@ class TrainConfig(Frozen):
     # alternating optimization (§3.1) with one Adam state per task (``per_task``: each task's step is
     # scaled by its own gradient history) or one state shared by all tasks (``shared``)
     optimizer_state: Literal["per_task", "shared"] = "per_task"
-    steps_per_epoch: int | None = Field(default=None, ge=1)  # None = ceil(train products / batch_size)
+    steps_per_epoch: int | None = Field(default=None, ge=1, le=100_000_000)  # None = ceil(train products / batch_size)
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     optimization: Literal["alternating", "joint"] = "alternating"
-    seed: int = 13
+    seed: int = Field(default=13, ge=0, le=2**32 - 1)
     threads: int = Field(default=0, ge=0)  # 0 = all cores
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # bf16 autocast on CUDA only. Off by default: on an H200 it trained this small BiLSTM (d/2 = 64 per
@@ -179,7 +193,7 @@ class RefreshConfig(Frozen):
     ``dynamic`` trains the dynamic heads only."""
 
     epochs: int = Field(default=2, ge=1)
-    lr: float = 5e-4
+    lr: float = Field(default=5e-4, gt=0.0, le=1.0)
     tasks: Literal["all", "dynamic"] = "all"
 
 
@@ -229,13 +243,13 @@ class SparseAEConfig(Frozen):
 
     enabled: bool = True
     products_per_pg: int = Field(default=500_000, ge=1)  # paper: 500K random products per PG
-    hidden: int | None = None  # None = 2d
+    hidden: int | None = Field(default=None, ge=2, le=65_536)  # None = 2d
     epochs: int = Field(default=10, ge=1)
     # the exact loss's Gram term costs the same at any batch size, so large batches are cheaper per
     # product, but fewer steps: 1024 reached the lowest validation error per second on the demo
     # (docs/AUTOENCODERS.md)
     batch_size: int = Field(default=1024, ge=2)
-    lr: float = 3e-3
+    lr: float = Field(default=3e-3, gt=0.0, le=1.0)
     rho: float = Field(default=0.05, gt=0.0, lt=1.0)  # target mean activation
     beta: float = Field(default=0.1, ge=0.0)  # weight of the KL sparsity penalty
     val_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
@@ -252,15 +266,15 @@ class CrossLingualConfig(Frozen):
     pairs: str = "builtin:food_names_en_fr"
     catalog_a: str | None = None
     catalog_b: str | None = None
-    locale_a: str = "en"
-    locale_b: str = "fr"
+    locale_a: Name = "en"
+    locale_b: Name = "fr"
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # held-out pairs: never trained on
-    max_pairs: int | None = None  # sample cap (tiny mode)
+    max_pairs: int | None = Field(default=None, ge=10)  # sample cap (tiny mode)
     min_count: int = Field(default=2, ge=1)  # word2vec min count of the (small) locale corpora
-    hidden: int = 256  # §5: hidden 256
+    hidden: int = Field(default=256, ge=2, le=65_536)  # §5: hidden 256
     epochs: int = Field(default=40, ge=1)
     batch_size: int = Field(default=256, ge=1)  # §5: batches of 256, drawn at random
-    lr: float = 1e-3
+    lr: float = Field(default=1e-3, gt=0.0, le=1.0)
     examples: int = Field(default=5, ge=0)  # qualitative B → top-5 A examples in the report
     tasks: list[TaskSpec] = [
         TaskSpec(name="food_group", kind="multiclass", column="food_group", top_k=40),
@@ -283,6 +297,12 @@ class Config(Frozen):
     crosslingual: CrossLingualConfig = CrossLingualConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     tasks: list[TaskSpec]
+
+    @model_validator(mode="after")
+    def _pg_names(self) -> "Config":
+        for pg in self.pgs or ():
+            check_segment(pg, "pgs: PG")
+        return self
 
     @model_validator(mode="after")
     def _unique_tasks(self) -> "Config":
@@ -352,8 +372,18 @@ def parse_overrides(overrides: list[str] | None) -> list[tuple[str, object]]:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key.path=value")
         key, raw = item.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(raw)))
+        try:
+            out.append((key.strip(), yaml.safe_load(raw)))
+        except yaml.YAMLError as exc:
+            raise ValueError(f"override {item!r}: its value is not valid YAML ({_yaml_problem(exc)})") from None
     return out
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """PyYAML's problem and where, in one line (line/column 1-based)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{getattr(exc, 'problem', None) or exc}{where}"
 
 
 def _merge(base: dict, top: dict) -> dict:
@@ -371,7 +401,16 @@ def _read_tree(path: Path, seen: tuple = ()) -> dict:
         raise FileNotFoundError(f"config file not found: {path}" + (f" (extended by {seen[-1]})" if seen else ""))
     if path.resolve() in seen:
         raise ValueError(f"config {path}: `extends` loops through {[str(p) for p in seen]}")
-    tree = yaml.safe_load(path.read_text()) or {}
+    if path.is_dir():
+        raise ValueError(f"config {path} is a directory: give a YAML file, e.g. configs/demo.yaml")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config {path} is not valid YAML: {_yaml_problem(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"config {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(tree, dict):
+        raise ValueError(f"config {path}: the top level must be a mapping of sections, not {type(tree).__name__}")
     base = tree.pop("extends", None)
     return _merge(_read_tree(path.parent / base, seen + (path.resolve(),)), tree) if base else tree
 
@@ -385,8 +424,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None, tiny: bool
         _set_dotted(tree, key, value)
     try:
         return Config.model_validate(tree)
-    except Exception as exc:  # pydantic's message names the field; add the file
-        raise ValueError(f"invalid config {path}: {exc}") from exc
+    except ValidationError as exc:  # one line: the file, then each field and what is wrong with it
+        raise ValueError(f"invalid config {path}: " + "; ".join(_field_error(e) for e in exc.errors())) from exc
+
+
+def _field_error(error: dict) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    value = "" if error["type"] == "value_error" else f" (got {error.get('input')!r:.60})"
+    return f"{where}: {message}{value}" if where else message
 
 
 def config_from_json(text: str) -> Config:

@@ -3,9 +3,14 @@ the ``evaluation:`` section of ``configs/*.yaml``. Tasks are data: one ``EvalTas
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from mrnet.storage import check_segment
+
+# a name that becomes a file or folder (task, PG, locale): storage.SEGMENT, never '..'
+Name = Annotated[str, AfterValidator(lambda v: check_segment(v, "name"))]
 
 
 class Frozen(BaseModel):
@@ -37,7 +42,7 @@ class EvalTask(Frozen):
       ``threshold`` (Jaccard, title tokens) with every training title (paper task 5).
     """
 
-    name: str
+    name: Name
     kind: Literal["rules", "browse", "values", "file", "unseen"]
     rules: list[LabelRule] = []
     pgs: list[str] | None = None  # rules / file: keep only products of these PGs
@@ -94,7 +99,7 @@ class EvaluationConfig(Frozen):
 
     enabled: bool = True
     folds: int = Field(default=5, ge=2)
-    seed: int = 13
+    seed: int = Field(default=13, ge=0, le=2**32 - 1)
     lr_c: float = Field(default=1.0, gt=0.0)
     rf_trees: int = Field(default=100, ge=1)
     # each tree's bootstrap draws this share of the training products: 1.8x faster than 1.0 with the

@@ -8,9 +8,9 @@ record batches, so the corpus is never held in memory.
 from __future__ import annotations
 
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from mrnet import storage
+from mrnet.progress import bar as progress_bar
 from mrnet.text import tokenize
 
 
@@ -21,7 +21,7 @@ def build_corpus(catalog_uri: str, out_uri: str, batch_rows: int = 50_000,
     columns = [c for c in ("title", "description") if c in parquet.schema_arrow.names]
     docs = tokens = 0
     with storage.atomic_path(out_uri, suffix=".txt") as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        bar = tqdm(total=parquet.metadata.num_rows, desc="corpus", unit="row", disable=not progress)
+        bar = progress_bar(total=parquet.metadata.num_rows, desc="corpus", unit="row", progress=progress)
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
             for column in batch.columns:
                 for text in column.to_pylist():

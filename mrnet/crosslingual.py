@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from mrnet import retrieval, storage
 from mrnet.config import CrossLingualConfig
 from mrnet.model import load_weights, read_meta, save_model
+from mrnet.progress import bar as progress_bar
 
 log = logging.getLogger("mrnet.crosslingual")
 
@@ -89,8 +89,8 @@ def train_ae(cfg: CrossLingualConfig, x_a: np.ndarray, x_b: np.ndarray, seed: in
     for epoch in range(1, cfg.epochs + 1):
         t0, total = time.perf_counter(), 0.0
         order = torch.randperm(len(inputs), generator=gen).to(device)
-        for s in tqdm(range(steps), desc=f"cross-lingual AE epoch {epoch}/{cfg.epochs}", leave=False,
-                      disable=not progress):
+        for s in progress_bar(range(steps), desc=f"cross-lingual AE epoch {epoch}/{cfg.epochs}", leave=False,
+                              progress=progress):
             rows = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
             loss = (model(inputs[rows]) - targets[rows]).pow(2).sum(1).mean()
             opt.zero_grad(set_to_none=True)
@@ -99,6 +99,9 @@ def train_ae(cfg: CrossLingualConfig, x_a: np.ndarray, x_b: np.ndarray, seed: in
             total += float(loss.detach()) * len(rows)
         history.append({"epoch": epoch, "train_loss": total / len(inputs),
                         "seconds": round(time.perf_counter() - t0, 3)})
+        if progress and (epoch % max(1, cfg.epochs // 10) == 0 or epoch == cfg.epochs):  # ~10 lines, no \r
+            log.info("[crosslingual] epoch %d/%d: train loss %.4f, %.2f s", epoch, cfg.epochs,
+                     history[-1]["train_loss"], history[-1]["seconds"])
         if on_epoch is not None:
             on_epoch(history[-1])
     return model.cpu().eval(), history

@@ -34,6 +34,7 @@ def load_pg_mapping(path: str | Path) -> dict[str, list[tuple[str, tuple[str, ..
     tree = yaml.safe_load(Path(path).read_text())
     mapping = {}
     for pg, rules in tree["pgs"].items():
+        storage.check_segment(str(pg), f"{path}: PG")
         parsed = []
         for rule in rules:
             source, _, prefix = rule.partition(":")

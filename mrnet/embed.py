@@ -30,6 +30,7 @@ import torch
 from mrnet import storage
 from mrnet.model import MRNet, load_model
 from mrnet.text import encode_parallel, length_buckets
+from mrnet.word2vec import subword_vectors, unseen_words
 
 MANIFEST = "_manifest.json"
 _SHARD = re.compile(r"^(?P<pg>[A-Za-z0-9][A-Za-z0-9_.-]*)/part-(?P<index>\d{5})-of-(?P<count>\d{5})$")
@@ -38,23 +39,30 @@ _SHARD = re.compile(r"^(?P<pg>[A-Za-z0-9][A-Za-z0-9_.-]*)/part-(?P<index>\d{5})-
 @torch.inference_mode()
 def embed_titles(model: MRNet, meta: dict, titles, batch_size: int = 8192,
                  device: str = "cpu", workers: int = 1) -> np.ndarray:
-    """h_T of every title, (N, d) float32, in input order (tokenized by ``workers`` processes)."""
-    ids, lengths = encode_parallel(meta["vocab"], list(titles), meta["config"]["model"]["max_tokens"], workers)
-    return embed_ids(model, ids, lengths, batch_size, device)
+    """h_T of every title, (N, d) float32, in input order (tokenized by ``workers`` processes).
+    A FastText model (``meta["subwords"]``) gives words outside its vocabulary their n-gram vector."""
+    titles, words, table = list(titles), meta["vocab"], None
+    max_tokens = meta["config"]["model"]["max_tokens"]
+    if meta.get("subwords") and (unseen := unseen_words(words, titles, max_tokens)):
+        words = words + unseen
+        extra = torch.from_numpy(subword_vectors(unseen, model.subwords.cpu().numpy(), meta["subwords"]))
+        table = torch.cat([model.words.weight.detach().cpu(), extra]).to(device)   # (V + unseen, word_dim)
+    ids, lengths = encode_parallel(words, titles, max_tokens, workers)
+    return embed_ids(model, ids, lengths, batch_size, device, table)
 
 
 @torch.inference_mode()
 def embed_ids(model: MRNet, ids: np.ndarray, lengths: np.ndarray, batch_size: int = 8192,
-              device: str = "cpu") -> np.ndarray:
+              device: str = "cpu", table: torch.Tensor | None = None) -> np.ndarray:
     """h_T (N, d) float32 of tokenized titles (``Vocab.encode_many``'s ids and lengths), in input
-    order: exact-length buckets, no padding."""
+    order: exact-length buckets, no padding. ``table``: word rows replacing the model's."""
     out = np.empty((len(lengths), model.lstm.hidden_size * 2), np.float32)
     model.eval()
     for length, idx in length_buckets(lengths).items():
         for start in range(0, len(idx), batch_size):
             part = idx[start:start + batch_size]
             batch = torch.from_numpy(ids[part, :length]).to(device)   # (B, T)
-            out[part] = model(batch).float().cpu().numpy()              # (B, d)
+            out[part] = model(batch, table).float().cpu().numpy()       # (B, d)
     return out
 
 

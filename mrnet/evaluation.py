@@ -30,6 +30,7 @@ import numpy as np
 
 from mrnet.config import EvaluationConfig
 from mrnet.downstream import TaskData, hash_rank
+from mrnet.progress import bar as progress_bar
 from mrnet.text import tokenize, vectorizer
 
 log = logging.getLogger("mrnet.evaluation")
@@ -280,8 +281,7 @@ def evaluate(cfg, catalog, embeddings: dict[str, str], agnostic: str | None, wor
              progress: bool = False) -> dict:
     """Every configured task × feature × classifier, the neighbour scores and the feature
     interpretation of one run's embeddings. ``embeddings``: PG → embedding file."""
-    from tqdm import tqdm
-
+    
     from mrnet.downstream import Skip, derive
 
     t0, ecfg = time.perf_counter(), cfg.evaluation
@@ -295,7 +295,7 @@ def evaluate(cfg, catalog, embeddings: dict[str, str], agnostic: str | None, wor
             ids, first = np.unique(np.concatenate([d.ids for d in tasks]), return_index=True)
             titles = np.concatenate([d.titles for d in tasks])[first]
             extra_tables["minilm"] = minilm_table(ids, titles, ecfg.minilm_batch, speed)
-    for name, data in tqdm(derived.items(), desc="evaluation tasks", unit="task", disable=not progress):
+    for name, data in progress_bar(derived.items(), desc="evaluation tasks", unit="task", progress=progress):
         if isinstance(data, Skip):
             skipped[name] = data.reason
             log.warning("[evaluate] task %s skipped: %s", name, data.reason)

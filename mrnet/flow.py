@@ -58,6 +58,10 @@ class Run:
     mlflow: dict | None  # {uri, experiment_id, parent}: where this run is tracked; None = off
 
     def path(self, *parts: str) -> str:
+        """A file of this run: every segment of ``parts`` is checked, so none can climb out."""
+        for part in parts:
+            for segment in str(part).split("/"):
+                storage.check_segment(segment, "path segment")
         return storage.join(self.root, *parts)
 
 
@@ -66,8 +70,10 @@ def _now() -> str:
 
 
 def safe_run_id(run_id: str) -> str:
-    """Airflow run ids hold ':' and '+'; keep them readable but path- and S3-safe."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_") or "run"
+    """Airflow run ids hold ':' and '+'; keep them readable but path- and S3-safe. A run id that
+    would climb out of the runs folder ('..', '.', '../x') is refused, not rewritten."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(run_id)).strip("_")
+    return storage.check_segment(safe or "run", "run id")
 
 
 def _absolute(path: str | None) -> str | None:
@@ -120,8 +126,32 @@ def _start_tracking(cfg: Config, home: str, run_id: str, dag_id: str, mode: str)
     parent = tr.find_or_create_run(uri, exp, {"mrnet.run_id": run_id, "mrnet.kind": "parent"}, run_id, extra_tags={
         "mrnet.dag_id": dag_id, "mrnet.mode": mode, "mrnet.git_commit": tr.git_commit(),
         "mrnet.config_hash": cfg.hash()})
+    stale = tr.close_open_runs(uri, exp, run_id, "KILLED", keep=parent)  # left by a killed earlier attempt
+    if stale:
+        log.warning("MLflow: %d run(s) of an earlier, killed attempt of %s marked KILLED", stale, run_id)
     tr.log_params(uri, parent, cfg)
     return {"uri": uri, "experiment_id": exp, "parent": parent}
+
+
+def end_tracking(run_uri: str, status: str) -> None:
+    """A run that stopped (FAILED, or KILLED by a signal): end its MLflow runs that are still open."""
+    run = load_run(run_uri)
+    if run.mlflow:
+        from mrnet import tracking as tr
+
+        tr.close_open_runs(run.mlflow["uri"], run.mlflow["experiment_id"], run.run_id, status)
+
+
+def unfinished_run(home: str) -> tuple[str, dict] | None:
+    """(run id, params) of the newest run under ``home`` that never reached the promotion gate
+    (no gate.json), for ``mrnet run --resume``; None when every run finished."""
+    runs = sorted(storage.local_path(storage.join(home, "runs")).glob("*/run.json"),
+                  key=lambda p: json.loads(p.read_text())["started"]) if storage.exists(storage.join(home, "runs")) else []
+    for path in reversed(runs):
+        if not (path.parent / "gate.json").exists():
+            record = json.loads(path.read_text())
+            return record["run_id"], record["params"]
+    return None
 
 
 @functools.lru_cache(maxsize=8)
@@ -270,13 +300,21 @@ def _vectors(uri: str):
     return load_vectors(uri)
 
 
+@functools.lru_cache(maxsize=2)
+def _subwords(uri: str):
+    from mrnet.word2vec import load_subwords
+
+    return load_subwords(uri)
+
+
 def plan(run_uri: str, catalog_uri: str | None = None) -> list[str]:
     """The PGs this run trains (retrain) or refreshes (those of the base release). Without a
     ``data.pg_mapping`` they are the validated catalog's PGs (``catalog_uri``, default: this
     run's validated catalog)."""
+    from mrnet.embed import pg_counts
+
     run = load_run(run_uri)
-    if not run.cfg.data.pg_mapping:
-        catalog_uri = catalog_uri or _stage(run, "validate")["uri"]
+    catalog_uri = catalog_uri or _stage(run, "validate")["uri"]
     pgs = pipeline.pg_list(run.cfg, catalog_uri)
     if run.mode == "refresh":
         base = json.loads(storage.read_text(run.path("base_release.json")))
@@ -284,7 +322,17 @@ def plan(run_uri: str, catalog_uri: str | None = None) -> list[str]:
         if run.cfg.pgs and missing:
             raise ValueError(f"PG(s) {missing} are not in base release {base['release']}; run mrnet_retrain")
         pgs = [pg for pg in pgs if pg in base["models"]]
-    _record(run, "plan", {"pgs": pgs})
+    # a PG with no product at all is not skipped: the catalog lacks a configured PG (a mapping or data
+    # error), and its train task fails naming it
+    counts, least = pg_counts(catalog_uri), run.cfg.train.min_products
+    skipped = {pg: f"{counts[pg]} validated products, fewer than train.min_products={least}"
+               for pg in pgs if 0 < counts.get(pg, 0) < least}
+    for pg, why in skipped.items():
+        log.warning("[%s] not trained: %s", pg, why)
+    pgs = [pg for pg in pgs if pg not in skipped]
+    if not pgs:
+        raise ValueError(f"no PG to train: {skipped or 'the PG list is empty'}")
+    _record(run, "plan", {"pgs": pgs, "skipped": skipped})
     return pgs
 
 
@@ -346,7 +394,7 @@ def train(run_uri: str, pg: str, catalog_uri: str, vectors_uri: str) -> str:
     with _pg_stage(run, pg, "train") as mlflow_run:
         words, vectors = _vectors(vectors_uri)
         uri, report = pipeline._train(run.cfg, pg, _catalog(catalog_uri), words, vectors,
-                                      on_epoch=_epoch_logger(run, mlflow_run))
+                                      on_epoch=_epoch_logger(run, mlflow_run), subwords=_subwords(vectors_uri))
         _log_model(run, mlflow_run, uri, pg)
     resumed = report["resumed_from_epoch"]
     log.info("[%s] trained: %s train / %s val products, %s epochs%s", pg, report["n_train"], report["n_val"],

@@ -99,7 +99,10 @@ def _decide_losses(challenger: dict, champion: dict | None, cfg: GateConfig) -> 
     reasons = []
     missing_pgs = sorted(set(champion["pgs"]) - set(challenger["pgs"]))
     if missing_pgs:
-        reasons.append(f"partial: PGs {missing_pgs} of the champion are not in this release")
+        skipped = challenger.get("skipped") or {}
+        why = "; ".join(f"{pg}: {skipped[pg]}" for pg in missing_pgs if pg in skipped)
+        reasons.append(f"partial: PGs {missing_pgs} of the champion are not in this release"
+                       + (f" (not trained: {why})" if why else ""))
     rows = _rows(new, old, cfg)
     for row in rows:
         if row["verdict"] == "missing" and row["pg"] not in missing_pgs:

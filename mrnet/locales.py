@@ -152,7 +152,7 @@ def train_locale(cfg: Config, locale: str, catalog: pd.DataFrame, held_ids: set[
     from mrnet.corpus import build_corpus
     from mrnet.embed import embed_pg
     from mrnet.train import train_pg
-    from mrnet.word2vec import load_vectors, train_word2vec
+    from mrnet.word2vec import load_subwords, load_vectors, train_word2vec
 
     lcfg = locale_config(cfg)
     train = catalog[~catalog["product_id"].isin(held_ids)].reset_index(drop=True)
@@ -160,7 +160,8 @@ def train_locale(cfg: Config, locale: str, catalog: pd.DataFrame, held_ids: set[
     corpus, _ = build_corpus(train_uri, storage.join(out_dir, locale, "corpus.txt"), progress=False)
     vectors, w2v = train_word2vec(corpus, lcfg.word2vec, storage.join(out_dir, locale, "vectors.bin"), progress=False)
     words, matrix = load_vectors(vectors)
-    model, report = train_pg(lcfg, locale, train, words, matrix, storage.join(out_dir, locale))
+    model, report = train_pg(lcfg, locale, train, words, matrix, storage.join(out_dir, locale),
+                             subwords=load_subwords(vectors))
     emb, stats = embed_pg(model, catalog, storage.join(out_dir, f"embeddings_{locale}.parquet"), cfg.embed.batch_size)
     log.info("[crosslingual] %s: %d training items, vocab %d, %d items embedded", locale, len(train),
              w2v["vocab_size"], stats["products"])

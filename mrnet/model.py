@@ -28,10 +28,13 @@ from mrnet import storage
 
 class MRNet(nn.Module):
     def __init__(self, vocab_size: int, word_dim: int, embed_dim: int,
-                 head_dims: dict[str, int], freeze_word_vectors: bool = True, dropout: float = 0.0):
+                 head_dims: dict[str, int], freeze_word_vectors: bool = True, dropout: float = 0.0,
+                 subword_buckets: int = 0):
         super().__init__()
         self.words = nn.Embedding(vocab_size, word_dim, padding_idx=0)
         self.words.weight.requires_grad_(not freeze_word_vectors)
+        if subword_buckets:  # FastText n-gram rows (bucket, word_dim), float16: vectors for unseen words
+            self.register_buffer("subwords", torch.zeros(subword_buckets, word_dim, dtype=torch.float16))
         self.lstm = nn.LSTM(word_dim, embed_dim // 2, batch_first=True, bidirectional=True)
         self.drop = nn.Dropout(dropout)  # training only: the embedding itself is h_T, undropped
         self.heads = nn.ModuleDict({name: nn.Linear(embed_dim, dim) for name, dim in head_dims.items()})
@@ -40,9 +43,10 @@ class MRNet(nn.Module):
         """h_T (B, d) → task ``name``'s output o_n = W_n h_T + b_n (B, out_dim), eq. 4."""
         return self.heads[name](self.drop(h))
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (B, T), every row a real title of length T → h_T (B, d)."""
-        x = self.words(ids)                       # (B, T, word_dim)
+    def forward(self, ids: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """ids (B, T), every row a real title of length T → h_T (B, d). ``table`` (V', word_dim)
+        replaces the word rows (the vocabulary plus FastText vectors of unseen words)."""
+        x = self.words(ids) if table is None else nn.functional.embedding(ids, table)  # (B, T, word_dim)
         _, (h_n, _) = self.lstm(x)                # h_n (2, B, d/2): final forward, final backward
         return torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, d)
 
@@ -59,7 +63,8 @@ def build_model(meta: dict) -> MRNet:
     cfg = meta["config"]
     heads = {t["name"]: t["out_dim"] for t in meta["tasks"] if t["active"]}
     return MRNet(len(meta["vocab"]), cfg["word2vec"]["vector_size"], cfg["model"]["embed_dim"],
-                 heads, cfg["model"]["freeze_word_vectors"], cfg["model"].get("dropout", 0.0))
+                 heads, cfg["model"]["freeze_word_vectors"], cfg["model"].get("dropout", 0.0),
+                 (meta.get("subwords") or {}).get("bucket", 0))
 
 
 def save_model(model: nn.Module, meta: dict, uri: str) -> str:

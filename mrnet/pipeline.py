@@ -69,10 +69,11 @@ def word2vec_step(cfg: Config, corpus_uri: str) -> tuple[str, dict]:
 
 
 def _train(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors,
-           on_epoch=None) -> tuple[str, dict]:
+           on_epoch=None, subwords=None) -> tuple[str, dict]:
     from mrnet.train import train_pg
 
-    return train_pg(cfg, pg, catalog, words, vectors, storage.join(cfg.artifact_root, "models", pg), on_epoch)
+    return train_pg(cfg, pg, catalog, words, vectors, storage.join(cfg.artifact_root, "models", pg), on_epoch,
+                    subwords)
 
 
 def _embed(cfg: Config, model_uri: str, catalog: pd.DataFrame, pg: str) -> tuple[str, dict]:
@@ -85,10 +86,10 @@ def _embed(cfg: Config, model_uri: str, catalog: pd.DataFrame, pg: str) -> tuple
 def train_step(cfg: Config, pg: str, catalog_uri: str, vectors_uri: str) -> tuple[str, dict]:
     """One PG's training as its own task (reads its inputs; `run` loads them once for all PGs)."""
     from mrnet.catalog import read_catalog
-    from mrnet.word2vec import load_vectors
+    from mrnet.word2vec import load_subwords, load_vectors
 
     words, vectors = load_vectors(vectors_uri)
-    return _train(cfg, pg, read_catalog(catalog_uri), words, vectors)
+    return _train(cfg, pg, read_catalog(catalog_uri), words, vectors, subwords=load_subwords(vectors_uri))
 
 
 def embed_step(cfg: Config, model_uri: str, catalog_uri: str, pg: str) -> tuple[str, dict]:
@@ -104,10 +105,20 @@ def run(params: dict, run_id: str | None = None, mode: str = "retrain") -> dict:
     overrides). A failed PG is recorded and the others go on; the report then raises naming it."""
     from datetime import datetime, timezone
 
-    from mrnet import flow, flow_ae, release
+    from mrnet import flow
 
     run_id = run_id or f"local__{datetime.now(timezone.utc):%Y-%m-%dT%H%M%S}"
     run_uri = flow.start_run(params, run_id, "cli", mode)
+    try:
+        return _stages(run_uri, mode)
+    except BaseException as exc:  # the MLflow runs end with the run: FAILED, or KILLED by Ctrl-C / SIGTERM
+        flow.end_tracking(run_uri, "FAILED" if isinstance(exc, Exception) else "KILLED")
+        raise
+
+
+def _stages(run_uri: str, mode: str) -> dict:
+    from mrnet import flow, flow_ae, release
+
     base = release.base_release(run_uri) if mode == "refresh" else None
     catalog = flow.validate(run_uri)
     vectors = flow.word2vec(run_uri, flow.corpus(run_uri, catalog)) if mode == "retrain" else None

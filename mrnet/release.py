@@ -119,6 +119,7 @@ def report(run_uri: str, embeddings) -> str:
     summary = {"run_id": run.run_id, "dag_id": run.dag_id, "mode": run.mode, "artifact_root": run.root,
                "config_hash": run.cfg.hash(), "catalog": validated["uri"], "quarantine": validated["quarantine"],
                "corpus": corpus, "word2vec": w2v, "pgs": results, "failed": failed,
+               "skipped": planned.get("skipped", {}),
                "seconds": {"validate": validated["seconds"],
                            "corpus": corpus and corpus["seconds"], "word2vec": w2v and w2v["seconds"],
                            "total": round(time.time() - run.started, 2)}}
@@ -207,15 +208,61 @@ def _register(run: Run, manifest: dict, summary_uri: str) -> dict[str, str]:
                                                              "summary": summary_uri,
                                                              "config_hash": manifest["config_hash"],
                                                              "catalog_hash": str(manifest["catalog_hash"])})
-    _set_aliases(run, registry, "challenger")
+    move_aliases(uri, prefix, registry, "challenger")
     return registry
 
 
-def _set_aliases(run: Run, registry: dict[str, str], alias: str) -> None:
+def move_aliases(uri: str, prefix: str, registry: dict[str, str], alias: str) -> None:
+    """Point ``alias`` at a release: the mirrors first (each PG encoder and autoencoder, for the
+    MLflow UI), ``<prefix>-release`` last. Every reader resolves parts through the release's
+    manifest, so a move killed midway leaves the old release whole, and ``repair_champion``
+    puts the mirrors back."""
     from mrnet import tracking as tr
 
     for part, version in registry.items():
-        tr.set_alias(run.mlflow["uri"], f"{run.cfg.tracking.registry_prefix}-{part}", alias, version)
+        if part != "release":
+            tr.set_alias(uri, f"{prefix}-{part}", alias, version)
+    if "release" in registry:
+        tr.set_alias(uri, f"{prefix}-release", alias, registry["release"])
+
+
+def publish_champion(cfg, home: str, uri: str | None, manifest: dict) -> None:
+    """Make ``manifest`` the champion. With tracking, the registry aliases (the release pointer
+    last, ``move_aliases``) and then ``releases/current.json`` as its mirror; without, the
+    archived copy first and current.json, the pointer, last. A kill anywhere leaves one
+    champion, which ``repair_champion`` (the next promotion, or ``mrnet promote --repair``) mirrors."""
+    if uri:
+        move_aliases(uri, cfg.tracking.registry_prefix, manifest["registry"], "champion")
+    storage.write_text(storage.join(home, "releases", f"{safe_run_id(manifest['release'])}.json"),
+                       json.dumps(manifest, indent=2))
+    storage.write_text(current_uri(home), json.dumps(manifest, indent=2))
+
+
+def repair_champion(cfg, home: str, uri: str | None) -> list[str]:
+    """Make the mirrors agree with the one pointer that decides (``<prefix>-release@champion``
+    with tracking, else ``releases/current.json``): each part's ``champion`` alias, and
+    current.json. Returns what it fixed, e.g. after a promotion killed between two aliases."""
+    manifest = aliased_manifest(cfg, home, uri, "champion")
+    if manifest is None:
+        return []
+    manifest.pop("registry_version", None)
+    fixed = []
+    if uri:
+        from mrnet import tracking as tr
+
+        prefix = cfg.tracking.registry_prefix
+        for part, version in manifest.get("registry", {}).items():
+            held = part != "release" and tr.version_by_alias(uri, f"{prefix}-{part}", "champion")
+            if part != "release" and (not held or held["version"] != str(version)):
+                tr.set_alias(uri, f"{prefix}-{part}", "champion", str(version))
+                fixed.append(f"{prefix}-{part}@champion: {held['version'] if held else 'unset'} → {version}")
+        current = current_uri(home)
+        if not storage.exists(current) or json.loads(storage.read_text(current)).get("release") != manifest["release"]:
+            storage.write_text(current, json.dumps(manifest, indent=2))
+            fixed.append(f"releases/current.json → release {manifest['release']}")
+    for line in fixed:
+        log.warning("repaired a half-done promotion: %s", line)
+    return fixed
 
 
 def aliased_manifest(cfg, home: str, mlflow_uri: str | None, alias: str) -> dict | None:
@@ -250,7 +297,7 @@ def manifest_by_alias(cfg, alias: str) -> tuple[dict | None, str]:
     if cfg.tracking.enabled:
         from mrnet import tracking as tr
 
-        uri = tr.tracking_uri(cfg, home)
+        uri = tr.tracking_uri(cfg, home, create=False)
     return aliased_manifest(cfg, home, uri, alias), f"{home} ({uri or 'no tracking'})"
 
 
@@ -363,6 +410,7 @@ def promote(run_uri: str, release_uri: str) -> str:
     run = load_run(run_uri)
     manifest = json.loads(storage.read_text(release_uri))
     summary = json.loads(storage.read_text(manifest["summary"]))
+    repair_champion(run.cfg, run.home, run.mlflow and run.mlflow["uri"])
     champion = champion_manifest(run)
     if manifest["base_release"] and champion and champion["release"] != manifest["base_release"]:
         raise RuntimeError(f"release {champion['release']} became champion while this refresh ran from "
@@ -374,11 +422,7 @@ def promote(run_uri: str, release_uri: str) -> str:
     else:
         decision = _gate(run, manifest, summary, champion)
     if decision["promote"]:
-        if run.mlflow:
-            _set_aliases(run, manifest["registry"], "champion")
-        storage.write_text(storage.join(run.home, "releases", f"{safe_run_id(run.run_id)}.json"),
-                           json.dumps(manifest, indent=2))
-        storage.write_text(current_uri(run.home), json.dumps(manifest, indent=2))
+        publish_champion(run.cfg, run.home, run.mlflow and run.mlflow["uri"], manifest)
         log.info("release %s is the new champion → %s", run.run_id, current_uri(run.home))
     if run.mlflow:
         from mrnet import tracking as tr

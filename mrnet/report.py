@@ -125,12 +125,15 @@ def write_summary(summary: dict, root: str, log=print) -> None:
             f"{summary['seconds']['total']} s\n\n{table}\n\nval_loss: mean normalized validation loss "
             f"over the PG's active tasks (1.0 = label-prior predictor); `<task>.loss`: a decoding task's "
             f"normalized loss; epochs: the epoch whose weights were kept / epochs trained (early stopping).\n"
-            + word2vec_line(summary))
+            + word2vec_line(summary)
+            + "".join(f"\n{pg}: not trained ({why})\n" for pg, why in (summary.get("skipped") or {}).items()))
     storage.write_text(storage.join(root, "summary.md"), text)
     storage.write_text(storage.join(root, "summary.json"), json.dumps(summary, indent=2, default=str))
     log("\n" + table)
     q = summary["quarantine"]
     embedded = sum(r["products_embedded"] for r in summary["pgs"].values())
+    for pg, why in (summary.get("skipped") or {}).items():
+        log(f"{pg}: not trained ({why})")
     log(f"\n{len(summary['pgs'])} PG models trained, {len(summary['failed'])} failed; "
         f"{embedded} products embedded, {q['rows_quarantined']} quarantined "
         f"({storage.join(root, 'catalog', 'quarantine.parquet')}); total {summary['seconds']['total']} s")

@@ -40,11 +40,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from mrnet import storage
 from mrnet.config import SparseAEConfig
 from mrnet.model import load_weights, read_meta, save_model
+from mrnet.progress import bar as progress_bar
 
 log = logging.getLogger("mrnet.sparse_ae")
 
@@ -172,8 +172,8 @@ def train_sparse_ae(cfg: SparseAEConfig, embeddings: dict[str, str], pg_order: l
     for epoch in range(1, cfg.epochs + 1):
         t0, total = time.perf_counter(), 0.0
         order = torch.randperm(len(x_tr), generator=gen).to(device)
-        for s in tqdm(range(steps), desc=f"sparse AE epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
-                      disable=not progress):
+        for s in progress_bar(range(steps), desc=f"sparse AE epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
+                              progress=progress):
             rows = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
             loss = sparse_ae_loss(model, x_tr[rows], g_tr[rows], cfg.rho, cfg.beta)
             opt.zero_grad(set_to_none=True)

@@ -12,12 +12,27 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 S3 = "s3://"
+# a name that becomes one path segment (a PG folder, a run folder, an S3 key part): no '/', no '..'
+SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def is_segment(name: str) -> bool:
+    return bool(SEGMENT.match(str(name))) and ".." not in str(name)
+
+
+def check_segment(name: str, what: str) -> str:
+    """``name`` unchanged if it is a safe path segment, else a ValueError that names it."""
+    if not is_segment(name):
+        raise ValueError(f"{what} {name!r} cannot be a file or folder name: use letters, digits, '_', '-' and '.', "
+                         "starting with a letter or digit, without '..'")
+    return name
 
 
 def is_s3(uri: str) -> bool:
@@ -106,10 +121,24 @@ def atomic_path(uri: str, suffix: str = "") -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: readers (a UI, MLflow) need the umask's mode
         os.replace(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    """The process umask: from /proc on Linux (no race with other threads), else set and put back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(uri: str, data: bytes) -> str:

@@ -24,6 +24,7 @@ is downloaded and read with safetensors. Nothing is unpickled, and no MLflow fla
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -39,23 +40,53 @@ from mrnet.config import Config
 log = logging.getLogger("mrnet.tracking")
 
 
-def tracking_uri(cfg: Config, home: str) -> str:
-    """Config, else $MLFLOW_TRACKING_URI, else a SQLite file beside the artifacts."""
+def tracking_uri(cfg: Config, home: str, create: bool = True) -> str:
+    """Config, else $MLFLOW_TRACKING_URI, else a SQLite file beside the artifacts. Readers
+    (``create=False``: compare, embed, neighbours) never create that file: a mistyped
+    artifact root is an error naming it, not a new empty store."""
     if cfg.tracking.uri:
         return cfg.tracking.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     if storage.is_s3(home):
         raise ValueError("artifact_root is on S3: set tracking.uri or MLFLOW_TRACKING_URI to an MLflow server")
+    db = Path(home).resolve() / "mlflow.db"
+    if not create and not db.exists():
+        raise FileNotFoundError(f"no MLflow tracking store at {db}: is artifact_root ({home}) the one your runs used?")
     Path(home).mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{Path(home).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{db}"
 
 
 @functools.lru_cache(maxsize=4)
 def client(uri: str):
+    """An MlflowClient whose stores are initialised: a new SQLite store is created and migrated
+    under a file lock, so two first runs on a fresh artifact root do not both migrate it."""
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        with _store_lock(uri):  # the constructor creates + migrates the tracking store ...
+            c = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            c.search_registered_models(max_results=1)  # ... and this the registry's
+    except Exception as exc:  # mlflow/sqlalchemy errors: one line that names the store
+        message = " ".join(str(exc).split("\n")[0].split())
+        raise RuntimeError(f"MLflow tracking store {uri}: {message}") from exc
+    return c
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """An exclusive lock on ``<db>.lock`` beside a SQLite store; nothing for a server."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(uri.removeprefix("sqlite:///") + ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def experiment_id(uri: str, name: str, home: str) -> str:
@@ -166,6 +197,17 @@ def log_text(uri: str, run_id: str, text: str, path: str) -> None:
 
 def finish(uri: str, run_id: str, status: str = "FINISHED") -> None:
     client(uri).set_terminated(run_id, status)
+
+
+def close_open_runs(uri: str, exp_id: str, run_id: str, status: str, keep: str | None = None) -> int:
+    """Mark every still-RUNNING MLflow run of DAG run ``run_id`` (parent and nested) ``status``
+    (FAILED or KILLED), except ``keep``; returns how many. MLflow never ends a run whose
+    process died."""
+    open_runs = [r for r in find_runs(uri, exp_id, {"mrnet.run_id": run_id})
+                 if r.info.status == "RUNNING" and r.info.run_id != keep]
+    for r in open_runs:
+        client(uri).set_terminated(r.info.run_id, status)
+    return len(open_runs)
 
 
 def artifact_uri(uri: str, run_id: str, path: str) -> str:

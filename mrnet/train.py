@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -28,11 +27,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from mrnet import storage, tasks as T
+from mrnet import storage, tasks as T, word2vec as W
 from mrnet.config import Config
 from mrnet.model import MRNet, build_model, save_model
+from mrnet.progress import bar as progress_bar, interactive as is_interactive
 from mrnet.text import Vocab, length_buckets
 
 
@@ -188,13 +187,16 @@ def epoch_steps(data: PGData, batch_size: int, tasks=None) -> int:
 
 
 @torch.no_grad()
-def init_weights(model: MRNet, vectors: np.ndarray, states: dict[str, dict]) -> None:
-    """Word2vec rows into the embedding; each head starts as its trivial predictor.
+def init_weights(model: MRNet, vectors: np.ndarray, states: dict[str, dict], subwords=None) -> None:
+    """Word2vec rows into the embedding (FastText's n-gram table, if any, into the model's
+    ``subwords``); each head starts as its trivial predictor.
 
     A head's bias is the training prior (class log-frequencies, target mean, mean TF-IDF
     vector) and its weights are small, so every normalized task loss starts near 1.0.
     """
     model.words.weight.copy_(torch.from_numpy(vectors))
+    if subwords is not None:
+        model.subwords.copy_(torch.from_numpy(np.asarray(subwords)))
     for name, state in states.items():
         head = model.heads[name]
         head.weight.mul_(0.1)
@@ -226,18 +228,25 @@ def pg_split(cfg: Config, catalog: pd.DataFrame, pg: str) -> tuple[pd.DataFrame,
 
 
 def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors: np.ndarray,
-             out_dir: str, on_epoch=None) -> tuple[str, dict]:
-    """Train (or resume) the model of one PG; write model.safetensors + metrics.json."""
+             out_dir: str, on_epoch=None, subwords: tuple[np.ndarray, dict] | None = None) -> tuple[str, dict]:
+    """Train (or resume) the model of one PG; write model.safetensors + metrics.json.
+    ``subwords`` (FastText's n-gram table, info): the PG's words below min count get their
+    n-gram vector instead of ``<unk>``, and the table travels in the model for cold start."""
     train_df, val_df = pg_split(cfg, catalog, pg)
     states = [T.fit_task(spec, train_df) for spec in cfg.tasks]
     active = {s["name"]: s for s in states if s["active"]}
     if not active:
         raise ValueError(f"PG {pg!r}: no task has enough labels ({[s.get('why') for s in states]})")
+    if subwords is not None:
+        rare = W.unseen_words(words, catalog.loc[catalog["product_group"] == pg, "title"], cfg.model.max_tokens)
+        words, vectors = words + rare, np.concatenate([vectors, W.subword_vectors(rare, *subwords)])
     meta = {"pg": pg, "config": cfg.model_dump(mode="json"), "config_hash": cfg.training_hash(),
             "vocab": words, "tasks": states, "n_train": len(train_df), "n_val": len(val_df)}
+    if subwords is not None:
+        meta["subwords"] = subwords[1]
     torch.manual_seed(cfg.train.seed)  # the LSTM's initial weights
     model = build_model(meta)
-    init_weights(model, vectors, active)
+    init_weights(model, vectors, active, None if subwords is None else subwords[0])
     return fit(cfg, model, meta, train_df, val_df, active, out_dir, on_epoch)
 
 
@@ -333,13 +342,13 @@ def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: p
     steps = cfg.train.steps_per_epoch or epoch_steps(train, cfg.train.batch_size, active)
     loop = alternating_optimization if cfg.train.optimization == "alternating" else joint_optimization
     amp = cfg.train.amp and device.type == "cuda"
-    interactive = cfg.train.progress and sys.stderr.isatty()
+    interactive = is_interactive(cfg.train.progress)
     t_start = time.perf_counter()
     for epoch in range(start + 1, cfg.train.epochs + 1):
         if stopped:
             break
-        bar = tqdm(total=steps, desc=f"{pg} epoch {epoch}/{cfg.train.epochs}", unit="step", leave=False,
-                   disable=not interactive)
+        bar = progress_bar(total=steps, desc=f"{pg} epoch {epoch}/{cfg.train.epochs}", unit="step", leave=False,
+                           progress=cfg.train.progress)
         t0 = time.perf_counter()
         losses, titles = loop(model, opts, train, active, steps, cfg.train.batch_size, gen, device, amp, bar)
         seconds = time.perf_counter() - t0

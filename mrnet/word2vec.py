@@ -24,15 +24,14 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 import time
 
 import numpy as np
-from tqdm import tqdm
 
 from mrnet import storage
 from mrnet.config import Word2VecConfig
-from mrnet.text import PAD, UNK
+from mrnet.progress import bar as progress_bar, interactive as is_interactive
+from mrnet.text import PAD, UNK, tokenize
 
 log = logging.getLogger("mrnet.word2vec")
 
@@ -100,7 +99,7 @@ def train_word2vec(corpus_uri: str, cfg: Word2VecConfig, out_uri: str,
 
     tokens = count_tokens(corpus_uri)
     min_count, epochs = resolve_settings(cfg, tokens)
-    interactive = progress and sys.stderr.isatty()
+    interactive = is_interactive(progress)
 
     class _Progress(CallbackAny2Vec):
         def __init__(self, bar):
@@ -114,17 +113,25 @@ def train_word2vec(corpus_uri: str, cfg: Word2VecConfig, out_uri: str,
                 log.info("[word2vec] epoch %d/%d, %.0f words/s", self.epoch, epochs, self.epoch * tokens / seconds)
 
     corpus = storage.local_path(corpus_uri)
-    bar = tqdm(total=epochs, desc="word2vec", unit="epoch", disable=not interactive)
-    model = Word2Vec(corpus_file=str(corpus), vector_size=cfg.vector_size, window=cfg.window,
-                     min_count=min_count, sg=cfg.sg, epochs=epochs, seed=cfg.seed,
-                     workers=cfg.workers or os.cpu_count() or 1, callbacks=[_Progress(bar)])
+    bar = progress_bar(total=epochs, desc=cfg.model, unit="epoch", progress=progress)
+    common = dict(corpus_file=str(corpus), vector_size=cfg.vector_size, window=cfg.window, min_count=min_count,
+                  sg=cfg.sg, epochs=epochs, seed=cfg.seed, workers=cfg.workers or os.cpu_count() or 1,
+                  callbacks=[_Progress(bar)])
+    if cfg.model == "fasttext":
+        from gensim.models import FastText
+
+        model = FastText(min_n=cfg.min_n, max_n=cfg.max_n, bucket=cfg.bucket, **common)
+    else:
+        model = Word2Vec(**common)
     bar.close()
     if len(model.wv) == 0:
         raise ValueError(f"word2vec: no word occurs {min_count}+ times in {corpus_uri}; "
                          "lower word2vec.min_count or use a larger catalog")
+    if cfg.model == "fasttext":  # before vectors.bin: a reader that finds vectors.bin finds its n-grams
+        save_subwords(model.wv.vectors_ngrams, cfg, subwords_uri(out_uri))
     with storage.atomic_path(out_uri, suffix=".bin") as tmp:
         model.wv.save_word2vec_format(str(tmp), binary=True)
-    stats = {"vocab_size": len(model.wv), "corpus_words": int(model.corpus_total_words),
+    stats = {"model": cfg.model, "vocab_size": len(model.wv), "corpus_words": int(model.corpus_total_words),
              "min_count": min_count, "epochs": epochs, "degenerate_cosine": cfg.degenerate_cosine,
              "health": health(list(model.wv.index_to_key), np.asarray(model.wv.vectors))}
     line = health_line(stats, cfg.degenerate_cosine)
@@ -141,3 +148,63 @@ def load_vectors(uri: str) -> tuple[list[str], np.ndarray]:
     special = np.stack([np.zeros(vectors.shape[1], np.float32), vectors.mean(axis=0)])
     words = [PAD, UNK] + [w for w in kv.index_to_key]
     return words, np.concatenate([special, vectors])
+
+
+# ------------------------------------------------------------------ FastText subwords
+
+
+def subwords_uri(vectors_uri: str) -> str:
+    """The n-gram table beside a FastText run's ``vectors.bin``."""
+    return vectors_uri.rsplit("/", 1)[0] + "/subwords.safetensors" if "/" in vectors_uri else "subwords.safetensors"
+
+
+def save_subwords(table: np.ndarray, cfg: Word2VecConfig, uri: str) -> str:
+    """The (bucket, dim) n-gram vectors as float16 safetensors, with min_n/max_n/bucket in the
+    header (nothing pickled)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    info = {"min_n": cfg.min_n, "max_n": cfg.max_n, "bucket": cfg.bucket}
+    with storage.atomic_path(uri, suffix=".safetensors") as tmp:
+        save_file({"ngrams": torch.from_numpy(np.asarray(table, np.float32)).half().contiguous()}, str(tmp),
+                  metadata={"subwords": json.dumps(info)})
+    return uri
+
+
+def load_subwords(vectors_uri: str) -> tuple[np.ndarray, dict] | None:
+    """(n-gram table (bucket, dim) float16, info) of a FastText ``vectors.bin``; None for word2vec."""
+    import json
+
+    from safetensors import safe_open
+
+    uri = subwords_uri(vectors_uri)
+    if not storage.exists(uri):
+        return None
+    with safe_open(str(storage.local_path(uri)), framework="np") as fh:
+        return fh.get_tensor("ngrams"), json.loads(fh.metadata()["subwords"])
+
+
+def subword_vectors(words: list[str], table, info: dict) -> np.ndarray:
+    """FastText's vector of words it never saw (gensim's rule): the mean of the rows of their
+    hashed character n-grams, (len(words), dim) float32; a word without n-grams gets zeros."""
+    from gensim.models.fasttext import ft_ngram_hashes
+
+    table = np.asarray(table)
+    out = np.zeros((len(words), table.shape[1]), np.float32)
+    for i, word in enumerate(words):
+        rows = ft_ngram_hashes(word, info["min_n"], info["max_n"], info["bucket"])
+        if rows:
+            out[i] = table[rows].astype(np.float32).mean(axis=0)
+    return out
+
+
+def unseen_words(words: list[str], titles, max_tokens: int) -> list[str]:
+    """The tokens of ``titles`` (first ``max_tokens`` of each) that ``words`` lacks, first seen first."""
+    known, out = set(words), {}
+    for title in titles:
+        for token in tokenize(title)[:max_tokens]:
+            if token not in known:
+                out.setdefault(token)
+    return list(out)

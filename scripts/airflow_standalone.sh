@@ -5,6 +5,8 @@
 set -euo pipefail
 : "${AIRFLOW_HOME:?run through make airflow}"
 port="${AIRFLOW_PORT:-8080}"
+# this host only, unless asked (AIRFLOW_HOST=0.0.0.0): standalone's simple auth manager is for development
+export AIRFLOW__API__HOST="${AIRFLOW_HOST:-127.0.0.1}"
 export AIRFLOW__API__PORT="$port"
 export AIRFLOW__API__BASE_URL="http://localhost:$port"
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:-admin:admin}"

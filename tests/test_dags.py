@@ -188,8 +188,11 @@ def _stage(home, run_dir, name):
 
 def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, tmp_path):
     home = tmp_path / "home"
-    first = dags_test("mrnet_retrain", _conf(home, fixture_catalog))
+    loud = _conf(home, fixture_catalog)
+    loud["overrides"].append("train.progress=true")  # as a real run: bars on a TTY, lines in a task log
+    first = dags_test("mrnet_retrain", loud)
     assert first.returncode == 0, first.stdout[-4000:]
+    assert "\r" not in first.stdout + first.stderr  # task logs: one line per epoch, no tqdm frames
     (run1,) = _runs(home)
     watches = home / "runs" / run1 / "embeddings" / "watches"  # tiny: shards of 50 products, committed
     parts = json.loads((watches / "_manifest.json").read_text())["parts"]

@@ -13,7 +13,7 @@ COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
 DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
 SECRET = re.compile(r"PASSWORD|SECRET|KEY|_USER$|USERNAME")
-ONE_SHOT = {"airflow-init", "minio-init"}
+ONE_SHOT = {"airflow-init", "minio-init", "mlflow-init"}
 
 
 def test_every_service_has_a_healthcheck_and_waits_for_what_it_needs():
@@ -127,3 +127,29 @@ def test_dockerfiles_install_from_the_lock(path):
 def test_the_filled_in_env_file_is_never_committed():
     assert ".env" in (REPO / ".gitignore").read_text().splitlines()
     assert "!.env" not in (REPO / ".dockerignore").read_text().splitlines()  # nor copied into an image
+
+
+def test_mlflow_needs_a_login_and_nothing_listens_beyond_localhost_by_default():
+    """Issue 15: champion is what embed, neighbours and the gate trust, so MLflow runs its own basic
+    auth with an admin from .env, the tasks log in as a user of their own, and every published port
+    binds the configured address (127.0.0.1 in .env.example)."""
+    mlflow = COMPOSE["services"]["mlflow"]
+    start = (REPO / "docker" / "mlflow" / "start.sh").read_text()
+    assert "--app-name basic-auth" in start and "default_permission = READ" in start
+    assert "Flask-WTF==" in (REPO / "docker" / "mlflow.Dockerfile").read_text()  # mlflow[auth]'s dependency
+    env = mlflow["environment"]
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${MLFLOW_ADMIN_PASSWORD:?")
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"].startswith("${MLFLOW_SECRET_KEY:?")
+    tasks = COMPOSE["x-airflow-env"]
+    assert tasks["MLFLOW_TRACKING_USERNAME"].startswith("${MRNET_MLFLOW_USERNAME:?")
+    assert "MLFLOW_ADMIN" not in str(tasks)  # the tasks never hold the admin's credentials
+    assert COMPOSE["services"]["airflow-scheduler"]["depends_on"]["mlflow-init"] == {
+        "condition": "service_completed_successfully"}
+    for name, service in COMPOSE["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("${MRNET_BIND_ADDRESS:?"), (name, port)
+    example = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert example["MRNET_BIND_ADDRESS"] == "127.0.0.1"
+    standalone = (REPO / "scripts" / "airflow_standalone.sh").read_text()
+    assert 'AIRFLOW__API__HOST="${AIRFLOW_HOST:-127.0.0.1}"' in standalone

@@ -1,5 +1,7 @@
 #!/bin/sh
-# First start of the postgres service: a database for MLflow beside Airflow's.
+# First start of the postgres service: databases for MLflow (runs, registry) and its auth users.
 set -eu
-psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
-  -c "CREATE DATABASE \"$MLFLOW_DB\" OWNER \"$POSTGRES_USER\""
+for db in "$MLFLOW_DB" "${MLFLOW_DB}_auth"; do
+  psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
+    -c "CREATE DATABASE \"$db\" OWNER \"$POSTGRES_USER\""
+done

@@ -1,0 +1,98 @@
+"""Issue 15: a promotion SIGKILLed at any alias (or before current.json) leaves one champion that
+every reader agrees on, and `repair_champion` / `mrnet promote --repair` makes the mirrors follow."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from mrnet import release, tracking
+from tests.conftest import REPO, tiny_config
+
+PARTS = ["watches", "beverages", "automotive", "sparse_ae", "crosslingual_ae"]
+
+
+def _cfg(home):
+    return tiny_config(home, "tracking.enabled=true")
+
+
+def _release(uri, home, name):
+    """Register one version of every part plus the release whose tag names its manifest."""
+    exp = tracking.experiment_id(uri, "mrnet", str(home))
+    run_id = tracking.find_or_create_run(uri, exp, {"mrnet.run_id": name, "mrnet.kind": "parent"}, name)
+    manifest = {"release": name, "models": {}, "registry": {}}
+    for part in PARTS:
+        source = home / name / part
+        source.mkdir(parents=True)
+        manifest["registry"][part] = tracking.register(uri, f"mrnet-{part}", str(source), run_id, {"release": name})
+        if part in PARTS[:3]:
+            manifest["models"][part] = {"uri": str(source / "model.safetensors"), "version": name}
+    path = home / name / "release.json"
+    manifest["registry"]["release"] = tracking.register(uri, "mrnet-release", str(home / name), run_id,
+                                                        {"release": name, "manifest": str(path)})
+    path.write_text(json.dumps(manifest))
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """A store where release `old` is champion and release `new` is registered, not yet promoted."""
+    home = tmp_path_factory.mktemp("promo")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    old = _release(uri, home, "old")
+    release.publish_champion(_cfg(home), str(home), uri, old)
+    _release(uri, home, "new")
+    return home
+
+
+KILL = """
+import json, os, signal, sys
+from mrnet import release, storage, tracking
+from tests.conftest import tiny_config
+home, at = sys.argv[1], sys.argv[2]
+calls, real_alias, real_write = [0], tracking.set_alias, storage.write_text
+def set_alias(*args):
+    calls[0] += 1
+    if str(calls[0]) == at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_alias(*args)
+def write_text(uri, text):
+    if at == "current.json" and uri.endswith("current.json"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_write(uri, text)
+tracking.set_alias, storage.write_text = set_alias, write_text
+release.storage.write_text = write_text
+manifest = json.load(open(home + "/new/release.json"))
+release.publish_champion(tiny_config(home, "tracking.enabled=true"), home, f"sqlite:///{home}/mlflow.db", manifest)
+"""
+
+
+@pytest.mark.parametrize("at", [str(i) for i in range(1, len(PARTS) + 2)] + ["current.json"])
+def test_a_promotion_killed_anywhere_leaves_one_champion_and_repair_mirrors_it(history, tmp_path, at):
+    from mrnet.cli import _champion_model
+
+    home = tmp_path / "home"
+    shutil.copytree(history, home)
+    for manifest in home.glob("*/release.json"):  # the copies' manifests and sources live in the copy
+        manifest.write_text(manifest.read_text().replace(str(history), str(home)))
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    c = tracking.client(uri)
+    for v in c.search_model_versions("name = 'mrnet-release'"):
+        c.set_model_version_tag("mrnet-release", v.version, "manifest", str(home / v.tags["release"] / "release.json"))
+    proc = subprocess.run([sys.executable, "-c", KILL, str(home), at], cwd=REPO, capture_output=True, text=True,
+                          env=os.environ | {"PYTHONPATH": str(REPO)})
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    cfg = _cfg(home)
+    expected = "new" if at == "current.json" else "old"  # calls 1-5: the mirrors; 6: the release pointer
+    champion, _ = release.manifest_by_alias(cfg, "champion")
+    assert champion["release"] == expected
+    assert _champion_model(cfg, "watches") == str(home / expected / "watches" / "model.safetensors")
+    release.repair_champion(cfg, str(home), uri)
+    for part, version in champion["registry"].items():
+        assert str(c.get_model_version_by_alias(f"mrnet-{part}", "champion").version) == version, part
+    current = json.loads((home / "releases" / "current.json").read_text())
+    assert current["release"] == expected
+    assert release.repair_champion(cfg, str(home), uri) == []  # nothing left to repair
