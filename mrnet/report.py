@@ -110,7 +110,8 @@ def word2vec_line(summary: dict) -> str:
         return ""
     flag = " **degenerate: see docs/TRAINING.md**" if not h["mean_cosine"] <= w2v.get("degenerate_cosine", 0.5) else ""
     probes = "; ".join(f"{w}: {', '.join(ns)}" for w, ns in h["neighbours"].items())
-    return (f"\nword vectors: {w2v.get('vocab_size')} words (min count {w2v.get('min_count')}, "
+    algo = {0: "CBOW, ", 1: "skip-gram, "}.get(w2v.get("sg"), "")
+    return (f"\nword vectors: {w2v.get('vocab_size')} words ({algo}min count {w2v.get('min_count')}, "
             f"{w2v.get('epochs')} epochs), mean cosine of the top {h['words']} words {h['mean_cosine']:.3f}{flag}; "
             f"neighbours: {probes}\n")
 

@@ -13,7 +13,12 @@ collapse onto one direction. ``auto`` picks, from the corpus token count N:
 - ``epochs = clip(ceil(target_tokens / N), 5, max_epochs)``: every corpus gets about the same
   number of word updates (20M by default) as long as that takes at most 50 epochs;
 - ``min_count = clip(round(2 + 4 · log10(N / 1M)), 2, 10)``: 2 up to 1M tokens, 6 at 10M,
-  10 from 100M on (the paper's value).
+  10 from 100M on (the paper's value);
+- ``sg``: skip-gram below 10M tokens (``resolve_sg``), CBOW above.
+
+``model: fasttext`` trains gensim FastText instead: the same word vectors plus a table of hashed
+character n-grams (``subwords.safetensors`` beside ``vectors.bin``), from which a word never seen
+in training gets a vector (``subword_vectors``, gensim's rule) at embed time.
 
 ``health`` measures the result: the mean pairwise cosine of the 1,000 most frequent words
 (0.98 = degenerate, ~0.1–0.3 = healthy) and the nearest neighbours of a few frequent words.
@@ -43,6 +48,12 @@ def count_tokens(corpus_uri: str, chunk: int = 1 << 24) -> int:
         while block := fh.read(chunk):
             tokens += block.count(b" ") + block.count(b"\n")
     return tokens
+
+
+def resolve_sg(cfg: Word2VecConfig, tokens: int) -> int:
+    """Skip-gram (1) or CBOW (0): the configured value, or for ``auto`` skip-gram on corpora below
+    ``sg_below_tokens`` (skip-gram learns rare words better from little text; CBOW is faster)."""
+    return cfg.sg if cfg.sg != "auto" else int(tokens < cfg.sg_below_tokens)
 
 
 def resolve_settings(cfg: Word2VecConfig, tokens: int) -> tuple[int, int]:
@@ -82,7 +93,8 @@ def health_line(stats: dict, threshold: float) -> str:
     """One log line; a loud WARNING when the vectors are degenerate."""
     h = stats["health"]
     probes = "; ".join(f"{w}: {', '.join(ns)}" for w, ns in h["neighbours"].items())
-    line = (f"[word2vec] {stats['vocab_size']} words (min count {stats['min_count']}, {stats['epochs']} epochs "
+    algo = {0: "CBOW, ", 1: "skip-gram, "}.get(stats.get("sg"), "")
+    line = (f"[word2vec] {stats['vocab_size']} words ({algo}min count {stats['min_count']}, {stats['epochs']} epochs "
             f"over {stats['corpus_words']} tokens); mean cosine of the top {h['words']} words "
             f"{h['mean_cosine']:.3f}; neighbours: {probes}")
     if not h["mean_cosine"] <= threshold:
@@ -99,6 +111,7 @@ def train_word2vec(corpus_uri: str, cfg: Word2VecConfig, out_uri: str,
 
     tokens = count_tokens(corpus_uri)
     min_count, epochs = resolve_settings(cfg, tokens)
+    sg = resolve_sg(cfg, tokens)
     interactive = is_interactive(progress)
 
     class _Progress(CallbackAny2Vec):
@@ -115,7 +128,7 @@ def train_word2vec(corpus_uri: str, cfg: Word2VecConfig, out_uri: str,
     corpus = storage.local_path(corpus_uri)
     bar = progress_bar(total=epochs, desc=cfg.model, unit="epoch", progress=progress)
     common = dict(corpus_file=str(corpus), vector_size=cfg.vector_size, window=cfg.window, min_count=min_count,
-                  sg=cfg.sg, epochs=epochs, seed=cfg.seed, workers=cfg.workers or os.cpu_count() or 1,
+                  sg=sg, epochs=epochs, seed=cfg.seed, workers=cfg.workers or os.cpu_count() or 1,
                   callbacks=[_Progress(bar)])
     if cfg.model == "fasttext":
         from gensim.models import FastText
@@ -132,7 +145,7 @@ def train_word2vec(corpus_uri: str, cfg: Word2VecConfig, out_uri: str,
     with storage.atomic_path(out_uri, suffix=".bin") as tmp:
         model.wv.save_word2vec_format(str(tmp), binary=True)
     stats = {"model": cfg.model, "vocab_size": len(model.wv), "corpus_words": int(model.corpus_total_words),
-             "min_count": min_count, "epochs": epochs, "degenerate_cosine": cfg.degenerate_cosine,
+             "min_count": min_count, "epochs": epochs, "sg": sg, "degenerate_cosine": cfg.degenerate_cosine,
              "health": health(list(model.wv.index_to_key), np.asarray(model.wv.vectors))}
     line = health_line(stats, cfg.degenerate_cosine)
     (log.warning if line.startswith("WARNING") else log.info)(line)

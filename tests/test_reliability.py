@@ -271,3 +271,26 @@ def test_two_first_runs_on_a_fresh_root_both_get_a_migrated_store(tmp_path):
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outs]
     assert outs[0][0].strip() == outs[1][0].strip()  # one experiment, found by both
+
+
+def test_mrnet_run_resume_continues_the_newest_unfinished_run(tmp_path, capsys, monkeypatch):
+    import json
+
+    from mrnet import pipeline
+
+    demo = str(REPO / "configs" / "demo.yaml")
+    home = tmp_path / "home"
+    assert "nothing to resume" in _cli_error(capsys, "run", "--resume", "--config", demo, f"--set=artifact_root={home}")
+    for name, started, done in (("old", 1.0, False), ("done", 3.0, True), ("new", 2.0, False)):
+        folder = home / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "run.json").write_text(json.dumps({"run_id": name, "started": started, "params": {"tiny": name}}))
+        if done:
+            (folder / "gate.json").write_text("{}")
+    seen = []
+    monkeypatch.setattr(pipeline, "run", lambda params, run_id, mode: seen.append((params, run_id, mode)) or
+                        {"run_id": run_id, "artifact_root": str(home / "runs" / run_id)})
+    from mrnet.cli import main
+
+    assert main(["run", "--resume", "--config", demo, f"--set=artifact_root={home}"]) == 0
+    assert seen == [({"tiny": "new"}, "new", "retrain")]  # the newest without gate.json, with its own params

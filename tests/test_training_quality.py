@@ -100,3 +100,11 @@ def test_early_stopping_restores_the_best_epoch(tiny_artifacts, tmp_path):
     kept, reference = load_file(uri), load_file(uri_exact)
     assert all(torch.equal(kept[k], reference[k]) for k in reference)
     assert base  # the overrides above, spelled as a user would
+
+
+def test_skip_gram_on_small_corpora_cbow_on_large_ones():
+    from mrnet.word2vec import resolve_sg
+
+    cfg = Word2VecConfig()
+    assert resolve_sg(cfg, 600_000) == 1 and resolve_sg(cfg, 2_000_000_000) == 0
+    assert resolve_sg(Word2VecConfig(sg=0), 600_000) == 0 and resolve_sg(Word2VecConfig(sg=1), 10**10) == 1
