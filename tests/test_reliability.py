@@ -294,3 +294,21 @@ def test_mrnet_run_resume_continues_the_newest_unfinished_run(tmp_path, capsys, 
 
     assert main(["run", "--resume", "--config", demo, f"--set=artifact_root={home}"]) == 0
     assert seen == [({"tiny": "new"}, "new", "retrain")]  # the newest without gate.json, with its own params
+
+
+def test_readers_on_a_mistyped_root_create_no_store_and_an_unknown_pg_lists_the_known(tmp_path, capsys, monkeypatch):
+    from mrnet import release
+    from mrnet.cli import _champion_model
+
+    demo = str(REPO / "configs" / "demo.yaml")
+    wrong = tmp_path / "typo"
+    assert "no MLflow tracking store at" in _cli_error(capsys, "compare", "--config", demo, f"--set=artifact_root={wrong}")
+    assert "no MLflow tracking store at" in _cli_error(capsys, "embed", "--pg", "watches", "--titles", "x.csv",
+                                                       "--config", demo, f"--set=artifact_root={wrong}")
+    assert not wrong.exists()
+    monkeypatch.setattr(release, "manifest_by_alias", lambda cfg, alias: (
+        {"release": "r1", "models": {"watches": {"uri": "/m/watches.safetensors"}, "footwear": {"uri": "/m/f"}}}, "here"))
+    cfg = load_config(demo)
+    assert _champion_model(cfg, "watches") == "/m/watches.safetensors"
+    with pytest.raises(ValueError, match=r"unknown PG 'NOPE': champion release r1 has \['footwear', 'watches'\]"):
+        _champion_model(cfg, "NOPE")
