@@ -34,7 +34,6 @@ from mrnet.progress import bar as progress_bar
 from mrnet.text import tokenize, vectorizer
 
 log = logging.getLogger("mrnet.evaluation")
-MRNET_FEATURES = ("agnostic", "pg")
 CLASSIFIERS = ("lr", "rf")
 
 

@@ -146,7 +146,8 @@ def _stages(run_uri: str, mode: str) -> dict:
 
 
 def latest_run(runs_uri: str) -> str:
-    """The run folder under ``runs_uri`` whose run.json is newest (local artifact roots)."""
+    """The run folder under ``runs_uri`` whose summary.md is newest: the newest run that got as far
+    as its report (local artifact roots)."""
     runs = sorted(storage.local_path(runs_uri).glob("*/summary.md"), key=lambda p: p.stat().st_mtime)
     if not runs:
         raise FileNotFoundError(f"no finished run under {runs_uri}")
