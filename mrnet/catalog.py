@@ -350,10 +350,9 @@ def validate_catalog(uri: str, out_dir: str, pgs: list[str] | None, tasks: list[
     clean = clean.sort_values("product_group", kind="stable").reset_index(drop=True)
     summary = quarantine_summary(uri, len(raw) + len(bad_rows), quarantine) | {"warnings": warnings,
                                                                                "rows_used": len(clean)}
-    frames = (("quarantine.parquet", quarantine),) + ((("catalog.parquet", clean),) if len(clean) else ())
-    for name, frame in frames:
-        with storage.atomic_path(storage.join(out_dir, name), suffix=".parquet") as tmp:
-            frame.to_parquet(tmp, index=False)
+    storage.write_parquet(quarantine, storage.join(out_dir, "quarantine.parquet"))
+    if len(clean):
+        storage.write_parquet(clean, storage.join(out_dir, "catalog.parquet"))
     storage.write_text(storage.join(out_dir, "quarantine_summary.json"), json.dumps(summary, indent=2))
     if not len(clean):  # nothing to train on: stop here, before an empty corpus is built and cached
         why = f"all {summary['rows_in']} quarantined ({summary['by_reason']})" if summary["rows_in"] else "it has no rows"

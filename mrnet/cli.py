@@ -33,15 +33,17 @@ def _cmd_run(cfg: Config, args) -> None:
               "promote": not args.no_promote}
     run_id = args.run_id
     if args.resume:
-        from mrnet.flow import _absolute, unfinished_run
+        from mrnet.flow import unfinished_run
 
-        found = unfinished_run(_absolute(cfg.artifact_root))
+        found = unfinished_run(storage.absolute(cfg.artifact_root))
         if found is None:
-            raise ValueError(f"nothing to resume: every run under {_absolute(cfg.artifact_root)}/runs finished")
+            raise ValueError(f"nothing to resume: every run under {storage.absolute(cfg.artifact_root)}/runs finished")
         run_id, params = found
         print(f"resuming run {run_id} with its own params", flush=True)
     signal.signal(signal.SIGTERM, _terminate)  # `kill`: end the MLflow runs as KILLED, not left RUNNING
-    summary = pipeline.run(params, run_id, mode="refresh" if args.command == "refresh" else "retrain")
+    from mrnet import runner
+
+    summary = runner.run(params, run_id, mode="refresh" if args.command == "refresh" else "retrain")
     print(f"run {summary['run_id']}: {summary['artifact_root']}")
 
 
@@ -131,10 +133,9 @@ def _beside(uri: str, suffix: str) -> str:
 
 def _cmd_promote(cfg: Config, args) -> None:
     from mrnet import tracking
-    from mrnet.flow import _absolute
     from mrnet.release import repair_champion
 
-    home = _absolute(cfg.artifact_root)
+    home = storage.absolute(cfg.artifact_root)
     uri = tracking.tracking_uri(cfg, home, create=False) if cfg.tracking.enabled else None
     fixed = repair_champion(cfg, home, uri)
     print("\n".join(fixed) if fixed else "every champion alias and releases/current.json agree with the champion release")
@@ -146,9 +147,8 @@ def _cmd_embed(cfg: Config, args) -> None:
     model = args.model or _champion_model(cfg, args.pg)
     if model.startswith("models:/"):
         from mrnet import tracking
-        from mrnet.flow import _absolute
 
-        model = tracking.resolve_model(tracking.tracking_uri(cfg, _absolute(cfg.artifact_root), create=False), model)
+        model = tracking.resolve_model(tracking.tracking_uri(cfg, storage.absolute(cfg.artifact_root), create=False), model)
     if args.titles:
         print(embed_cold_start(model, args.titles, args.out or _beside(args.titles, ".emb.parquet"),
                                cfg.embed.batch_size))

@@ -191,7 +191,7 @@ def _inputs(cfg, out_dir: str):
         catalogs[side], quarantined[f"catalog_{side}"] = read_catalog(clean), summary["rows_quarantined"]
     pairs, bad = locales.clean_pairs(pairs, set(catalogs["a"]["product_id"]), set(catalogs["b"]["product_id"]),
                                      xl.pairs)
-    locales._write(bad, storage.join(out_dir, "pairs_quarantine.parquet"))
+    storage.write_parquet(bad, storage.join(out_dir, "pairs_quarantine.parquet"))
     quarantined["pairs"] = len(bad)
     return pairs, catalogs, quarantined, description
 

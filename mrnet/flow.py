@@ -27,14 +27,13 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
+from datetime import datetime, timezone
 
 from mrnet import pipeline, storage
 from mrnet.config import Config, load_config
@@ -65,7 +64,7 @@ class Run:
         return storage.join(self.root, *parts)
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -74,13 +73,6 @@ def safe_run_id(run_id: str) -> str:
     would climb out of the runs folder ('..', '.', '../x') is refused, not rewritten."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", str(run_id)).strip("_")
     return storage.check_segment(safe or "run", "run id")
-
-
-def _absolute(path: str | None) -> str | None:
-    """Relative paths are relative to $MRNET_HOME (default: the working directory)."""
-    if path is None or storage.is_s3(path) or os.path.isabs(path):
-        return path
-    return str(Path(os.environ.get("MRNET_HOME", os.getcwd())) / path)
 
 
 def _overrides(params: dict, mode: str) -> list[str]:
@@ -99,18 +91,18 @@ def start_run(params: dict, run_id: str, dag_id: str = "cli", mode: str = "retra
     unknown = set(params) - PARAMS
     if unknown:
         raise ValueError(f"unknown run param(s) {sorted(unknown)}; known: {sorted(PARAMS)}")
-    cfg = load_config(_absolute(params.get("config") or "configs/demo.yaml"), _overrides(params, mode),
+    cfg = load_config(storage.absolute(params.get("config") or "configs/demo.yaml"), _overrides(params, mode),
                       tiny=bool(params.get("tiny")))
-    data = cfg.data.model_copy(update={k: _absolute(getattr(cfg.data, k))
+    data = cfg.data.model_copy(update={k: storage.absolute(getattr(cfg.data, k))
                                        for k in ("raw_dir", "pg_mapping", "catalog")})
-    home = _absolute(cfg.artifact_root)
+    home = storage.absolute(cfg.artifact_root)
     root = storage.join(home, "runs", safe_run_id(run_id))
     cfg = cfg.model_copy(update={"data": data, "artifact_root": root})
     pipeline.pg_list(cfg)  # unknown PG names fail here, before any work
     tracked = _start_tracking(cfg, home, run_id, dag_id, mode) if cfg.tracking.enabled else None
     run = {"run_id": run_id, "dag_id": dag_id, "mode": mode, "home": home, "root": root,
            "promote": bool(params.get("promote", True)), "params": params, "started": time.time(),
-           "started_at": _now(), "mlflow": tracked, "config": cfg.model_dump(mode="json")}
+           "started_at": utc_now(), "mlflow": tracked, "config": cfg.model_dump(mode="json")}
     uri = storage.join(root, "run.json")
     storage.write_text(uri, json.dumps(run, indent=2))
     log.info("run %s (%s, %s): %s", run_id, dag_id, mode, root)
@@ -145,13 +137,11 @@ def end_tracking(run_uri: str, status: str) -> None:
 def unfinished_run(home: str) -> tuple[str, dict] | None:
     """(run id, params) of the newest run under ``home`` that never reached the promotion gate
     (no gate.json), for ``mrnet run --resume``; None when every run finished."""
-    runs = sorted(storage.local_path(storage.join(home, "runs")).glob("*/run.json"),
-                  key=lambda p: json.loads(p.read_text())["started"]) if storage.exists(storage.join(home, "runs")) else []
-    for path in reversed(runs):
-        if not (path.parent / "gate.json").exists():
-            record = json.loads(path.read_text())
-            return record["run_id"], record["params"]
-    return None
+    runs = Path(home) / "runs"
+    records = [(json.loads(p.read_text()), p.parent) for p in runs.glob("*/run.json")] if runs.is_dir() else []
+    unfinished = [r for r, folder in records if not (folder / "gate.json").exists()]
+    newest = max(unfinished, key=lambda r: r["started"], default=None)
+    return newest and (newest["run_id"], newest["params"])
 
 
 @functools.lru_cache(maxsize=8)
@@ -189,16 +179,16 @@ def track_stage(run: Run, stage: str, metrics: dict, artifacts: tuple[tuple[str,
     tr.finish(uri, run_id)
 
 
-def _record(run: Run, stage: str, data: dict) -> None:
+def record_stage(run: Run, stage: str, data: dict) -> None:
     storage.write_text(run.path("stages", f"{stage}.json"), json.dumps(data, indent=2, default=str))
 
 
-def _stage(run: Run, stage: str) -> dict:
+def read_stage(run: Run, stage: str) -> dict:
     return json.loads(storage.read_text(run.path("stages", f"{stage}.json")))
 
 
-def _optional_stage(run: Run, stage: str) -> dict | None:
-    return _stage(run, stage) if storage.exists(run.path("stages", f"{stage}.json")) else None
+def optional_stage(run: Run, stage: str) -> dict | None:
+    return read_stage(run, stage) if storage.exists(run.path("stages", f"{stage}.json")) else None
 
 
 def validate(run_uri: str) -> str:
@@ -210,7 +200,7 @@ def validate(run_uri: str) -> str:
     log.info("[catalog] %s", describe_quarantine(quarantine))
     catalog_hash = storage.sha256_file(storage.local_path(quarantine["source_file"]))[:16]
     seconds = round(time.perf_counter() - t0, 2)
-    _record(run, "validate", {"uri": uri, "quarantine": quarantine, "catalog_hash": catalog_hash, "seconds": seconds})
+    record_stage(run, "validate", {"uri": uri, "quarantine": quarantine, "catalog_hash": catalog_hash, "seconds": seconds})
     if run.mlflow:
         from mrnet import tracking as tr
 
@@ -251,11 +241,11 @@ def _cached(run: Run, kind: str, key: str, filename: str, build, texts=None) -> 
         log.info("[%s] cache hit %s (built by run %s): inputs unchanged, not rebuilt", kind, key, meta["built_by"])
     else:
         _, stats = build(out)
-        meta = {"key": key, "stats": stats, "built_by": run.run_id, "created": _now()}
+        meta = {"key": key, "stats": stats, "built_by": run.run_id, "created": utc_now()}
         storage.write_text(marker, json.dumps(meta, indent=2))
         log.info("[%s] cache miss %s: built %s", kind, key, stats)
     seconds = round(time.perf_counter() - t0, 2)
-    _record(run, kind, {"uri": out, "key": key, "cache_hit": hit, "stats": meta["stats"], "seconds": seconds})
+    record_stage(run, kind, {"uri": out, "key": key, "cache_hit": hit, "stats": meta["stats"], "seconds": seconds})
     numbers = {k: v for k, v in meta["stats"].items() if isinstance(v, (int, float))}
     numbers |= {f"health.{k}": v for k, v in (meta["stats"].get("health") or {}).items() if isinstance(v, float)}
     track_stage(run, kind, numbers | {"seconds": seconds, "cache_hit": float(hit)},
@@ -282,26 +272,26 @@ def word2vec(run_uri: str, corpus_uri: str) -> str:
     key = _key(storage.sha256_file(storage.local_path(corpus_uri)), settings)
     return _cached(run, "word2vec", key, "vectors.bin",
                    lambda out: train_word2vec(corpus_uri, run.cfg.word2vec, out, progress=run.cfg.train.progress),
-                   texts=lambda out, stats: {"word2vec/vocab.txt": "\n".join(_vectors(out)[0]),  # readable in the UI
+                   texts=lambda out, stats: {"word2vec/vocab.txt": "\n".join(cached_vectors(out)[0]),  # readable in the UI
                                              "word2vec/health.json": json.dumps(stats.get("health"), indent=2)})
 
 
 @functools.lru_cache(maxsize=2)
-def _catalog(uri: str):
+def cached_catalog(uri: str):
     from mrnet.catalog import read_catalog
 
     return read_catalog(uri)
 
 
 @functools.lru_cache(maxsize=2)
-def _vectors(uri: str):
+def cached_vectors(uri: str):
     from mrnet.word2vec import load_vectors
 
     return load_vectors(uri)
 
 
 @functools.lru_cache(maxsize=2)
-def _subwords(uri: str):
+def cached_subwords(uri: str):
     from mrnet.word2vec import load_subwords
 
     return load_subwords(uri)
@@ -314,7 +304,7 @@ def plan(run_uri: str, catalog_uri: str | None = None) -> list[str]:
     from mrnet.embed import pg_counts
 
     run = load_run(run_uri)
-    catalog_uri = catalog_uri or _stage(run, "validate")["uri"]
+    catalog_uri = catalog_uri or read_stage(run, "validate")["uri"]
     pgs = pipeline.pg_list(run.cfg, catalog_uri)
     if run.mode == "refresh":
         base = json.loads(storage.read_text(run.path("base_release.json")))
@@ -332,7 +322,7 @@ def plan(run_uri: str, catalog_uri: str | None = None) -> list[str]:
     pgs = [pg for pg in pgs if pg not in skipped]
     if not pgs:
         raise ValueError(f"no PG to train: {skipped or 'the PG list is empty'}")
-    _record(run, "plan", {"pgs": pgs, "skipped": skipped})
+    record_stage(run, "plan", {"pgs": pgs, "skipped": skipped})
     return pgs
 
 
@@ -348,7 +338,7 @@ def _pg_stage(run: Run, pg: str, stage: str, shard: tuple[int, int] | None = Non
         yield mlflow_run
     except Exception as exc:
         storage.write_text(run.path("failures", f"{pg}.json"), json.dumps(
-            {"pg": pg, "stage": where, "error": f"{type(exc).__name__}: {exc}", "at": _now(),
+            {"pg": pg, "stage": where, "error": f"{type(exc).__name__}: {exc}", "at": utc_now(),
              "traceback": traceback.format_exc()[-4000:]}, indent=2))
         log.error("[%s] %s failed: %s: %s", pg, where, type(exc).__name__, exc)
         if mlflow_run:
@@ -357,7 +347,7 @@ def _pg_stage(run: Run, pg: str, stage: str, shard: tuple[int, int] | None = Non
             tr.finish(run.mlflow["uri"], mlflow_run, "FAILED")
         raise
     seconds = round(time.perf_counter() - t0, 2)
-    _record(run, f"{stage}-{pg}" + (f"-{shard[0]:05d}" if shard else ""),
+    record_stage(run, f"{stage}-{pg}" + (f"-{shard[0]:05d}" if shard else ""),
             {"pg": pg, "seconds": seconds} | (record or {}))
     if mlflow_run:
         from mrnet import tracking as tr
@@ -366,7 +356,7 @@ def _pg_stage(run: Run, pg: str, stage: str, shard: tuple[int, int] | None = Non
         tr.finish(run.mlflow["uri"], mlflow_run)
 
 
-def _epoch_logger(run: Run, mlflow_run: str | None, flatten=None):
+def epoch_logger(run: Run, mlflow_run: str | None, flatten=None):
     """A training loop's per-epoch callback: the epoch's metrics (``flatten(entry)``, default
     the PG models' names), live, with step = epoch. A resumed retry logs only the epochs it
     trains; the earlier attempt logged the others."""
@@ -392,9 +382,10 @@ def train(run_uri: str, pg: str, catalog_uri: str, vectors_uri: str) -> str:
     """Train one PG model (resuming from this run's checkpoint on a retry)."""
     run = load_run(run_uri)
     with _pg_stage(run, pg, "train") as mlflow_run:
-        words, vectors = _vectors(vectors_uri)
-        uri, report = pipeline._train(run.cfg, pg, _catalog(catalog_uri), words, vectors,
-                                      on_epoch=_epoch_logger(run, mlflow_run), subwords=_subwords(vectors_uri))
+        words, vectors = cached_vectors(vectors_uri)
+        uri, report = pipeline.train_loaded(run.cfg, pg, cached_catalog(catalog_uri), words, vectors,
+                                            on_epoch=epoch_logger(run, mlflow_run),
+                                            subwords=cached_subwords(vectors_uri))
         _log_model(run, mlflow_run, uri, pg)
     resumed = report["resumed_from_epoch"]
     log.info("[%s] trained: %s train / %s val products, %s epochs%s", pg, report["n_train"], report["n_val"],
@@ -409,19 +400,19 @@ def refresh(run_uri: str, pg: str, catalog_uri: str, base_release_uri: str) -> s
     run = load_run(run_uri)
     base = json.loads(storage.read_text(base_release_uri))["models"][pg]["uri"]
     with _pg_stage(run, pg, "train") as mlflow_run:
-        uri, report = refresh_pg(run.cfg, pg, _catalog(catalog_uri), base, run.path("models", pg),
-                                 on_epoch=_epoch_logger(run, mlflow_run))
+        uri, report = refresh_pg(run.cfg, pg, cached_catalog(catalog_uri), base, run.path("models", pg),
+                                 on_epoch=epoch_logger(run, mlflow_run))
         _log_model(run, mlflow_run, uri, pg)
     log.info("[%s] refreshed from %s: %s epochs, re-initialised heads %s", pg,
              report["refreshed_from"]["version"], len(report["history"]), report["reinitialised_heads"])
     return uri
 
 
-def _device(run: Run) -> str:
+def run_device(run: Run) -> str:
     """Where this run's models train and embed: ``train.device`` (auto: CUDA when present)."""
-    from mrnet.train import _device as device
+    from mrnet.train import pick_device
 
-    return str(device(run.cfg))
+    return str(pick_device(run.cfg))
 
 
 def _pg_of_model(model_uri: str) -> str:
@@ -438,7 +429,7 @@ def plan_embed(run_uri: str, models, catalog_uri: str) -> list[str]:
     counts = pg_counts(catalog_uri)
     shards = {pg: shard_ids(pg, counts.get(pg, 0), run.cfg.embed.shard_size)
               for pg in sorted(map(_pg_of_model, models))}
-    _record(run, "embed_plan", {"shard_size": run.cfg.embed.shard_size, "shards": shards})
+    record_stage(run, "embed_plan", {"shard_size": run.cfg.embed.shard_size, "shards": shards})
     log.info("embedding plan: %d PG(s), %d shard(s) of up to %d products", len(shards),
              sum(map(len, shards.values())), run.cfg.embed.shard_size)
     return [shard for pg_shards in shards.values() for shard in pg_shards]
@@ -453,13 +444,13 @@ def embed_shard(run_uri: str, shard: str, catalog_uri: str) -> str:
     out, record = run.path("embeddings", f"{shard}.parquet"), {"shard": shard}
     with _pg_stage(run, pg, "embed", (index, count), record):
         uri, stats = embed(run.path("models", pg, "model.safetensors"), catalog_uri, shard, out, run.cfg.embed,
-                           _device(run))
+                           run_device(run))
         record |= stats
     log.info("[%s] shard %d of %d: %d products → %s", pg, index + 1, count, stats["products"], uri)
     return uri
 
 
 def embed_all(run_uri: str, models, catalog_uri: str) -> list[str]:
-    """Every shard in turn, in this process: the tests' shortcut (``pipeline.run`` and the DAGs map
+    """Every shard in turn, in this process: the tests' shortcut (``runner.run`` and the DAGs map
     ``embed_shard`` themselves, to record each shard's failure)."""
     return [embed_shard(run_uri, shard, catalog_uri) for shard in plan_embed(run_uri, models, catalog_uri)]

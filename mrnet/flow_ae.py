@@ -18,14 +18,14 @@ import logging
 import time
 
 from mrnet import storage
-from mrnet.flow import Run, _device, _epoch_logger, _record, load_run, nested_run, track_stage
+from mrnet.flow import Run, epoch_logger, load_run, nested_run, record_stage, run_device, track_stage
 
 log = logging.getLogger("mrnet.flow")
 
 
 def _skip(run: Run, stage: str, why: str) -> str:
     log.info("[%s] skipped: %s", stage, why)
-    _record(run, stage, {"skipped": why})
+    record_stage(run, stage, {"skipped": why})
     return ""
 
 
@@ -54,13 +54,13 @@ def sparse_autoencoder(run_uri: str, summary_uri: str) -> str:
     model_uri, report = sparse_ae.train_sparse_ae(
         cfg, embeddings, list(load_pg_mapping(run.cfg.data.pg_mapping)) if run.cfg.data.pg_mapping else sorted(embeddings),
         run.path("agnostic", "sparse_ae.safetensors"),
-        run.cfg.train.seed, _device(run), run.cfg.train.progress, _epoch_logger(run, mlflow_run, flatten))
+        run.cfg.train.seed, run_device(run), run.cfg.train.progress, epoch_logger(run, mlflow_run, flatten))
     out, stats = sparse_ae.encode_all(model_uri, embeddings, run.path("embeddings", "pg_agnostic.parquet"))
     metrics_uri = run.path("agnostic", "metrics.json")
     storage.write_text(metrics_uri, json.dumps(report | {"encoded": stats}, indent=2))
     last = report["history"][-1]["val"]
     seconds = round(time.perf_counter() - t0, 2)
-    _record(run, "sparse_autoencoder", {"uri": out, "model": model_uri, "metrics": metrics_uri, "seconds": seconds,
+    record_stage(run, "sparse_autoencoder", {"uri": out, "model": model_uri, "metrics": metrics_uri, "seconds": seconds,
                                         "products": stats["products"], "dim": stats["dim"], "val": last})
     track_stage(run, "sparse_autoencoder", {"seconds": seconds, "products": stats["products"],
                                             "n_train": report["n_train"]},
@@ -80,12 +80,12 @@ def cross_language(run_uri: str) -> str:
     out_dir = run.path("crosslingual")
     mlflow_run = nested_run(run, "stage", "cross_language_autoencoder")
     flatten = lambda e: {"train_loss": e["train_loss"], "epoch_seconds": e["seconds"]}  # noqa: E731
-    uri, result = crosslingual.run(run.cfg, out_dir, _device(run), run.cfg.train.progress,
-                                   _epoch_logger(run, mlflow_run, flatten))
+    uri, result = crosslingual.run(run.cfg, out_dir, run_device(run), run.cfg.train.progress,
+                                   epoch_logger(run, mlflow_run, flatten))
     metrics = {f"retrieval.{method}.{k}": v for method, row in result["retrieval"].items() for k, v in row.items()}
     metrics |= {f"pairs.{k}": v for k, v in result["pairs"].items() if isinstance(v, int)}
     seconds = round(time.perf_counter() - t0, 2)
-    _record(run, "cross_language_autoencoder", {"uri": uri, "model": result["model"], "seconds": seconds,
+    record_stage(run, "cross_language_autoencoder", {"uri": uri, "model": result["model"], "seconds": seconds,
                                                 "retrieval": result["retrieval"], "pairs": result["pairs"]})
     files = tuple((storage.join(out_dir, n), "report") for n in ("report.md", "metrics.json", "retrieval.png"))
     track_stage(run, "cross_language_autoencoder", metrics | {"seconds": seconds},
@@ -96,12 +96,12 @@ def cross_language(run_uri: str) -> str:
 
 def _word_vectors(run: Run):
     """The run's word vectors (a refresh has none of its own: its base release's), or None."""
-    from mrnet.flow import _optional_stage, _vectors
+    from mrnet.flow import cached_vectors, optional_stage
 
-    uri = (_optional_stage(run, "word2vec") or {}).get("uri")
+    uri = (optional_stage(run, "word2vec") or {}).get("uri")
     if not uri and storage.exists(run.path("base_release.json")):
         uri = json.loads(storage.read_text(run.path("base_release.json"))).get("word2vec")
-    return _vectors(uri) if uri and storage.exists(uri) else None
+    return cached_vectors(uri) if uri and storage.exists(uri) else None
 
 
 def evaluate_run(run: Run, summary_uri: str, out_dir: str, cfg=None, agnostic: str | None = None):
@@ -109,12 +109,12 @@ def evaluate_run(run: Run, summary_uri: str, out_dir: str, cfg=None, agnostic: s
     with ``cfg.evaluation`` (default: the run's own config); write the report under ``out_dir``.
     Returns (result, {file name: uri})."""
     from mrnet import eval_report, evaluation
-    from mrnet.flow import _catalog, _optional_stage, _stage
+    from mrnet.flow import cached_catalog, optional_stage, read_stage
 
     cfg = cfg or run.cfg
     embeddings = release_embeddings(run, json.loads(storage.read_text(summary_uri)))
-    agnostic = agnostic or (_optional_stage(run, "sparse_autoencoder") or {}).get("uri") or None
-    catalog = _catalog(_stage(run, "validate")["uri"])
+    agnostic = agnostic or (optional_stage(run, "sparse_autoencoder") or {}).get("uri") or None
+    catalog = cached_catalog(read_stage(run, "validate")["uri"])
     result = evaluation.evaluate(cfg, catalog, embeddings, agnostic, _word_vectors(run), cfg.train.progress)
     return result, eval_report.write(result, out_dir, f"run {run.run_id}", cfg.evaluation.neighbors.shown)
 
@@ -130,7 +130,7 @@ def evaluate(run_uri: str, summary_uri: str, agnostic_uri: str = "") -> str:
     result, files = evaluate_run(run, summary_uri, run.path("evaluation"), agnostic=agnostic_uri or None)
     metrics = evaluation.metrics(result)
     seconds = round(time.perf_counter() - t0, 2)
-    _record(run, "evaluate", {"uri": files["metrics.json"], "report": files["report.md"], "seconds": seconds,
+    record_stage(run, "evaluate", {"uri": files["metrics.json"], "report": files["report.md"], "seconds": seconds,
                               "metrics": metrics, "skipped": result["skipped"]})
     track_stage(run, "evaluate", metrics | {"seconds": seconds}, tuple((uri, "evaluation") for uri in files.values()))
     if run.mlflow:

@@ -48,12 +48,6 @@ STAND_IN = ("generic food-item names from national food-composition tables, NOT 
             "titles: a stand-in for the paper's paired UK/FR product titles (§5)")
 
 
-def _write(frame: pd.DataFrame, uri: str) -> str:
-    with storage.atomic_path(uri, suffix=".parquet") as tmp:
-        frame.to_parquet(tmp, index=False)
-    return uri
-
-
 def _sample(pairs: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
     return pairs if cap is None or len(pairs) <= cap else pairs.sample(n=cap, random_state=seed).sort_index()
 
@@ -76,7 +70,7 @@ def builtin_inputs(cfg: Config, out_dir: str) -> tuple[pd.DataFrame, str, str, s
     for side, loc in (("a", xl.locale_a), ("b", xl.locale_b)):
         catalog = pd.DataFrame({"product_id": ids, "product_group": loc, "source": df.get("source", name),
                                 "locale": loc, "title": df[titles[loc]], "food_group": df[group]})
-        uris.append(_write(catalog, storage.join(out_dir, "data", f"catalog_{side}.parquet")))
+        uris.append(storage.write_parquet(catalog, storage.join(out_dir, "data", f"catalog_{side}.parquet")))
     pairs = pd.DataFrame({"id_a": ids, "title_a": df[titles[xl.locale_a]], "id_b": ids,
                           "title_b": df[titles[xl.locale_b]], "row": np.arange(len(df)) + 2})
     return pairs.reset_index(drop=True), uris[0], uris[1], f"{name} ({path.name}): {STAND_IN}"
@@ -99,7 +93,7 @@ def file_inputs(cfg: Config, out_dir: str) -> tuple[pd.DataFrame, str, str, str]
     uris = []
     for side, loc, uri in (("a", xl.locale_a, xl.catalog_a), ("b", xl.locale_b, xl.catalog_b)):
         catalog = read_catalog(uri).assign(product_group=loc)  # one model per locale: the locale is the PG
-        uris.append(_write(catalog, storage.join(out_dir, "data", f"catalog_{side}.parquet")))
+        uris.append(storage.write_parquet(catalog, storage.join(out_dir, "data", f"catalog_{side}.parquet")))
     return pairs.reset_index(drop=True), uris[0], uris[1], f"pairs file {xl.pairs}"
 
 
@@ -156,7 +150,7 @@ def train_locale(cfg: Config, locale: str, catalog: pd.DataFrame, held_ids: set[
 
     lcfg = locale_config(cfg)
     train = catalog[~catalog["product_id"].isin(held_ids)].reset_index(drop=True)
-    train_uri = _write(train, storage.join(out_dir, "data", f"train_{locale}.parquet"))
+    train_uri = storage.write_parquet(train, storage.join(out_dir, "data", f"train_{locale}.parquet"))
     corpus, _ = build_corpus(train_uri, storage.join(out_dir, locale, "corpus.txt"), progress=False)
     vectors, w2v = train_word2vec(corpus, lcfg.word2vec, storage.join(out_dir, locale, "vectors.bin"), progress=False)
     words, matrix = load_vectors(vectors)

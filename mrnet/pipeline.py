@@ -1,8 +1,8 @@
-"""Pipeline steps: config + URIs in, URI out, plus ``run``, every stage of a DAG run in order.
+"""Pipeline steps: config + URIs in, URI out (one ``mrnet <step>`` command each).
 
 The steps write under ``cfg.artifact_root``; flow.py gives each run its own root
-(``…/runs/<run_id>/``) and documents the layout. ``run`` is what ``mrnet run`` calls:
-the same stages as the ``mrnet_retrain`` DAG, without Airflow.
+(``…/runs/<run_id>/``) and documents the layout. runner.py chains the run stages in one
+process for ``mrnet run``; nothing here imports the run layers above it.
 """
 
 from __future__ import annotations
@@ -68,8 +68,9 @@ def word2vec_step(cfg: Config, corpus_uri: str) -> tuple[str, dict]:
                           progress=cfg.train.progress)
 
 
-def _train(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors,
-           on_epoch=None, subwords=None) -> tuple[str, dict]:
+def train_loaded(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors,
+                 on_epoch=None, subwords=None) -> tuple[str, dict]:
+    """One PG's training on inputs already in memory (a run stage loads them once per process)."""
     from mrnet.train import train_pg
 
     return train_pg(cfg, pg, catalog, words, vectors, storage.join(cfg.artifact_root, "models", pg), on_epoch,
@@ -89,60 +90,13 @@ def train_step(cfg: Config, pg: str, catalog_uri: str, vectors_uri: str) -> tupl
     from mrnet.word2vec import load_subwords, load_vectors
 
     words, vectors = load_vectors(vectors_uri)
-    return _train(cfg, pg, read_catalog(catalog_uri), words, vectors, subwords=load_subwords(vectors_uri))
+    return train_loaded(cfg, pg, read_catalog(catalog_uri), words, vectors, subwords=load_subwords(vectors_uri))
 
 
 def embed_step(cfg: Config, model_uri: str, catalog_uri: str, pg: str) -> tuple[str, dict]:
     from mrnet.catalog import read_catalog
 
     return _embed(cfg, model_uri, read_catalog(catalog_uri), pg)
-
-
-def run(params: dict, run_id: str | None = None, mode: str = "retrain") -> dict:
-    """The DAG's stages in order, in this process (no Airflow): same run layout, cache and release.
-
-    ``params`` are the DAG's run params (config, pgs, epochs, sample_fraction, promote, tiny,
-    overrides). A failed PG is recorded and the others go on; the report then raises naming it."""
-    from datetime import datetime, timezone
-
-    from mrnet import flow
-
-    run_id = run_id or f"local__{datetime.now(timezone.utc):%Y-%m-%dT%H%M%S}"
-    run_uri = flow.start_run(params, run_id, "cli", mode)
-    try:
-        return _stages(run_uri, mode)
-    except BaseException as exc:  # the MLflow runs end with the run: FAILED, or KILLED by Ctrl-C / SIGTERM
-        flow.end_tracking(run_uri, "FAILED" if isinstance(exc, Exception) else "KILLED")
-        raise
-
-
-def _stages(run_uri: str, mode: str) -> dict:
-    from mrnet import flow, flow_ae, release
-
-    base = release.base_release(run_uri) if mode == "refresh" else None
-    catalog = flow.validate(run_uri)
-    vectors = flow.word2vec(run_uri, flow.corpus(run_uri, catalog)) if mode == "retrain" else None
-    pgs, models, parts = flow.plan(run_uri, catalog), [], []
-    for i, pg in enumerate(pgs, 1):
-        try:
-            models.append(flow.train(run_uri, pg, catalog, vectors) if mode == "retrain"
-                          else flow.refresh(run_uri, pg, catalog, base))
-            print(f"[{i}/{len(pgs)}] {pg}: trained", flush=True)
-        except Exception as exc:  # recorded in failures/<pg>.json; the report names it at the end
-            print(f"[{i}/{len(pgs)}] {pg}: FAILED {type(exc).__name__}: {exc}", flush=True)
-    shards = flow.plan_embed(run_uri, models, catalog)
-    for i, shard in enumerate(shards, 1):
-        try:
-            parts.append(flow.embed_shard(run_uri, shard, catalog))
-        except Exception as exc:  # as above: the PG's failure file names the shard
-            print(f"[embed {i}/{len(shards)}] {shard}: FAILED {type(exc).__name__}: {exc}", flush=True)
-    summary_uri = release.report(run_uri, parts)
-    parts = [flow_ae.sparse_autoencoder(run_uri, summary_uri)]
-    parts.append(flow_ae.evaluate(run_uri, summary_uri, parts[0]))
-    if mode == "retrain":  # a refresh carries the cross-language model over from its base release
-        parts.append(flow_ae.cross_language(run_uri))
-    release.promote(run_uri, release.publish(run_uri, summary_uri, parts))
-    return json.loads(storage.read_text(summary_uri))
 
 
 def latest_run(runs_uri: str) -> str:

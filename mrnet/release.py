@@ -17,7 +17,7 @@ import logging
 import time
 
 from mrnet import storage
-from mrnet.flow import Run, _now, _optional_stage, _record, _stage, load_run, safe_run_id
+from mrnet.flow import Run, load_run, optional_stage, read_stage, record_stage, safe_run_id, utc_now
 
 log = logging.getLogger("mrnet.release")
 
@@ -41,7 +41,7 @@ def base_release(run_uri: str) -> str:
 
 def _pg_result(run: Run, pg: str, shards: list[dict]) -> dict:
     report = json.loads(storage.read_text(run.path("models", pg, "metrics.json")))
-    train = (_optional_stage(run, f"train-{pg}") or {}).get("seconds")
+    train = (optional_stage(run, f"train-{pg}") or {}).get("seconds")
     return report | {"model": run.path("models", pg, "model.safetensors"),
                      "embeddings": run.path("embeddings", pg), "embed_shards": len(shards),
                      "products_embedded": sum(s["products"] for s in shards),
@@ -60,7 +60,7 @@ def _commit_embeddings(run: Run, planned: dict[str, list[str]], written: list[st
         if absent:
             missing[pg] = f"{len(absent)} of {len(shards)} embedding shard(s) missing, e.g. {absent[0]}"
             continue
-        records = [_stage(run, f"embed-{pg}-{parse_shard(s)[1]:05d}") for s in shards]
+        records = [read_stage(run, f"embed-{pg}-{parse_shard(s)[1]:05d}") for s in shards]
         commit_dataset(run.path("embeddings", pg), [(run.path("embeddings", f"{s}.parquet"), r["products"])
                                                     for s, r in zip(shards, records)],
                        records[0]["model_version"])  # every shard of a PG runs the same model
@@ -106,16 +106,16 @@ def report(run_uri: str, embeddings) -> str:
 
     embeddings = [embeddings] if isinstance(embeddings, str) else list(embeddings or [])
     run = load_run(run_uri)
-    validated, planned = _optional_stage(run, "validate"), _optional_stage(run, "plan")
+    validated, planned = optional_stage(run, "validate"), optional_stage(run, "plan")
     if validated is None or planned is None:
         raise RuntimeError(f"run {run.run_id} stopped before its PGs ran: validate_catalog or plan_pgs did not "
                            "finish (see that task's log); nothing published")
     pgs = planned["pgs"]
     log.info("report: %d embedding part(s) from the shard tasks", len(embeddings))
-    done, missing = _commit_embeddings(run, (_optional_stage(run, "embed_plan") or {}).get("shards", {}), embeddings)
+    done, missing = _commit_embeddings(run, (optional_stage(run, "embed_plan") or {}).get("shards", {}), embeddings)
     results = {pg: _pg_result(run, pg, done[pg]) for pg in pgs if pg in done}
     failed = {pg: _failure(run, pg) + (f" ({missing[pg]})" if pg in missing else "") for pg in pgs if pg not in done}
-    corpus, w2v = _optional_stage(run, "corpus"), _optional_stage(run, "word2vec")
+    corpus, w2v = optional_stage(run, "corpus"), optional_stage(run, "word2vec")
     summary = {"run_id": run.run_id, "dag_id": run.dag_id, "mode": run.mode, "artifact_root": run.root,
                "config_hash": run.cfg.hash(), "catalog": validated["uri"], "quarantine": validated["quarantine"],
                "corpus": corpus, "word2vec": w2v, "pgs": results, "failed": failed,
@@ -135,9 +135,9 @@ def report(run_uri: str, embeddings) -> str:
 def _manifest(run: Run, summary: dict, summary_uri: str, base: dict | None) -> dict:
     from mrnet.embed import model_version
 
-    manifest = {"release": run.run_id, "dag_id": run.dag_id, "mode": run.mode, "created": _now(),
+    manifest = {"release": run.run_id, "dag_id": run.dag_id, "mode": run.mode, "created": utc_now(),
                 "config_hash": run.cfg.hash(), "catalog": summary["catalog"],
-                "catalog_hash": _stage(run, "validate").get("catalog_hash"),
+                "catalog_hash": read_stage(run, "validate").get("catalog_hash"),
                 "word2vec": (summary.get("word2vec") or {}).get("uri"),
                 "base_release": base and base["release"], "summary": summary_uri,
                 "models": {pg: {"uri": r["model"], "version": model_version(r["model"])}
@@ -161,17 +161,17 @@ def _parts(run: Run) -> dict:
     from mrnet.embed import model_version
 
     out = {}
-    sae = _optional_stage(run, "sparse_autoencoder")
+    sae = optional_stage(run, "sparse_autoencoder")
     if sae and "uri" in sae:
         out["agnostic"] = {"model": sae["model"], "version": model_version(sae["model"]), "embeddings": sae["uri"],
                            "dim": sae["dim"], "val": sae["val"]}
-    ev = _optional_stage(run, "evaluate")
+    ev = optional_stage(run, "evaluate")
     if ev and "uri" in ev:
         from mrnet.gate import gated_metrics
 
         out["evaluation"] = {"metrics": ev["uri"], "report": ev["report"], "gated": gated_metrics(ev["metrics"]),
                              "skipped": ev["skipped"]}
-    xl = _optional_stage(run, "cross_language_autoencoder")
+    xl = optional_stage(run, "cross_language_autoencoder")
     if xl and "uri" in xl:
         out["crosslingual"] = {"model": xl["model"], "version": model_version(xl["model"]), "report": xl["uri"],
                                "mrr": {m: row["mrr"] for m, row in xl["retrieval"].items()}}
@@ -251,10 +251,11 @@ def repair_champion(cfg, home: str, uri: str | None) -> list[str]:
         from mrnet import tracking as tr
 
         prefix = cfg.tracking.registry_prefix
-        for part, version in manifest.get("registry", {}).items():
-            held = part != "release" and tr.version_by_alias(uri, f"{prefix}-{part}", "champion")
-            if part != "release" and (not held or held["version"] != str(version)):
-                tr.set_alias(uri, f"{prefix}-{part}", "champion", str(version))
+        mirrors = {p: str(v) for p, v in manifest.get("registry", {}).items() if p != "release"}
+        for part, version in mirrors.items():
+            held = tr.version_by_alias(uri, f"{prefix}-{part}", "champion")
+            if not held or held["version"] != version:
+                tr.set_alias(uri, f"{prefix}-{part}", "champion", version)
                 fixed.append(f"{prefix}-{part}@champion: {held['version'] if held else 'unset'} → {version}")
         current = current_uri(home)
         if not storage.exists(current) or json.loads(storage.read_text(current)).get("release") != manifest["release"]:
@@ -290,9 +291,7 @@ def champion_manifest(run: Run) -> dict | None:
 def manifest_by_alias(cfg, alias: str) -> tuple[dict | None, str]:
     """(the manifest behind ``alias`` for a config's artifact root, or None; where it looked) —
     outside a run, e.g. ``mrnet compare`` and ``mrnet neighbors``."""
-    from mrnet.flow import _absolute
-
-    home = _absolute(cfg.artifact_root)
+    home = storage.absolute(cfg.artifact_root)
     uri = None
     if cfg.tracking.enabled:
         from mrnet import tracking as tr
@@ -399,7 +398,7 @@ def publish(run_uri: str, summary_uri: str, parts=()) -> str:
         manifest["registry"] = _register(run, manifest, summary_uri)
     uri = run.path("release.json")
     storage.write_text(uri, json.dumps(manifest, indent=2))
-    _record(run, "publish", {"release": uri})
+    record_stage(run, "publish", {"release": uri})
     log.info("release %s recorded at %s%s", run.run_id, uri, " and registered as challenger" if run.mlflow else "")
     return uri
 

@@ -39,6 +39,13 @@ def is_s3(uri: str) -> bool:
     return str(uri).startswith(S3)
 
 
+def absolute(path: str | None) -> str | None:
+    """A relative local path is relative to $MRNET_HOME (default: the working directory)."""
+    if path is None or is_s3(path) or os.path.isabs(path):
+        return path
+    return str(Path(os.environ.get("MRNET_HOME", os.getcwd())) / path)
+
+
 def join(root: str, *parts: str) -> str:
     root = str(root).rstrip("/")
     return "/".join([root, *[str(p).strip("/") for p in parts]])
@@ -139,6 +146,13 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def write_parquet(frame, uri: str) -> str:
+    """A DataFrame as Parquet at ``uri``, published only once complete."""
+    with atomic_path(uri, suffix=".parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
+    return uri
 
 
 def write_bytes(uri: str, data: bytes) -> str:

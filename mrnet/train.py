@@ -203,7 +203,7 @@ def init_weights(model: MRNet, vectors: np.ndarray, states: dict[str, dict], sub
         head.bias.copy_(torch.tensor(state["prior"], dtype=torch.float32))
 
 
-def _device(cfg: Config) -> torch.device:
+def pick_device(cfg: Config) -> torch.device:
     if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
@@ -242,8 +242,7 @@ def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vect
         words, vectors = words + rare, np.concatenate([vectors, W.subword_vectors(rare, *subwords)])
     meta = {"pg": pg, "config": cfg.model_dump(mode="json"), "config_hash": cfg.training_hash(),
             "vocab": words, "tasks": states, "n_train": len(train_df), "n_val": len(val_df)}
-    if subwords is not None:
-        meta["subwords"] = subwords[1]
+    meta |= {"subwords": subwords[1]} if subwords is not None else {}
     torch.manual_seed(cfg.train.seed)  # the LSTM's initial weights
     model = build_model(meta)
     init_weights(model, vectors, active, None if subwords is None else subwords[0])
@@ -321,7 +320,7 @@ def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: p
     matches (a retried task continues instead of starting over). Writes model.safetensors +
     metrics.json. ``on_epoch(entry)`` sees each epoch's history entry once its checkpoint is written."""
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
-    device = _device(cfg)
+    device = pick_device(cfg)
     pg, resume_key = meta["pg"], meta["config_hash"]
     train = prepare(cfg, train_df, meta["vocab"], meta["tasks"])
     val = prepare(cfg, val_df, meta["vocab"], meta["tasks"])

@@ -26,6 +26,7 @@ in training gets a vector (``subword_vectors``, gensim's rule) at embed time.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -174,8 +175,6 @@ def subwords_uri(vectors_uri: str) -> str:
 def save_subwords(table: np.ndarray, cfg: Word2VecConfig, uri: str) -> str:
     """The (bucket, dim) n-gram vectors as float16 safetensors, with min_n/max_n/bucket in the
     header (nothing pickled)."""
-    import json
-
     import torch
     from safetensors.torch import save_file
 
@@ -188,8 +187,6 @@ def save_subwords(table: np.ndarray, cfg: Word2VecConfig, uri: str) -> str:
 
 def load_subwords(vectors_uri: str) -> tuple[np.ndarray, dict] | None:
     """(n-gram table (bucket, dim) float16, info) of a FastText ``vectors.bin``; None for word2vec."""
-    import json
-
     from safetensors import safe_open
 
     uri = subwords_uri(vectors_uri)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mrnet import pipeline
+from mrnet import runner
 from mrnet.catalog import CatalogError, conform
 from mrnet.cli import main
 from mrnet.config import DataConfig, load_config
@@ -93,7 +93,7 @@ def test_public_raw_catalog_runs_end_to_end_through_init(tmp_path):
     assert {t["column"] for t in tree["evaluation"]["tasks"]} >= {"category", "sub_category"}
     cfg_overrides = [f"artifact_root={tmp_path / 'art'}", "data.max_rows_per_pg=400", "train.threads=1",
                      "evaluation.neighbors.queries=10", "tracking.enabled=false"]
-    summary = pipeline.run({"config": str(config), "tiny": True, "overrides": cfg_overrides}, "byo")
+    summary = runner.run({"config": str(config), "tiny": True, "overrides": cfg_overrides}, "byo")
     pg = tree["data"]["product_group"]
     assert list(summary["pgs"]) == [pg] and summary["pgs"][pg]["n_train"] > 300
     run = tmp_path / "art" / "runs" / "byo"

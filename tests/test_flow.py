@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mrnet import flow, pipeline, release
+from mrnet import flow, release, runner
 from mrnet.model import load_model
 from tests.conftest import RAW, REPO
 
@@ -23,7 +23,7 @@ def _params(root, catalog=None, **extra):
 def released(tmp_path_factory, fixture_catalog):
     """One full local retrain, published: (home, summary)."""
     home = tmp_path_factory.mktemp("home")
-    summary = pipeline.run(_params(home, fixture_catalog), run_id="manual__2026-01-01T00:00:00+00:00")
+    summary = runner.run(_params(home, fixture_catalog), run_id="manual__2026-01-01T00:00:00+00:00")
     return home, summary
 
 
@@ -67,7 +67,7 @@ def test_refresh_warm_starts_and_refits_dynamic_tasks_only(released, fixture_cat
     df["price"] = df["price"] * 3.0
     changed = tmp_path / "prices.parquet"
     df.to_parquet(changed, index=False)
-    summary = pipeline.run(_params(home, changed, promote=False), run_id="refresh-1", mode="refresh")
+    summary = runner.run(_params(home, changed, promote=False), run_id="refresh-1", mode="refresh")
     assert not summary["failed"]
     base, base_meta = load_model(first["pgs"]["beverages"]["model"])
     new, meta = load_model(summary["pgs"]["beverages"]["model"])
@@ -85,14 +85,14 @@ def test_refresh_warm_starts_and_refits_dynamic_tasks_only(released, fixture_cat
 
 def test_refresh_without_a_release_says_what_to_do(tmp_path, fixture_catalog):
     with pytest.raises(FileNotFoundError, match="run mrnet_retrain"):
-        pipeline.run(_params(tmp_path, fixture_catalog), run_id="r", mode="refresh")
+        runner.run(_params(tmp_path, fixture_catalog), run_id="r", mode="refresh")
 
 
 def test_failed_pg_is_named_and_nothing_is_published(released, fixture_catalog):
     home, _ = released
     before = (home / "releases" / "current.json").read_text()
     with pytest.raises(RuntimeError, match=r"1 of 2 PG\(s\) failed: \['jewellery'\].*no products"):
-        pipeline.run(_params(home, fixture_catalog, pgs=["watches", "jewellery"]), run_id="partial")
+        runner.run(_params(home, fixture_catalog, pgs=["watches", "jewellery"]), run_id="partial")
     summary = json.loads((home / "runs" / "partial" / "summary.json").read_text())
     assert list(summary["pgs"]) == ["watches"] and list(summary["failed"]) == ["jewellery"]
     assert (home / "releases" / "current.json").read_text() == before

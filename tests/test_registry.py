@@ -8,7 +8,7 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from mrnet import evaluation, flow, pipeline, release, tracking
+from mrnet import evaluation, flow, release, runner, tracking
 from mrnet.model import load_model
 from tests.conftest import REPO
 from tests.test_flow import _params
@@ -39,22 +39,22 @@ def history(tmp_path_factory, fixture_catalog):
     the other edge cases are in test_gate.py."""
     home = tmp_path_factory.mktemp("registry")
     runs = {}
-    runs["first"] = pipeline.run(_params(home, fixture_catalog), run_id="first")
-    runs["worse"] = pipeline.run(_params(home, fixture_catalog, overrides=_params(home, fixture_catalog)["overrides"]
+    runs["first"] = runner.run(_params(home, fixture_catalog), run_id="first")
+    runs["worse"] = runner.run(_params(home, fixture_catalog, overrides=_params(home, fixture_catalog)["overrides"]
                                          + ["train.lr=1.0", "train.steps_per_epoch=8"]), run_id="worse")
-    runs["partial"] = pipeline.run(_params(home, fixture_catalog, pgs=["watches"]), run_id="partial")
+    runs["partial"] = runner.run(_params(home, fixture_catalog, pgs=["watches"]), run_id="partial")
     lenient = _params(home, fixture_catalog)["overrides"] + ["gate.tolerance=0.5", "gate.aggregate_tolerance=0.5"]
     with pytest.MonkeyPatch.context() as mp:  # a challenger whose downstream metrics are 0.1 worse
         real = evaluation.metrics
         mp.setattr(evaluation, "metrics", lambda result: {k: v - 0.1 if k.startswith("eval.") else v
                                                           for k, v in real(result).items()})
-        runs["worse_eval"] = pipeline.run(_params(home, fixture_catalog, overrides=lenient), run_id="worse_eval")
+        runs["worse_eval"] = runner.run(_params(home, fixture_catalog, overrides=lenient), run_id="worse_eval")
     # these 150-product PGs give noisy downstream metrics between two trainings: not what this run tests
     better = _params(home, fixture_catalog)["overrides"] + ["train.steps_per_epoch=12", "gate.tolerance=0.5",
                                                             "gate.eval_tolerance=1.0"]
-    runs["better"] = pipeline.run(_params(home, fixture_catalog, overrides=better), run_id="better")
+    runs["better"] = runner.run(_params(home, fixture_catalog, overrides=better), run_id="better")
     with pytest.raises(RuntimeError, match=r"PG\(s\) failed: \['jewellery'\]"):
-        pipeline.run(_params(home, fixture_catalog, pgs=["watches", "jewellery"]), run_id="failed")
+        runner.run(_params(home, fixture_catalog, pgs=["watches", "jewellery"]), run_id="failed")
     return home, runs
 
 

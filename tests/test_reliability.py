@@ -235,13 +235,13 @@ def test_a_failed_or_killed_cli_run_leaves_no_mlflow_run_running(tmp_path, fixtu
     earlier attempt's open runs KILLED; `--resume` finds the run that never reached the gate."""
     from mlflow import MlflowClient
 
-    from mrnet import pipeline, tracking
+    from mrnet import runner, tracking
     from tests.test_flow import _params
 
     home = tmp_path / "home"
     (tmp_path / "empty.csv").write_text("product_id,product_group,source,locale,title\n")
     with pytest.raises(ValueError, match="no usable product"):
-        pipeline.run(_params(home, tmp_path / "empty.csv"), run_id="empty")
+        runner.run(_params(home, tmp_path / "empty.csv"), run_id="empty")
     c = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     exp = c.get_experiment_by_name("mrnet").experiment_id
     statuses = {r.data.tags["mrnet.kind"] + ":" + r.data.tags.get("mrnet.stage", ""): r.info.status
@@ -251,8 +251,8 @@ def test_a_failed_or_killed_cli_run_leaves_no_mlflow_run_running(tmp_path, fixtu
     uri = f"sqlite:///{home / 'mlflow.db'}"
     orphan = tracking.find_or_create_run(uri, exp, {"mrnet.run_id": "killed", "mrnet.kind": "stage",
                                                     "mrnet.stage": "corpus"}, "stage:corpus")
-    monkeypatch.setattr(pipeline, "_stages", lambda run_uri, mode: {"stopped": True})
-    pipeline.run(_params(home, fixture_catalog), run_id="killed")
+    monkeypatch.setattr(runner, "_stages", lambda run_uri, mode: {"stopped": True})
+    runner.run(_params(home, fixture_catalog), run_id="killed")
     assert c.get_run(orphan).info.status == "KILLED"
     assert flow.unfinished_run(str(home))[0] == "killed"  # no gate.json: `mrnet run --resume` continues it
 
@@ -276,7 +276,7 @@ def test_two_first_runs_on_a_fresh_root_both_get_a_migrated_store(tmp_path):
 def test_mrnet_run_resume_continues_the_newest_unfinished_run(tmp_path, capsys, monkeypatch):
     import json
 
-    from mrnet import pipeline
+    from mrnet import runner
 
     demo = str(REPO / "configs" / "demo.yaml")
     home = tmp_path / "home"
@@ -288,7 +288,7 @@ def test_mrnet_run_resume_continues_the_newest_unfinished_run(tmp_path, capsys, 
         if done:
             (folder / "gate.json").write_text("{}")
     seen = []
-    monkeypatch.setattr(pipeline, "run", lambda params, run_id, mode: seen.append((params, run_id, mode)) or
+    monkeypatch.setattr(runner, "run", lambda params, run_id, mode: seen.append((params, run_id, mode)) or
                         {"run_id": run_id, "artifact_root": str(home / "runs" / run_id)})
     from mrnet.cli import main
 
