@@ -40,7 +40,7 @@ def main() -> None:
     import torch
 
     from bench.gpu import setup, new_model
-    from mrnet.text import Vocab, _pool_encode, _pool_init, length_buckets
+    from mrnet.data.text import Vocab, pool_encode, pool_init, length_buckets
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=".devdata")
@@ -53,9 +53,9 @@ def main() -> None:
     one = lambda: Vocab(vocab_words).encode_many(titles, 32)  # noqa: E731
     workers = os.cpu_count() or 1
     chunks = [(titles[i:i + 50_000], 32) for i in range(0, len(titles), 50_000)]
-    with ProcessPoolExecutor(workers, initializer=_pool_init, initargs=(vocab_words,)) as pool:
-        list(pool.map(_pool_encode, chunks[:workers]))  # warm the pool
-        pooled = lambda: list(pool.map(_pool_encode, chunks))  # noqa: E731
+    with ProcessPoolExecutor(workers, initializer=pool_init, initargs=(vocab_words,)) as pool:
+        list(pool.map(pool_encode, chunks[:workers]))  # warm the pool
+        pooled = lambda: list(pool.map(pool_encode, chunks))  # noqa: E731
         t_one, t_pool = median_time(one, args.repeats), median_time(pooled, args.repeats)
     ids, lengths = one()
     device = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: a smoke test of this script only

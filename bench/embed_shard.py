@@ -38,10 +38,10 @@ def prepare(args) -> None:
     import pandas as pd
     import torch
 
-    from mrnet.config import load_config
-    from mrnet.demo_catalog import build_demo_catalog
-    from mrnet.model import build_model, save_model
-    from mrnet.text import tokenize
+    from mrnet.config.schema import load_config
+    from mrnet.data.demo import build_demo_catalog
+    from mrnet.encoder.model import build_model, save_model
+    from mrnet.data.text import tokenize
 
     cfg = load_config(REPO / "configs" / "demo.yaml")
     out = Path(args.out)
@@ -52,7 +52,7 @@ def prepare(args) -> None:
     titles.to_parquet(out / "titles.parquet", index=False)
     Path(raw).unlink()
     counts = Counter(tok for t in titles["title"] for tok in tokenize(t))
-    from mrnet.word2vec import resolve_settings
+    from mrnet.data.word2vec import resolve_settings
 
     min_count, _ = resolve_settings(cfg.word2vec, sum(counts.values()))
     words = ["<pad>", "<unk>"] + [w for w, c in counts.most_common() if c >= min_count]
@@ -75,9 +75,9 @@ def breakdown(model_uri: str, catalog: Path, shard: str, n: int, device: str, re
     """Median seconds of each step of ``embed_shard`` with the pooled tokenizer."""
     import torch
 
-    from mrnet import embed
-    from mrnet.model import load_model
-    from mrnet.text import encode_parallel
+    from mrnet.encoder import embed
+    from mrnet.encoder.model import load_model
+    from mrnet.data.text import encode_parallel
 
     model, meta = load_model(model_uri, device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -102,8 +102,8 @@ def breakdown(model_uri: str, catalog: Path, shard: str, n: int, device: str, re
 def run(args) -> None:
     import torch
 
-    from mrnet.config import EmbedConfig
-    from mrnet.embed import embed_shard
+    from mrnet.config.schema import EmbedConfig
+    from mrnet.encoder.embed import embed_shard
 
     data, n = Path(args.data), args.titles
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -29,10 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.run_all import side_by_side  # noqa: E402
-from mrnet import downstream as D, evaluation as E  # noqa: E402
-from mrnet.catalog import read_catalog  # noqa: E402
-from mrnet.config import load_config  # noqa: E402
-from mrnet.text import tokenize  # noqa: E402
+from mrnet.data.sample import hash_rank  # noqa: E402
+from mrnet.evaluation import labels as D  # noqa: E402
+from mrnet.evaluation import score as E  # noqa: E402
+from mrnet.data.catalog import read_catalog  # noqa: E402
+from mrnet.config.schema import load_config  # noqa: E402
+from mrnet.data.text import tokenize  # noqa: E402
 
 
 def all_pairs_overlap(test_titles, train_titles) -> np.ndarray:
@@ -57,7 +59,7 @@ def main() -> None:
     catalog = read_catalog(str(run / "catalog" / "catalog.parquet"))
     embeddings = {p.stem: str(p) for p in (run / "embeddings").glob("*.parquet") if p.stem != "pg_agnostic"}
     agnostic = str(run / "embeddings" / "pg_agnostic.parquet")
-    from mrnet.word2vec import load_vectors
+    from mrnet.data.word2vec import load_vectors
 
     vectors = load_vectors(json.loads((run / "stages" / "word2vec.json").read_text())["uri"])
 
@@ -87,7 +89,7 @@ def main() -> None:
     auc = {name: E.score("binary", E.fit("rf", c, xm[tm], mixed.y[tm], False), xm[test_m], mixed.y[test_m])
            for name, c in (("half", ecfg), ("full", full))}
     plugs = tasks["plugs"]
-    test = D.hash_rank(plugs.ids, ecfg.seed, "unseen") < 0.3
+    test = hash_rank(plugs.ids, ecfg.seed, "unseen") < 0.3
     sample = plugs.titles[test][:300]  # the reference is quadratic: 300 test titles
     overlap = side_by_side(lambda: D.max_overlap(sample, plugs.titles[~test]),
                            lambda: all_pairs_overlap(sample, plugs.titles[~test]), args.repeats)

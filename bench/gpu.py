@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 def prepare(args) -> None:
     import pandas as pd
 
-    from mrnet.word2vec import load_vectors
+    from mrnet.data.word2vec import load_vectors
 
     run = Path(args.run)
     catalog = pd.read_parquet(run / "catalog" / "catalog.parquet")
@@ -71,9 +71,9 @@ def setup(data_dir: Path):
     import pandas as pd
     import torch
 
-    from mrnet import tasks as T
-    from mrnet.config import load_config
-    from mrnet.train import prepare as prepare_data, split_train_val
+    from mrnet.encoder import targets as T
+    from mrnet.config.schema import load_config
+    from mrnet.encoder.train import prepare as prepare_data, split_train_val
 
     cfg = load_config(REPO / "configs" / "demo.yaml", ["train.progress=false"])
     catalog = pd.read_parquet(data_dir / "catalog.parquet")
@@ -91,8 +91,8 @@ def setup(data_dir: Path):
 def new_model(meta, vectors, active, device):
     import torch
 
-    from mrnet.model import build_model
-    from mrnet.train import init_weights
+    from mrnet.encoder.model import build_model
+    from mrnet.encoder.train import init_weights
 
     torch.manual_seed(0)
     model = build_model(meta)
@@ -114,7 +114,7 @@ class StepSync:
 def train_loop(meta, vectors, active, data, device: str, amp: bool, batch: int, steps: int, bar=None):
     import torch
 
-    from mrnet.train import alternating_optimization
+    from mrnet.encoder.train import alternating_optimization
 
     model, opt = new_model(meta, vectors, active, torch.device(device))
     return lambda: alternating_optimization(model, opt, data, active, steps, batch,
@@ -140,7 +140,7 @@ def bench_training(meta, vectors, active, data, repeats: int, steps: dict, gpu: 
 def bench_inference(catalog, meta, vectors, active, repeats: int, n: int, gpu: str) -> dict[str, float]:
     import torch
 
-    from mrnet.embed import embed_titles
+    from mrnet.encoder.embed import embed_titles
 
     titles = (catalog["title"].tolist() * (n // len(catalog) + 1))[:n]
     models = {"cpu": new_model(meta, vectors, active, torch.device("cpu"))[0],
@@ -148,7 +148,7 @@ def bench_inference(catalog, meta, vectors, active, repeats: int, n: int, gpu: s
     fns = {key: (lambda key=key: embed_titles(models[key], meta, titles, 8192, "cpu" if key == "cpu" else gpu))
            for key in models}
     fns["cuda"]()
-    from mrnet.text import Vocab
+    from mrnet.data.text import Vocab
 
     fns["tokenize only"] = lambda: Vocab(meta["vocab"]).encode_many(titles, meta["config"]["model"]["max_tokens"])
     seconds = timed(fns, repeats)
@@ -158,7 +158,7 @@ def bench_inference(catalog, meta, vectors, active, repeats: int, n: int, gpu: s
 def equivalence(meta, vectors, active, train, val, steps: int, gpu: str) -> dict:
     import torch
 
-    from mrnet.train import alternating_optimization, validate
+    from mrnet.encoder.train import alternating_optimization, validate
 
     model, _ = new_model(meta, vectors, active, torch.device(gpu))
     idx = np.random.default_rng(0).choice(len(val.lengths), size=min(512, len(val.lengths)), replace=False)

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.run_all import side_by_side  # noqa: E402
-from mrnet import retrieval  # noqa: E402
+from mrnet.evaluation import retrieval  # noqa: E402
 
 
 def naive(q, x, k):

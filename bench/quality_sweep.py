@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RAW = REPO.parent / "shared" / "data"
 
-from mrnet.config import load_config  # noqa: E402
+from mrnet.config.schema import load_config  # noqa: E402
 
 
 RETAIL_TASKS = ["{name: brand, kind: multiclass, column: brand, top_k: 50}",  # the issue's BYO trial's tasks
@@ -109,7 +109,7 @@ def baselines(df, evals, cache: Path) -> dict:
         return json.loads(cache.read_text())
     from sklearn.decomposition import TruncatedSVD
 
-    from mrnet.text import vectorizer
+    from mrnet.data.text import vectorizer
 
     out = {}
     titles = df["title"].to_numpy(str)
@@ -134,7 +134,9 @@ def baselines(df, evals, cache: Path) -> dict:
 
 def cold_split(df: pd.DataFrame) -> np.ndarray:
     """True for the half of the products the model never sees (seeded hash of the id)."""
-    return (pd.util.hash_pandas_object(df["product_id"], index=False, hash_key="coldstart0000000").to_numpy() % 2) == 1
+    from mrnet.data.sample import hash_rank
+
+    return hash_rank(df["product_id"], 0, "coldstart") < 0.5
 
 
 def split_scores(x, y, new: np.ndarray, rf=True) -> dict:
@@ -154,7 +156,7 @@ def split_scores(x, y, new: np.ndarray, rf=True) -> dict:
 
 
 def cold_baselines(df, evals) -> dict:
-    from mrnet.text import vectorizer
+    from mrnet.data.text import vectorizer
 
     new, out = cold_split(df), {}
     for col in evals:
@@ -173,10 +175,11 @@ def cold_baselines(df, evals) -> dict:
 
 
 def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = False) -> dict:
-    from mrnet import corpus as C, word2vec as W
-    from mrnet.embed import embed_titles
-    from mrnet.model import load_model
-    from mrnet.train import train_pg
+    from mrnet.data import corpus as C
+    from mrnet.data import word2vec as W
+    from mrnet.encoder.embed import embed_titles
+    from mrnet.encoder.model import load_model
+    from mrnet.encoder.train import train_pg
 
     tree = [f"tasks=[{', '.join(tasks)}]", "evaluation.enabled=false", "train.progress=false",
             "evaluation.interpret=[]", f"artifact_root={work}",
@@ -206,7 +209,7 @@ def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = Fals
            "sparse_ae_s": round(time.perf_counter() - t3, 1)}
     if cold:
         vocab = set(meta["vocab"])
-        from mrnet.text import tokenize
+        from mrnet.data.text import tokenize
 
         res["new_titles_with_unseen_words"] = round(float(np.mean(
             [any(t not in vocab for t in tokenize(title)) for title in df["title"][new]])), 3)
@@ -222,8 +225,8 @@ def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = Fals
 
 def agnostic_embedding(cfg, emb: np.ndarray, ids, work: Path) -> np.ndarray:
     """The PG-agnostic embedding (§3.2) of the slice's one PG, by the product's own sparse AE."""
-    from mrnet import sparse_ae
-    from mrnet.embed import write_embeddings
+    from mrnet.autoencoders import sparse as sparse_ae
+    from mrnet.encoder.embed import write_embeddings
 
     uri = write_embeddings(str(work / "all.parquet"), ids, "all", "sweep", emb)
     model_uri, _ = sparse_ae.train_sparse_ae(cfg.sparse_ae, {"all": uri}, ["all"], str(work / "sae.safetensors"),

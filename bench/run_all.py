@@ -20,13 +20,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mrnet import pipeline, tasks as T  # noqa: E402
-from mrnet.catalog import read_catalog  # noqa: E402
-from mrnet.config import load_config  # noqa: E402
-from mrnet.embed import embed_titles, write_embeddings  # noqa: E402
-from mrnet.model import build_model  # noqa: E402
-from mrnet.train import alternating_optimization, init_weights, prepare, task_loss  # noqa: E402
-from mrnet.word2vec import load_vectors, train_word2vec  # noqa: E402
+from mrnet.run import steps as pipeline  # noqa: E402
+from mrnet.encoder import targets as T  # noqa: E402
+from mrnet.data.catalog import read_catalog  # noqa: E402
+from mrnet.config.schema import load_config  # noqa: E402
+from mrnet.encoder.embed import embed_titles, write_embeddings  # noqa: E402
+from mrnet.encoder.model import build_model  # noqa: E402
+from mrnet.encoder.train import alternating_optimization, init_weights, prepare, task_loss  # noqa: E402
+from mrnet.data.word2vec import load_vectors, train_word2vec  # noqa: E402
 
 
 def side_by_side(ours, reference, repeats: int) -> tuple[float, float]:
@@ -109,7 +110,7 @@ def bench_embed(catalog, model, meta, n: int, n_ref: int, repeats: int, out_dir:
 def bench_word2vec(cfg, corpus_uri: str, repeats: int, out_dir: str) -> dict:
     from gensim.models import Word2Vec
 
-    from mrnet.word2vec import count_tokens, resolve_settings
+    from mrnet.data.word2vec import count_tokens, resolve_settings
 
     w = cfg.word2vec
     min_count, epochs = resolve_settings(w, count_tokens(corpus_uri))
@@ -138,7 +139,7 @@ def main() -> None:
         words, vectors = load_vectors(vectors_uri)
         model_uri, _ = pipeline.train_step(cfg.model_copy(update={"pgs": [args.pg]}), args.pg,
                                            catalog_uri, vectors_uri)
-        from mrnet.model import load_model
+        from mrnet.encoder.model import load_model
         model, meta = load_model(model_uri)
         tr = bench_train(cfg, catalog, words, vectors, args.pg, args.steps, args.repeats)
         em = bench_embed(catalog, model, meta, 50_000, 2_000, args.repeats, root)

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.run_all import side_by_side  # noqa: E402
-from mrnet.sparse_ae import SparseAutoencoder, kl_sparsity, sparse_ae_loss  # noqa: E402
+from mrnet.autoencoders.sparse import SparseAutoencoder, kl_sparsity, sparse_ae_loss  # noqa: E402
 
 
 def dense_step(model, x, group):

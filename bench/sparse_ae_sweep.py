@@ -15,9 +15,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mrnet import sparse_ae  # noqa: E402
-from mrnet.config import SparseAEConfig  # noqa: E402
-from mrnet.demo_catalog import load_pg_mapping  # noqa: E402
+from mrnet.autoencoders import sparse as sparse_ae  # noqa: E402
+from mrnet.config.schema import SparseAEConfig  # noqa: E402
+from mrnet.data.demo import load_pg_mapping  # noqa: E402
 
 
 def main() -> None:

@@ -106,55 +106,55 @@ def run_params(epochs_help: str) -> dict:
 
 @task
 def validate_catalog(run: str) -> str:
-    from mrnet import flow
+    from mrnet.run import stages
 
-    return flow.validate(run)
+    return stages.validate(run)
 
 
 @task(trigger_rule=TriggerRule.ALL_DONE)  # plans the PGs that trained; the report names the others
 def plan_embed(run: str, models: list[str], catalog: str) -> list[str]:
-    from mrnet import flow
+    from mrnet.run import stages
 
-    return flow.plan_embed(run, models, catalog)
+    return stages.plan_embed(run, models, catalog)
 
 
 @task(**GPU_TASK, map_index_template="{{ task.op_kwargs['shard'] }}")  # UI: footwear/part-00000-of-00002
 def embed_shard(run: str, shard: str, catalog: str) -> str:
-    from mrnet import flow
+    from mrnet.run import stages
 
-    return flow.embed_shard(run, shard, catalog)
+    return stages.embed_shard(run, shard, catalog)
 
 
 @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)  # runs after failed PGs too, to name them
 def report(run: str, parts: list[str]) -> str:
-    from mrnet import release
+    from mrnet.run import stages
 
-    return release.report(run, parts)
+    return stages.report(run, parts)
 
 
 @task(**GPU_TASK)
 def sparse_autoencoder(run: str, summary: str) -> str:
-    from mrnet import flow_ae
+    from mrnet.run import stages
 
-    return flow_ae.sparse_autoencoder(run, summary)
+    return stages.sparse_autoencoder(run, summary)
 
 
 @task
 def evaluate(run: str, summary: str, agnostic: str) -> str:
-    from mrnet import flow_ae
+    from mrnet.run import stages
 
-    return flow_ae.evaluate(run, summary, agnostic)
+    return stages.evaluate(run, summary, agnostic)
 
 
 @task
 def publish(run: str, summary: str, parts: list[str]) -> str:
-    from mrnet import release
+    from mrnet.run import stages
 
-    return release.publish(run, summary, parts)
+    return stages.publish(run, summary, parts)
 
 
 @task
 def promotion_gate(run: str, release_manifest: str) -> str:
-    from mrnet import release
+    from mrnet.run import stages
 
-    return release.promote(run, release_manifest)
+    return stages.promote(run, release_manifest)

@@ -33,27 +33,27 @@ from mrnet_common import (DAG_DEFAULTS, GPU_TASK, embed_shard, evaluate, plan_em
 def mrnet_refresh_dynamic():
     @task
     def start(params=None, run_id=None) -> str:
-        from mrnet import flow
+        from mrnet.run import stages
 
-        return flow.start_run(dict(params), run_id, "mrnet_refresh_dynamic", "refresh")
+        return stages.start_run(dict(params), run_id, "mrnet_refresh_dynamic", "refresh")
 
     @task
     def pin_base_release(run: str) -> str:
-        from mrnet import release
+        from mrnet.run import stages
 
-        return release.base_release(run)
+        return stages.base_release(run)
 
     @task
     def plan_pgs(run: str, base: str, catalog: str) -> list[str]:
-        from mrnet import flow
+        from mrnet.run import stages
 
-        return flow.plan(run, catalog)
+        return stages.plan(run, catalog)
 
     @task(**GPU_TASK)
     def refresh_pg(run: str, pg: str, catalog: str, base: str) -> str:
-        from mrnet import flow
+        from mrnet.run import stages
 
-        return flow.refresh(run, pg, catalog, base)
+        return stages.refresh(run, pg, catalog, base)
 
     run = start()
     base = pin_base_release(run)

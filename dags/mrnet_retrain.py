@@ -37,39 +37,39 @@ from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, embed_shard, evaluate
 def mrnet_retrain():
     @task
     def start(params=None, run_id=None) -> str:
-        from mrnet import flow
+        from mrnet.run import stages
 
-        return flow.start_run(dict(params), run_id, "mrnet_retrain", "retrain")
+        return stages.start_run(dict(params), run_id, "mrnet_retrain", "retrain")
 
     @task
     def build_corpus(run: str, catalog: str) -> str:
-        from mrnet import flow
+        from mrnet.run import stages
 
-        return flow.corpus(run, catalog)
+        return stages.corpus(run, catalog)
 
     @task
     def train_word2vec(run: str, corpus: str) -> str:
-        from mrnet import flow
+        from mrnet.run import stages
 
-        return flow.word2vec(run, corpus)
+        return stages.word2vec(run, corpus)
 
     @task
     def plan_pgs(run: str, catalog: str) -> list[str]:
-        from mrnet import flow
+        from mrnet.run import stages
 
-        return flow.plan(run, catalog)
+        return stages.plan(run, catalog)
 
     @task(**GPU_TASK)
     def train_pg(run: str, pg: str, catalog: str, vectors: str) -> str:
-        from mrnet import flow
+        from mrnet.run import stages
 
-        return flow.train(run, pg, catalog, vectors)
+        return stages.train(run, pg, catalog, vectors)
 
     @task(**GPU_TASK)
     def cross_language_autoencoder(run: str, summary: str) -> str:
-        from mrnet import flow_ae
+        from mrnet.run import stages
 
-        return flow_ae.cross_language(run)
+        return stages.cross_language(run)
 
     run = start()
     catalog = validate_catalog(run)

@@ -2,7 +2,7 @@
 
 Each command takes ``--config`` (default configs/demo.yaml), ``--set key=value``
 overrides and ``--tiny`` (few rows, 1 epoch of 2 steps: a smoke run).
-Inputs default to the artifact layout of pipeline.py, so the steps chain::
+Inputs default to the artifact layout of steps.py, so the steps chain::
 
     mrnet catalog build-demo && mrnet catalog validate && mrnet corpus && mrnet word2vec
     mrnet train --pg watches && mrnet embed --pg watches
@@ -18,8 +18,10 @@ import os
 import sys
 from pathlib import Path
 
-from mrnet import pipeline, storage
-from mrnet.config import Config, load_config
+from mrnet.run import steps
+from mrnet.io import storage
+from mrnet.config.schema import Config, load_config
+from mrnet.data.pgs import pg_list
 
 
 def _root(cfg: Config, *parts: str) -> str:
@@ -33,7 +35,7 @@ def _cmd_run(cfg: Config, args) -> None:
               "promote": not args.no_promote}
     run_id = args.run_id
     if args.resume:
-        from mrnet.flow import unfinished_run
+        from mrnet.run.context import unfinished_run
 
         found = unfinished_run(storage.absolute(cfg.artifact_root))
         if found is None:
@@ -41,7 +43,7 @@ def _cmd_run(cfg: Config, args) -> None:
         run_id, params = found
         print(f"resuming run {run_id} with its own params", flush=True)
     signal.signal(signal.SIGTERM, _terminate)  # `kill`: end the MLflow runs as KILLED, not left RUNNING
-    from mrnet import runner
+    from mrnet.run import local as runner
 
     summary = runner.run(params, run_id, mode="refresh" if args.command == "refresh" else "retrain")
     print(f"run {summary['run_id']}: {summary['artifact_root']}")
@@ -52,7 +54,7 @@ def _terminate(signum, frame):
 
 
 def _cmd_compare(cfg: Config, args) -> None:
-    from mrnet.release import compare
+    from mrnet.release.manifest import compare
 
     print(compare(cfg))
 
@@ -60,32 +62,32 @@ def _cmd_compare(cfg: Config, args) -> None:
 def _cmd_summary(cfg: Config, args) -> None:
     """Print the summary of a run (default: the newest run under artifact_root)."""
     runs = storage.join(cfg.artifact_root, "runs")
-    root = args.run or pipeline.latest_run(runs)
+    root = args.run or steps.latest_run(runs)
     print(storage.read_text(storage.join(root, "summary.md")))
     if storage.exists(storage.join(root, "release.json")):
-        from mrnet.release import parts_summary
+        from mrnet.release.manifest import parts_summary
 
         manifest = json.loads(storage.read_text(storage.join(root, "release.json")))
         print(parts_summary(manifest))
         if "evaluation" in manifest:
-            from mrnet.eval_report import table2_text
+            from mrnet.evaluation.report import table2_text
 
             print(table2_text(json.loads(storage.read_text(manifest["evaluation"]["metrics"]))))
     print(f"run folder: {root}")
 
 
 def _cmd_build_demo(cfg: Config, args) -> None:
-    from mrnet.demo_catalog import build_demo_catalog
+    from mrnet.data.demo import build_demo_catalog
 
     out = args.out or _root(cfg, "catalog", "raw.parquet")
     print(build_demo_catalog(cfg.data.raw_dir, cfg.data.pg_mapping, out))
 
 
 def _cmd_validate(cfg: Config, args) -> None:
-    from mrnet.catalog import describe_quarantine
+    from mrnet.data.catalog import describe_quarantine
 
     source = args.catalog or cfg.data.catalog or _root(cfg, "catalog", "raw.parquet")
-    uri, summary = pipeline.validate_step(cfg, source)
+    uri, summary = steps.validate_step(cfg, source)
     print(describe_quarantine(summary))
     for warning in summary["warnings"]:
         print(f"warning: {warning}")
@@ -93,28 +95,28 @@ def _cmd_validate(cfg: Config, args) -> None:
 
 
 def _cmd_corpus(cfg: Config, args) -> None:
-    uri, stats = pipeline.corpus_step(cfg, args.catalog or _root(cfg, "catalog", "catalog.parquet"))
+    uri, stats = steps.corpus_step(cfg, args.catalog or _root(cfg, "catalog", "catalog.parquet"))
     print(json.dumps(stats), uri, sep="\n")
 
 
 def _cmd_word2vec(cfg: Config, args) -> None:
-    uri, stats = pipeline.word2vec_step(cfg, args.corpus or _root(cfg, "corpus", "corpus.txt"))
+    uri, stats = steps.word2vec_step(cfg, args.corpus or _root(cfg, "corpus", "corpus.txt"))
     print(json.dumps(stats), uri, sep="\n")
 
 
 def _cmd_train(cfg: Config, args) -> None:
-    pipeline.pg_list(cfg.model_copy(update={"pgs": [args.pg]}))
-    uri, report = pipeline.train_step(cfg, args.pg, args.catalog or _root(cfg, "catalog", "catalog.parquet"),
+    pg_list(cfg.model_copy(update={"pgs": [args.pg]}))
+    uri, report = steps.train_step(cfg, args.pg, args.catalog or _root(cfg, "catalog", "catalog.parquet"),
                                       args.vectors or _root(cfg, "word2vec", "vectors.bin"))
     last = report["history"][-1] if report["history"] else {}
     print(json.dumps({k: last.get(k) for k in ("epoch", "seconds", "titles_per_s")}), uri, sep="\n")
 
 
-def _champion_model(cfg: Config, pg: str) -> str:
+def champion_model(cfg: Config, pg: str) -> str:
     """The PG's encoder in the champion release, read from the release's manifest: the one
     pointer that decides (``<prefix>-release@champion``, or releases/current.json without
     tracking), never a per-PG alias that a killed promotion may have left ahead of it."""
-    from mrnet.release import manifest_by_alias
+    from mrnet.release.manifest import manifest_by_alias
 
     manifest, where = manifest_by_alias(cfg, "champion")
     if manifest is None:
@@ -124,7 +126,7 @@ def _champion_model(cfg: Config, pg: str) -> str:
     return manifest["models"][pg]["uri"]
 
 
-def _beside(uri: str, suffix: str) -> str:
+def beside(uri: str, suffix: str) -> str:
     """``new.csv`` → ``new<suffix>`` in the same folder (a dotted folder name stays whole)."""
     folder, _, name = uri.rpartition("/")
     stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
@@ -132,8 +134,8 @@ def _beside(uri: str, suffix: str) -> str:
 
 
 def _cmd_promote(cfg: Config, args) -> None:
-    from mrnet import tracking
-    from mrnet.release import repair_champion
+    from mrnet.io import tracking
+    from mrnet.release.manifest import repair_champion
 
     home = storage.absolute(cfg.artifact_root)
     uri = tracking.tracking_uri(cfg, home, create=False) if cfg.tracking.enabled else None
@@ -142,23 +144,23 @@ def _cmd_promote(cfg: Config, args) -> None:
 
 
 def _cmd_embed(cfg: Config, args) -> None:
-    from mrnet.embed import embed_cold_start
+    from mrnet.encoder.embed import embed_cold_start
 
-    model = args.model or _champion_model(cfg, args.pg)
+    model = args.model or champion_model(cfg, args.pg)
     if model.startswith("models:/"):
-        from mrnet import tracking
+        from mrnet.io import tracking
 
         model = tracking.resolve_model(tracking.tracking_uri(cfg, storage.absolute(cfg.artifact_root), create=False), model)
     if args.titles:
-        print(embed_cold_start(model, args.titles, args.out or _beside(args.titles, ".emb.parquet"),
+        print(embed_cold_start(model, args.titles, args.out or beside(args.titles, ".emb.parquet"),
                                cfg.embed.batch_size))
         return
     catalog = args.catalog or _root(cfg, "catalog", "catalog.parquet")
-    print(pipeline.embed_step(cfg, model, catalog, args.pg)[0])
+    print(steps.embed_step(cfg, model, catalog, args.pg)[0])
 
 
 def _cmd_neighbors(cfg: Config, args) -> None:
-    from mrnet import neighbors as nn
+    from mrnet.release import neighbors as nn
 
     manifest = nn.load_release(cfg, args.release)
     query, rows = nn.neighbors(manifest, args.k, args.space, args.pg, args.id, args.title, args.ann)
@@ -172,26 +174,27 @@ def _cmd_evaluate(cfg: Config, args) -> None:
     release and the promotion gate refer to)."""
     from datetime import datetime, timezone
 
-    from mrnet import flow, flow_ae
-    from mrnet.eval_report import table2_text
+    from mrnet.run.context import load_run
+    from mrnet.run.derived import evaluate_run
+    from mrnet.evaluation.report import table2_text
 
-    root = (args.run or pipeline.latest_run(storage.join(cfg.artifact_root, "runs"))).rstrip("/")
+    root = (args.run or steps.latest_run(storage.join(cfg.artifact_root, "runs"))).rstrip("/")
     run_uri, summary_uri = storage.join(root, "run.json"), storage.join(root, "summary.json")
     for uri in (run_uri, summary_uri):
         if not storage.exists(uri):
             raise FileNotFoundError(f"{uri} not found: --run must be a run folder whose PG stages finished "
                                     "(…/runs/<run_id>)")
-    run = flow.load_run(run_uri)
+    run = load_run(run_uri)
     out = args.out or storage.join(root, "evaluations", f"{datetime.now(timezone.utc):%Y-%m-%dT%H%M%S}")
     run_cfg = run.cfg.model_copy(update={"evaluation": cfg.evaluation, "train": run.cfg.train.model_copy(
         update={"progress": True})})
-    result, files = flow_ae.evaluate_run(run, summary_uri, out, run_cfg)
+    result, files = evaluate_run(run, summary_uri, out, run_cfg)
     print(table2_text(result))
     print(f"report: {files['report.md']}")
 
 
 def _cmd_init(args) -> None:
-    from mrnet.starter import init
+    from mrnet.data.starter import init
 
     out = args.out or "configs/my_catalog.yaml"
     if Path(out).exists() and not args.force:

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from mrnet.config import load_config
-
-REPO = Path(__file__).resolve().parents[1]
-RAW = Path(os.environ.get("MRNET_RAW_DIR", REPO.parent / "shared" / "data"))  # CI: shared/ beside the clone
-TINY_PGS = "[watches,beverages,automotive]"
-
-
-def tiny_config(root, *overrides: str):
-    return load_config(REPO / "configs" / "demo.yaml",
-                       [f"artifact_root={root}", f"data.raw_dir={RAW}",
-                        f"data.pg_mapping={REPO / 'configs' / 'pg_mapping.yaml'}",
-                        f"pgs={TINY_PGS}", "data.max_rows_per_pg=150", "train.threads=1", *overrides],
-                       tiny=True)
+from tests.helpers import RAW, REPO, tiny_config
 
 
 @pytest.fixture(scope="session")
 def raw_catalog(tmp_path_factory) -> str:
     """The full demo catalog built from shared/data (3 s)."""
-    from mrnet.demo_catalog import build_demo_catalog
+    from mrnet.data.demo import build_demo_catalog
 
     assert RAW.is_dir(), f"shared data not found at {RAW} (set MRNET_RAW_DIR to the shared/data folder)"
     out = tmp_path_factory.mktemp("raw") / "raw.parquet"
@@ -35,7 +20,7 @@ def raw_catalog(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory, raw_catalog):
     """Validated tiny catalog + corpus + word vectors: (cfg, catalog_uri, vectors_uri)."""
-    from mrnet import pipeline
+    from mrnet.run import steps as pipeline
 
     cfg = tiny_config(tmp_path_factory.mktemp("tiny"))
     catalog_uri, _ = pipeline.validate_step(cfg, raw_catalog)

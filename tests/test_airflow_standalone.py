@@ -8,76 +8,29 @@ with the PG tasks mapped three ways on the `gpu` pool and queue.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import RAW, REPO
+from tests.helpers import RAW, REPO
+from tests.helpers.airflow_api import call, free_port, trigger_and_wait, wait
 
 PGS = ["watches", "beverages", "automotive"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _call(base, path, token=None, method="GET", body=None):
-    req = urllib.request.Request(base + path, method=method, data=json.dumps(body).encode() if body else None,
-                                 headers={"Content-Type": "application/json"} |
-                                 ({"Authorization": f"Bearer {token}"} if token else {}))
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"null")
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None, None
-
-
-def _wait(what, probe, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (result := probe()) is not None:
-            return result
-        time.sleep(2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def trigger_and_wait(base: str, token: str, conf: dict, timeout: int) -> tuple[dict, str, list[dict]]:
-    """Unpause mrnet_retrain, trigger it with ``conf`` as the UI's form does, wait for it to end:
-    (the dag run, its final state, its task instances)."""
-    assert _call(base, "/api/v2/dags/mrnet_retrain", token, "PATCH", {"is_paused": False})[0] == 200
-    status, run = _call(base, "/api/v2/dags/mrnet_retrain/dagRuns", token, "POST", {"logical_date": None, "conf": conf})
-    assert status == 200, run
-    path = f"/api/v2/dags/mrnet_retrain/dagRuns/{urllib.request.quote(run['dag_run_id'], safe='')}"
-
-    def finished():
-        state = _call(base, path, token)[1]["state"]
-        return state if state in ("success", "failed") else None
-
-    state = _wait("the triggered run", finished, timeout)
-    return run, state, _call(base, path + "/taskInstances?limit=100", token)[1]["task_instances"]
 
 
 @pytest.fixture(scope="module")
 def standalone(tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow-standalone")
-    port = _free_port()
+    port = free_port()
     env = os.environ | {
         "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": f"http://localhost:{port}",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin", "MRNET_HOME": str(REPO),
         "AIRFLOW__MRNET__RETRAIN_CRON": "0 0 29 2 *",  # no scheduled run of the DAG during the test
-        "AIRFLOW__SCHEDULER__WORKER_LOG_SERVER_PORT": str(_free_port()),
+        "AIRFLOW__SCHEDULER__WORKER_LOG_SERVER_PORT": str(free_port()),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, check=True, timeout=300)
@@ -87,13 +40,13 @@ def standalone(tmp_path_factory):
                             start_new_session=True)
     base = f"http://localhost:{port}"
     try:
-        _wait("the API server", lambda: True if _call(base, "/api/v2/monitor/health")[0] == 200 else None, 240)
+        wait("the API server", lambda: True if call(base, "/api/v2/monitor/health")[0] == 200 else None, 240)
         password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-        status, body = _call(base, "/auth/token", method="POST", body={"username": "admin", "password": password})
+        status, body = call(base, "/auth/token", method="POST", body={"username": "admin", "password": password})
         assert status in (200, 201), body
         token = body["access_token"]
-        _wait("the DAG to be parsed",
-              lambda: True if _call(base, "/api/v2/dags/mrnet_retrain", token)[0] == 200 else None, 120)
+        wait("the DAG to be parsed",
+              lambda: True if call(base, "/api/v2/dags/mrnet_retrain", token)[0] == 200 else None, 120)
         yield base, token, home
     finally:  # SIGINT is standalone's own shutdown path; then nothing of the group may outlive the test
         os.killpg(proc.pid, signal.SIGINT)
@@ -110,11 +63,11 @@ def standalone(tmp_path_factory):
 
 def test_trigger_refuses_bad_params_with_a_clear_message(standalone):
     base, token, _ = standalone
-    status, body = _call(base, "/api/v2/dags/mrnet_retrain/dagRuns", token, "POST",
+    status, body = call(base, "/api/v2/dags/mrnet_retrain/dagRuns", token, "POST",
                          {"logical_date": None, "conf": {"epochs": 0}})
     assert status == 400
     assert "Invalid input for param epochs: 0 is less than the minimum of 1" in body["detail"]
-    status, body = _call(base, "/api/v2/dags/mrnet_retrain/dagRuns", token, "POST",
+    status, body = call(base, "/api/v2/dags/mrnet_retrain/dagRuns", token, "POST",
                          {"logical_date": None, "conf": {"pgs": "watches"}})
     assert status == 400 and "Invalid input for param pgs" in body["detail"]
 

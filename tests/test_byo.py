@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from mrnet import runner
-from mrnet.catalog import CatalogError, conform
+from mrnet.run import local as runner
+from mrnet.data.catalog import CatalogError, conform
 from mrnet.cli import main
-from mrnet.config import DataConfig, load_config
-from mrnet.starter import guess, starter_config
-from tests.conftest import RAW, REPO
+from mrnet.config.schema import DataConfig, load_config
+from mrnet.data.starter import guess, starter_config
+from tests.helpers import RAW, REPO
 
 
 def _shop(tmp_path, rows=60):
@@ -49,7 +49,7 @@ def test_conform_names_a_mapped_column_the_file_lacks(tmp_path):
 
 
 def test_bad_pg_names_are_quarantined_with_a_reason(tmp_path):
-    from mrnet.catalog import validate
+    from mrnet.data.catalog import validate
 
     df = pd.DataFrame({"product_id": ["a", "b", "c"], "product_group": ["ok_pg", "../../escaped", ""],
                        "source": "s", "locale": "en", "title": ["one", "two", "three"]})

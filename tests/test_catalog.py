@@ -5,10 +5,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mrnet.catalog import CatalogError, read_catalog, validate, validate_catalog
-from mrnet.config import load_config
-from mrnet.demo_catalog import CANONICAL, load_pg_mapping
-from tests.conftest import REPO
+from mrnet.data.catalog import CatalogError, read_catalog, validate, validate_catalog
+from mrnet.config.schema import load_config
+from mrnet.data.demo import CANONICAL, load_pg_mapping
+from tests.helpers import REPO
 
 CFG = load_config(REPO / "configs" / "demo.yaml")
 PGS = list(load_pg_mapping(REPO / "configs" / "pg_mapping.yaml"))

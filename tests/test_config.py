@@ -1,8 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from mrnet.config import Config, TaskSpec, config_from_json, load_config, parse_overrides
-from tests.conftest import REPO
+from mrnet.config.schema import Config, TaskSpec, config_from_json, load_config, parse_overrides
+from tests.helpers import REPO
 
 DEMO = REPO / "configs" / "demo.yaml"
 
@@ -67,7 +67,7 @@ def test_task_spec_rules():
 
 
 def test_a_config_extends_another_and_overrides_its_keys(tmp_path):
-    from mrnet.config import load_config
+    from mrnet.config.schema import load_config
 
     prod = load_config("configs/production.yaml")
     demo = load_config("configs/demo.yaml")

@@ -7,8 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrnet import crosslingual, locales, retrieval
-from tests.conftest import RAW, REPO
+from mrnet.autoencoders import crosslingual
+from mrnet.autoencoders import locales
+from mrnet.evaluation import retrieval
+from tests.helpers import RAW, REPO
 
 
 def test_three_part_examples_follow_section_5():
@@ -73,7 +75,7 @@ def test_held_out_split_is_stable_and_never_shares_an_id_with_training():
 
 
 def _tiny(tmp_path, *overrides):
-    from mrnet.config import load_config
+    from mrnet.config.schema import load_config
 
     return load_config(REPO / "configs" / "demo.yaml", [f"data.raw_dir={RAW}", "train.threads=1", *overrides], tiny=True)
 

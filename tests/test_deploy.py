@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
@@ -106,7 +106,7 @@ def test_env_variables_compose_passes_are_the_ones_mrnet_and_the_dags_read():
 
 
 def test_production_config_writes_to_the_bucket_compose_creates():
-    from mrnet.config import load_config
+    from mrnet.config.schema import load_config
 
     cfg = load_config(REPO / "configs" / "production.yaml")
     bucket = cfg.artifact_root.removeprefix("s3://").split("/")[0]

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RAW, REPO
-from tests.test_airflow_standalone import _call, _free_port, _wait, trigger_and_wait
+from tests.helpers import RAW, REPO
+from tests.helpers.airflow_api import call, free_port, trigger_and_wait, wait
 
 PG_URL = os.environ.get("MRNET_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("MRNET_REDIS_URL", "redis://127.0.0.1:6379/7")
@@ -126,7 +126,7 @@ def cluster(tmp_path_factory):
     af_db, mlflow_db = f"mrnet_af_{tag}", f"mrnet_mlflow_{tag}"
     admin = _databases([af_db, mlflow_db])
     redis.Redis.from_url(REDIS_URL).flushdb()
-    api, s3_port, mlflow_port = _free_port(), _free_port(), _free_port()
+    api, s3_port, mlflow_port = free_port(), free_port(), free_port()
     s3 = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}", "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
           "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
     env = os.environ | s3 | {
@@ -145,7 +145,7 @@ def cluster(tmp_path_factory):
     procs = Processes(home, env)
     try:
         procs.start("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)])
-        _wait("the S3 endpoint", lambda: _up(f"http://127.0.0.1:{s3_port}/"), 60)
+        wait("the S3 endpoint", lambda: _up(f"http://127.0.0.1:{s3_port}/"), 60)
         bucket = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], region_name="us-east-1",
                               aws_access_key_id="test", aws_secret_access_key="test")
         bucket.create_bucket(Bucket="mrnet")
@@ -161,17 +161,17 @@ def cluster(tmp_path_factory):
         procs.start("dag-processor", [airflow, "dag-processor"])
         procs.start("worker-default", [airflow, "celery", "worker", "--queues", "default", "--concurrency", "2",
                                        "--celery-hostname", f"default-{tag}@%h"], MRNET_WORKER_NAME="cpu-worker",
-                    AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(_free_port()))
+                    AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()))
         procs.start("worker-gpu", [airflow, "celery", "worker", "--queues", "gpu", "--concurrency", "3",
                                    "--celery-hostname", f"gpu-{tag}@%h"], MRNET_WORKER_NAME="gpu-worker",
-                    AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(_free_port()))
+                    AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()))
         base = f"http://127.0.0.1:{api}"
-        _wait("the API server", lambda: True if _call(base, "/api/v2/monitor/health")[0] == 200 else None, 240)
-        _wait("the MLflow server", lambda: _up(f"http://127.0.0.1:{mlflow_port}/health"), 120)
+        wait("the API server", lambda: True if call(base, "/api/v2/monitor/health")[0] == 200 else None, 240)
+        wait("the MLflow server", lambda: _up(f"http://127.0.0.1:{mlflow_port}/health"), 120)
         password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-        token = _call(base, "/auth/token", method="POST", body={"username": "admin", "password": password})[1]
+        token = call(base, "/auth/token", method="POST", body={"username": "admin", "password": password})[1]
         token = token["access_token"]
-        _wait("the DAG to be parsed", lambda: True if _call(base, "/api/v2/dags/mrnet_retrain", token)[0] == 200
+        wait("the DAG to be parsed", lambda: True if call(base, "/api/v2/dags/mrnet_retrain", token)[0] == 200
               else None, 180)
         yield base, token, procs, bucket, env["MLFLOW_TRACKING_URI"]
     finally:

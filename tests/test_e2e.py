@@ -7,7 +7,7 @@ import sys
 
 import pandas as pd
 
-from tests.conftest import RAW, REPO, TINY_PGS
+from tests.helpers import RAW, REPO, TINY_PGS
 
 
 def test_mrnet_run_tiny_end_to_end(tmp_path):

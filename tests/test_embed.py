@@ -10,12 +10,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mrnet import embed, pipeline
-from mrnet.config import EmbedConfig
-from mrnet.embed import embed_titles, read_titles_csv
-from mrnet.model import load_model
-from mrnet.text import Vocab, encode_parallel
-from tests.conftest import REPO
+from mrnet.data.pgs import pg_counts
+from mrnet.encoder import embed
+from mrnet.run import steps as pipeline
+from mrnet.config.schema import EmbedConfig
+from mrnet.encoder.embed import embed_titles, read_titles_csv
+from mrnet.encoder.model import load_model
+from mrnet.data.text import Vocab, encode_parallel
+from tests.helpers import REPO
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def test_shard_rows_read_row_groups_and_equal_a_plain_slice(tmp_path, sort):
         got = pd.concat([embed.shard_rows(str(path), shard, 7) for shard in shards])
         assert got["product_id"].tolist() == rows["product_id"].tolist()
         assert [len(embed.shard_rows(str(path), s, 7)) for s in shards[:-1]] == [7] * (len(shards) - 1)
-    assert embed.pg_counts(str(path)) == {"a": 30, "b": 43, "c": 30}
+    assert pg_counts(str(path)) == {"a": 30, "b": 43, "c": 30}
 
 
 def test_shard_errors_name_the_shard(trained):

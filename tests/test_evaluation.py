@@ -7,9 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrnet import downstream as D, eval_report, evaluation as E
-from mrnet.config import EvalTask, EvaluationConfig, LabelRule, load_config
-from mrnet.embed import write_embeddings
+from mrnet.data.sample import hash_rank
+from mrnet.evaluation import labels as D
+from mrnet.evaluation import report as eval_report
+from mrnet.evaluation import score as E
+from mrnet.config.evaluation import EvalTask, EvaluationConfig, LabelRule
+from mrnet.config.schema import load_config
+from mrnet.encoder.embed import write_embeddings
 
 
 def rows(spec: list[tuple]) -> pd.DataFrame:
@@ -131,7 +135,7 @@ def test_unseen_split_matches_a_brute_force_filter():
     task = EvalTask(name="unseen", kind="unseen", base="base", threshold=0.2, test_fraction=0.5)
     data = D.unseen_split(task, base, seed=3)
 
-    test = D.hash_rank(ids, 3, "unseen") < 0.5
+    test = hash_rank(ids, 3, "unseen") < 0.5
     train_sets = [set(t.split()) for t in titles[~test]]
     jaccard = lambda a, b: len(a & b) / len(a | b)  # noqa: E731
     expected = {i for i in ids[test] if max(jaccard(set(titles[ids == i][0].split()), s) for s in train_sets) <= 0.2}

@@ -4,8 +4,12 @@ baseline columns of Table 2, all-MiniLM-L6-v2 from its wheel, and the gate's tas
 import numpy as np
 import pandas as pd
 
-from mrnet import downstream as D, evaluation as E, eval_report as R, gate
-from mrnet.config import EvaluationConfig, EvalTask, GateConfig
+from mrnet.evaluation import labels as D
+from mrnet.evaluation import score as E
+from mrnet.evaluation import report as R
+from mrnet.release import gate
+from mrnet.config.evaluation import EvaluationConfig, EvalTask
+from mrnet.config.schema import GateConfig
 
 
 def _catalog():

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrnet.config import Word2VecConfig
-from mrnet.text import tokenize
-from mrnet.word2vec import load_subwords, load_vectors, subword_vectors, train_word2vec, unseen_words
-from tests.conftest import RAW
+from mrnet.config.schema import Word2VecConfig
+from mrnet.data.text import tokenize
+from mrnet.data.word2vec import load_subwords, load_vectors, subword_vectors, train_word2vec, unseen_words
+from tests.helpers import RAW
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +52,10 @@ def test_fasttext_stage_writes_a_safe_ngram_table_and_unseen_words_land_near_the
 def test_a_fasttext_model_embeds_unseen_words_by_their_ngrams(tiny_artifacts, tmp_path):
     """Cold start: with word2vec, two different unseen words are both <unk> (same embedding);
     with FastText they get different vectors, and the model keeps the words below min count."""
-    from mrnet.catalog import read_catalog
-    from mrnet.embed import embed_titles
-    from mrnet.model import load_model
-    from mrnet.train import train_pg
+    from mrnet.data.catalog import read_catalog
+    from mrnet.encoder.embed import embed_titles
+    from mrnet.encoder.model import load_model
+    from mrnet.encoder.train import train_pg
 
     cfg, catalog_uri, vectors_uri = tiny_artifacts
     catalog = read_catalog(catalog_uri)
@@ -78,7 +78,7 @@ def test_a_fasttext_model_embeds_unseen_words_by_their_ngrams(tiny_artifacts, tm
 
 
 def _plain_model(cfg, catalog, vectors_uri, tmp_path):
-    from mrnet.train import train_pg
+    from mrnet.encoder.train import train_pg
 
     words, vectors = load_vectors(vectors_uri)
     plain = cfg.model_copy(update={"word2vec": cfg.word2vec.model_copy(update={"model": "word2vec"})})

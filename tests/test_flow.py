@@ -6,17 +6,13 @@ import pandas as pd
 import pytest
 import torch
 
-from mrnet import flow, release, runner
-from mrnet.model import load_model
-from tests.conftest import RAW, REPO
+from mrnet.config.base import safe_run_id
+from mrnet.run import context as flow
+from mrnet.run import stages
+from mrnet.run import local as runner
+from mrnet.encoder.model import load_model
+from tests.helpers import PGS, run_params as _params
 
-PGS = ["watches", "beverages", "automotive"]
-
-
-def _params(root, catalog=None, **extra):
-    overrides = [f"artifact_root={root}", f"data.raw_dir={RAW}", f"data.pg_mapping={REPO / 'configs/pg_mapping.yaml'}",
-                 "train.threads=1"] + ([f"data.catalog={catalog}"] if catalog else [])
-    return {"config": str(REPO / "configs/demo.yaml"), "tiny": True, "pgs": PGS, "overrides": overrides} | extra
 
 
 @pytest.fixture(scope="module")
@@ -47,18 +43,18 @@ def test_unchanged_text_reuses_corpus_and_word2vec(released, fixture_catalog, tm
     df["price"] = df["price"] * 1.25  # a dynamic signal changes; the text does not
     changed = tmp_path / "prices.parquet"
     df.to_parquet(changed, index=False)
-    run_uri = flow.start_run(_params(home, changed), "second", mode="retrain")
-    catalog = flow.validate(run_uri)
-    corpus = flow.corpus(run_uri, catalog)
-    vectors = flow.word2vec(run_uri, corpus)
+    run_uri = stages.start_run(_params(home, changed), "second", mode="retrain")
+    catalog = stages.validate(run_uri)
+    corpus = stages.corpus(run_uri, catalog)
+    vectors = stages.word2vec(run_uri, corpus)
     assert corpus == first["corpus"]["uri"] and vectors == first["word2vec"]["uri"]
-    stages = home / "runs" / "second" / "stages"
-    assert json.loads((stages / "corpus.json").read_text())["cache_hit"] is True
-    assert json.loads((stages / "word2vec.json").read_text())["cache_hit"] is True
+    records = home / "runs" / "second" / "stages"
+    assert json.loads((records / "corpus.json").read_text())["cache_hit"] is True
+    assert json.loads((records / "word2vec.json").read_text())["cache_hit"] is True
     df.loc[df.index[0], "title"] = "a brand new title about teapots"
     df.to_parquet(changed, index=False)
-    run_uri = flow.start_run(_params(home, changed), "third", mode="retrain")
-    assert flow.corpus(run_uri, flow.validate(run_uri)) != corpus  # new text → new cache entry
+    run_uri = stages.start_run(_params(home, changed), "third", mode="retrain")
+    assert stages.corpus(run_uri, stages.validate(run_uri)) != corpus  # new text → new cache entry
 
 
 def test_refresh_warm_starts_and_refits_dynamic_tasks_only(released, fixture_catalog, tmp_path):
@@ -102,25 +98,25 @@ def test_a_failed_or_missing_shard_fails_its_pg(released, fixture_catalog, tmp_p
     home, _ = released
     params = _params(home, fixture_catalog, pgs=["watches"])
     params["overrides"] = params["overrides"] + ["tracking.enabled=false"]
-    run_uri = flow.start_run(params, "shards")
-    catalog = flow.validate(run_uri)
-    vectors = flow.word2vec(run_uri, flow.corpus(run_uri, catalog))
-    flow.plan(run_uri)
-    model = flow.train(run_uri, "watches", catalog, vectors)
+    run_uri = stages.start_run(params, "shards")
+    catalog = stages.validate(run_uri)
+    vectors = stages.word2vec(run_uri, stages.corpus(run_uri, catalog))
+    stages.plan(run_uri)
+    model = stages.train(run_uri, "watches", catalog, vectors)
     rows = pd.read_parquet(catalog)
     count = -(-int((rows.product_group == "watches").sum()) // 50)  # tiny: embed.shard_size=50
-    shards = flow.plan_embed(run_uri, [model], catalog)
+    shards = stages.plan_embed(run_uri, [model], catalog)
     assert count >= 2 and shards == [f"watches/part-{i:05d}-of-{count:05d}" for i in range(count)]
-    parts = [flow.embed_shard(run_uri, shard, catalog) for shard in shards[:-1]]
+    parts = [stages.embed_shard(run_uri, shard, catalog) for shard in shards[:-1]]
     changed = tmp_path / "changed.parquet"  # the catalog lost watches after planning
     rows.drop(rows.index[rows.product_group == "watches"][:60]).to_parquet(changed)
     with pytest.raises(ValueError, match=r"the catalog changed after the shards were planned"):
-        flow.embed_shard(run_uri, shards[-1], str(changed))
+        stages.embed_shard(run_uri, shards[-1], str(changed))
     failure = json.loads((home / "runs" / "shards" / "failures" / "watches.json").read_text())
     assert failure["stage"] == f"embed shard {count} of {count}"
     with pytest.raises(RuntimeError, match=rf"watches: embed shard {count} of {count}: ValueError.*1 of {count} "
                                            rf"embedding shard\(s\) missing, e\.g\. {shards[-1]}"):
-        release.report(run_uri, parts)
+        stages.report(run_uri, parts)
     assert not (home / "runs" / "shards" / "embeddings" / "watches" / "_manifest.json").exists()
 
 
@@ -128,45 +124,45 @@ def test_stale_refresh_does_not_overwrite_a_newer_release(released, fixture_cata
     home, _ = released
     params = _params(home, fixture_catalog, pgs=["watches"])
     params["overrides"] = params["overrides"] + ["tracking.enabled=false"]  # champion = releases/current.json
-    run_uri = flow.start_run(params, "stale", mode="refresh")
-    release.base_release(run_uri)
+    run_uri = stages.start_run(params, "stale", mode="refresh")
+    stages.base_release(run_uri)
     current = home / "releases" / "current.json"
     saved = current.read_text()
     current.write_text(json.dumps(json.loads(saved) | {"release": "published-meanwhile"}))
     try:
-        catalog = flow.validate(run_uri)
-        flow.plan(run_uri)
-        model = flow.refresh(run_uri, "watches", catalog, str(home / "runs" / "stale" / "base_release.json"))
-        manifest = release.publish(run_uri, release.report(run_uri, flow.embed_all(run_uri, model, catalog)))
+        catalog = stages.validate(run_uri)
+        stages.plan(run_uri)
+        model = stages.refresh(run_uri, "watches", catalog, str(home / "runs" / "stale" / "base_release.json"))
+        manifest = stages.publish(run_uri, stages.report(run_uri, stages.embed_all(run_uri, model, catalog)))
         with pytest.raises(RuntimeError, match="published-meanwhile became champion while this refresh ran"):
-            release.promote(run_uri, manifest)
+            stages.promote(run_uri, manifest)
     finally:
         current.write_text(saved)
 
 
 def test_report_after_an_early_failure_says_where_it_stopped(tmp_path):
-    run_uri = flow.start_run(_params(tmp_path), "early")
+    run_uri = stages.start_run(_params(tmp_path), "early")
     with pytest.raises(RuntimeError, match="stopped before its PGs ran: validate_catalog or plan_pgs"):
-        release.report(run_uri, [])
+        stages.report(run_uri, [])
 
 
 def test_start_run_rejects_bad_params(tmp_path):
     with pytest.raises(ValueError, match=r"unknown run param\(s\) \['epoch'\]"):
-        flow.start_run({"epoch": 3}, "x")
+        stages.start_run({"epoch": 3}, "x")
     with pytest.raises(ValueError, match=r"unknown PG\(s\) \['atlantis'\]"):
-        flow.start_run(_params(tmp_path, pgs=["atlantis"]), "x")
+        stages.start_run(_params(tmp_path, pgs=["atlantis"]), "x")
 
 
 def test_params_become_overrides(tmp_path):
-    run = flow.load_run(flow.start_run(_params(tmp_path, epochs=7, sample_fraction=0.5), "p"))
+    run = flow.load_run(stages.start_run(_params(tmp_path, epochs=7, sample_fraction=0.5), "p"))
     assert run.cfg.train.epochs == 7 and run.cfg.data.sample_fraction == 0.5 and run.cfg.pgs == PGS
-    refresh = flow.load_run(flow.start_run(_params(tmp_path, epochs=3), "q", mode="refresh"))
+    refresh = flow.load_run(stages.start_run(_params(tmp_path, epochs=3), "q", mode="refresh"))
     assert refresh.cfg.refresh.epochs == 3
-    assert flow.safe_run_id("scheduled__2026-11-22T02:00:00+00:00") == "scheduled__2026-11-22T02_00_00_00_00"
+    assert safe_run_id("scheduled__2026-11-22T02:00:00+00:00") == "scheduled__2026-11-22T02_00_00_00_00"
 
 
 def test_sample_fraction_is_per_pg_and_stable():
-    from mrnet.catalog import sample_per_pg
+    from mrnet.data.catalog import sample_per_pg
 
     df = pd.DataFrame({"product_id": [f"p{i}" for i in range(300)], "product_group": ["a"] * 200 + ["b"] * 100})
     half = sample_per_pg(df, None, 13, 0.5)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mrnet.config import GateConfig
-from mrnet.gate import decide, knn_overlap, table
+from mrnet.config.schema import GateConfig
+from mrnet.release.gate import decide, knn_overlap, table
 
 
 def summary(losses: dict[str, dict[str, float]], failed=None) -> dict:
@@ -81,7 +81,7 @@ EVAL_GATE = GateConfig(tolerance=0.03, aggregate_tolerance=0.0, eval_tolerance=0
 
 
 def test_gated_metrics_are_the_mrnet_features_only():
-    from mrnet.gate import gated_metrics
+    from mrnet.release.gate import gated_metrics
 
     metrics = EVAL_OLD | {"eval.plugs.tfidf.lr": 0.99, "eval.plugs.word2vec_mean.rf": 0.9, "eval.plugs.products": 100,
                           "eval.nn.pg.color": 0.8, "eval.seconds": 12.0}

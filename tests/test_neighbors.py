@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mrnet import cli, neighbors
+from mrnet import cli
+from mrnet.release import neighbors
 
 
 def _emb(path, ids, pgs, x):

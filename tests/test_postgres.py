@@ -38,7 +38,7 @@ def database():
 def pg_task(uri: str, exp_id: str, parent: str, pg: str) -> tuple[str, str]:
     """What one train_pg task does to MLflow: its nested run, 10 epochs of metrics, an artifact,
     a registered version and the challenger alias."""
-    from mrnet import tracking as tr
+    from mrnet.io import tracking as tr
 
     tags = {"mrnet.run_id": "concurrent", "mrnet.kind": "pg", "mrnet.pg": pg}
     run_id = tr.find_or_create_run(uri, exp_id, tags, f"pg:{pg}", parent=parent)
@@ -54,7 +54,7 @@ def pg_task(uri: str, exp_id: str, parent: str, pg: str) -> tuple[str, str]:
 def test_concurrent_pg_tasks_log_to_postgres(database, tmp_path):
     from mlflow import MlflowClient
 
-    from mrnet import tracking as tr
+    from mrnet.io import tracking as tr
 
     exp_id = tr.experiment_id(database, "mrnet", str(tmp_path))  # migrates the schema once
     client = MlflowClient(database)

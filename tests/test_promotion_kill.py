@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from mrnet import release, tracking
-from tests.conftest import REPO, tiny_config
+from mrnet.release import manifest as release
+from mrnet.io import tracking
+from tests.helpers import REPO, tiny_config
 
 PARTS = ["watches", "beverages", "automotive", "sparse_ae", "crosslingual_ae"]
 
@@ -50,8 +51,10 @@ def history(tmp_path_factory):
 
 KILL = """
 import json, os, signal, sys
-from mrnet import release, storage, tracking
-from tests.conftest import tiny_config
+from mrnet.release import manifest as release
+from mrnet.io import storage
+from mrnet.io import tracking
+from tests.helpers import tiny_config
 home, at = sys.argv[1], sys.argv[2]
 calls, real_alias, real_write = [0], tracking.set_alias, storage.write_text
 def set_alias(*args):
@@ -72,7 +75,7 @@ release.publish_champion(tiny_config(home, "tracking.enabled=true"), home, f"sql
 
 @pytest.mark.parametrize("at", [str(i) for i in range(1, len(PARTS) + 2)] + ["current.json"])
 def test_a_promotion_killed_anywhere_leaves_one_champion_and_repair_mirrors_it(history, tmp_path, at):
-    from mrnet.cli import _champion_model
+    from mrnet.cli import champion_model
 
     home = tmp_path / "home"
     shutil.copytree(history, home)
@@ -89,7 +92,7 @@ def test_a_promotion_killed_anywhere_leaves_one_champion_and_repair_mirrors_it(h
     expected = "new" if at == "current.json" else "old"  # calls 1-5: the mirrors; 6: the release pointer
     champion, _ = release.manifest_by_alias(cfg, "champion")
     assert champion["release"] == expected
-    assert _champion_model(cfg, "watches") == str(home / expected / "watches" / "model.safetensors")
+    assert champion_model(cfg, "watches") == str(home / expected / "watches" / "model.safetensors")
     release.repair_champion(cfg, str(home), uri)
     for part, version in champion["registry"].items():
         assert str(c.get_model_version_by_alias(f"mrnet-{part}", "champion").version) == version, part

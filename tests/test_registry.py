@@ -8,10 +8,13 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from mrnet import evaluation, flow, release, runner, tracking
-from mrnet.model import load_model
-from tests.conftest import REPO
-from tests.test_flow import _params
+from mrnet.evaluation import score as evaluation
+from mrnet.run import stages
+from mrnet.run import local as runner
+from mrnet.io import tracking
+from mrnet.encoder.model import load_model
+from tests.helpers import REPO
+from tests.helpers import run_params as _params
 
 PGS = ["watches", "beverages", "automotive"]
 
@@ -171,7 +174,7 @@ def test_models_load_by_alias_without_unpickling(history):
     model, meta = load_model(path)
     assert meta["pg"] == "watches"
     champion = json.loads((home / "releases" / "current.json").read_text())
-    from mrnet.embed import model_version
+    from mrnet.encoder.embed import model_version
 
     assert model_version(path) == champion["models"]["watches"]["version"]
     with pytest.raises(ValueError, match="expected models:/<name>@<alias>"):
@@ -180,19 +183,19 @@ def test_models_load_by_alias_without_unpickling(history):
 
 def test_a_retried_task_reattaches_to_its_mlflow_run(tmp_path, fixture_catalog):
     params = _params(tmp_path, fixture_catalog, pgs=["watches"])
-    run_uri = flow.start_run(params, "retry")
-    assert flow.start_run(params, "retry") == run_uri  # a retried start
-    catalog = flow.validate(run_uri)
-    vectors = flow.word2vec(run_uri, flow.corpus(run_uri, catalog))
-    flow.plan(run_uri)
-    flow.train(run_uri, "watches", catalog, vectors)
-    flow.train(run_uri, "watches", catalog, vectors)  # a retried train_pg
+    run_uri = stages.start_run(params, "retry")
+    assert stages.start_run(params, "retry") == run_uri  # a retried start
+    catalog = stages.validate(run_uri)
+    vectors = stages.word2vec(run_uri, stages.corpus(run_uri, catalog))
+    stages.plan(run_uri)
+    stages.train(run_uri, "watches", catalog, vectors)
+    stages.train(run_uri, "watches", catalog, vectors)  # a retried train_pg
     assert len(_runs(tmp_path, run_id="retry", kind="parent")) == 1
     assert len(_runs(tmp_path, run_id="retry", kind="pg")) == 1
-    release.promote(run_uri, release.publish(run_uri, release.report(run_uri, flow.embed_all(
+    stages.promote(run_uri, stages.publish(run_uri, stages.report(run_uri, stages.embed_all(
         run_uri, str(tmp_path / "runs" / "retry" / "models" / "watches" / "model.safetensors"), catalog))))
     versions = _client(tmp_path).search_model_versions("name = 'mrnet-watches'")
-    release.publish(run_uri, str(tmp_path / "runs" / "retry" / "summary.json"))  # a retried publish
+    stages.publish(run_uri, str(tmp_path / "runs" / "retry" / "summary.json"))  # a retried publish
     assert len(_client(tmp_path).search_model_versions("name = 'mrnet-watches'")) == len(versions) == 1
 
 

@@ -2,25 +2,28 @@
 
 import pytest
 
-from mrnet import flow, storage
-from mrnet.config import load_config
-from tests.conftest import REPO
+from mrnet.config.base import is_segment, check_segment, safe_run_id
+from mrnet.run import context as flow
+from mrnet.run import stages
+from mrnet.io import storage
+from mrnet.config.schema import load_config
+from tests.helpers import REPO
 
 ESCAPES = ["..", ".", "../../../../escaped_pg", "a/../b", "/etc", "", ".hidden"]
 
 
 @pytest.mark.parametrize("name", ESCAPES)
 def test_unsafe_segments_are_refused_by_name(name):
-    assert not storage.is_segment(name)
+    assert not is_segment(name)
     with pytest.raises(ValueError, match="cannot be a file or folder name"):
-        storage.check_segment(name, "PG")
+        check_segment(name, "PG")
 
 
 def test_run_ids_never_leave_the_runs_folder():
-    assert flow.safe_run_id("manual__2026-12-02T00:54:08.058830+00:00") == "manual__2026-12-02T00_54_08.058830_00_00"
+    assert safe_run_id("manual__2026-12-02T00:54:08.058830+00:00") == "manual__2026-12-02T00_54_08.058830_00_00"
     for bad in ("..", ".", "a/../b", "x/.."):
         with pytest.raises(ValueError, match="run id"):
-            flow.safe_run_id(bad)
+            safe_run_id(bad)
 
 
 @pytest.mark.parametrize("override, where", [
@@ -37,7 +40,7 @@ def test_config_refuses_names_that_become_paths(override, where):
 
 
 def test_a_custom_pg_mapping_with_an_escaping_pg_is_refused(tmp_path):
-    from mrnet.demo_catalog import load_pg_mapping
+    from mrnet.data.demo import load_pg_mapping
 
     mapping = tmp_path / "pgs.yaml"
     mapping.write_text("pgs:\n  ../../../../escaped_pg:\n    - 'flipkart: Watches'\n")
@@ -77,7 +80,7 @@ def test_artifacts_follow_the_umask_not_mkstemps_0600(tmp_path):
 def test_required_columns_must_be_text_in_parquet(tmp_path):
     import pandas as pd
 
-    from mrnet.catalog import CatalogError, validate_catalog
+    from mrnet.data.catalog import CatalogError, validate_catalog
 
     rows = {"product_id": [1, 2], "product_group": ["watches"] * 2, "source": ["s"] * 2, "locale": ["en"] * 2,
             "title": ["Analog watch", "Digital watch"]}
@@ -90,7 +93,7 @@ def test_required_columns_must_be_text_in_parquet(tmp_path):
 
 
 def test_an_empty_clean_catalog_fails_validation_and_leaves_no_catalog(tmp_path):
-    from mrnet.catalog import CatalogError, validate_catalog
+    from mrnet.data.catalog import CatalogError, validate_catalog
 
     header = "product_id,product_group,source,locale,title\n"
     (tmp_path / "header.csv").write_text(header)
@@ -105,7 +108,7 @@ def test_an_empty_clean_catalog_fails_validation_and_leaves_no_catalog(tmp_path)
 def test_a_csv_row_with_extra_fields_is_quarantined_with_its_line(tmp_path):
     import pandas as pd
 
-    from mrnet.catalog import validate_catalog
+    from mrnet.data.catalog import validate_catalog
 
     (tmp_path / "c.csv").write_text("product_id,product_group,source,locale,title\n"
                                     "p1,watches,s,en,Analog watch\n"
@@ -153,7 +156,7 @@ def test_bad_inputs_are_one_line_cli_errors_naming_the_file(tmp_path, capsys):
 
 
 def test_a_permission_error_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
-    from mrnet import pipeline
+    from mrnet.run import steps as pipeline
 
     def refuse(cfg, source):
         raise PermissionError(13, "Permission denied", str(tmp_path / "root" / "catalog" / "catalog.parquet"))
@@ -164,13 +167,13 @@ def test_a_permission_error_is_one_line_naming_the_file(tmp_path, capsys, monkey
     assert err.strip() == f"mrnet: error: Permission denied: {tmp_path / 'root' / 'catalog' / 'catalog.parquet'}"
 
 
-def test_embed_titles_without_extension_writes_beside_the_file():
-    from mrnet.cli import _beside
+def test_embed_titles_without_extension_writesbeside_the_file():
+    from mrnet.cli import beside
 
-    assert _beside("/data/dot.d/titles", ".emb.parquet") == "/data/dot.d/titles.emb.parquet"
-    assert _beside("/data/dot.d/titles.csv", ".emb.parquet") == "/data/dot.d/titles.emb.parquet"
-    assert _beside("s3://bucket/new.csv", ".emb.parquet") == "s3://bucket/new.emb.parquet"
-    assert _beside("titles", ".emb.parquet") == "titles.emb.parquet"
+    assert beside("/data/dot.d/titles", ".emb.parquet") == "/data/dot.d/titles.emb.parquet"
+    assert beside("/data/dot.d/titles.csv", ".emb.parquet") == "/data/dot.d/titles.emb.parquet"
+    assert beside("s3://bucket/new.csv", ".emb.parquet") == "s3://bucket/new.emb.parquet"
+    assert beside("titles", ".emb.parquet") == "titles.emb.parquet"
 
 
 def test_every_count_size_and_fraction_in_the_config_has_bounds():
@@ -182,7 +185,7 @@ def test_every_count_size_and_fraction_in_the_config_has_bounds():
     import annotated_types
     from pydantic import BaseModel
 
-    from mrnet.config import Config
+    from mrnet.config.schema import Config
 
     values = {("TaskSpec", "threshold"), ("LabelRule", "label"), ("Word2VecConfig", "min_count"),
               ("Word2VecConfig", "epochs")}
@@ -217,15 +220,15 @@ def test_a_pg_below_the_minimum_is_skipped_with_a_reason_not_a_crash(tmp_path, f
 
     import pandas as pd
 
-    from tests.test_flow import _params
+    from tests.helpers import run_params as _params
 
     df = pd.read_parquet(fixture_catalog)
     one = pd.concat([df[df.product_group != "automotive"], df[df.product_group == "automotive"].head(1)])
     one.to_parquet(tmp_path / "one.parquet", index=False)
-    run_uri = flow.start_run(_params(tmp_path / "home", tmp_path / "one.parquet") | {
+    run_uri = stages.start_run(_params(tmp_path / "home", tmp_path / "one.parquet") | {
         "overrides": _params(tmp_path / "home", tmp_path / "one.parquet")["overrides"] + ["tracking.enabled=false"]},
         "tinypg", mode="retrain")
-    assert flow.plan(run_uri, flow.validate(run_uri)) == ["watches", "beverages"]
+    assert stages.plan(run_uri, stages.validate(run_uri)) == ["watches", "beverages"]
     plan = json.loads((tmp_path / "home" / "runs" / "tinypg" / "stages" / "plan.json").read_text())
     assert plan["skipped"] == {"automotive": "1 validated products, fewer than train.min_products=50"}
 
@@ -235,8 +238,9 @@ def test_a_failed_or_killed_cli_run_leaves_no_mlflow_run_running(tmp_path, fixtu
     earlier attempt's open runs KILLED; `--resume` finds the run that never reached the gate."""
     from mlflow import MlflowClient
 
-    from mrnet import runner, tracking
-    from tests.test_flow import _params
+    from mrnet.run import local as runner
+    from mrnet.io import tracking
+    from tests.helpers import run_params as _params
 
     home = tmp_path / "home"
     (tmp_path / "empty.csv").write_text("product_id,product_group,source,locale,title\n")
@@ -263,7 +267,7 @@ def test_two_first_runs_on_a_fresh_root_both_get_a_migrated_store(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from mrnet import tracking; uri = sys.argv[1]; "
+    code = ("import sys; from mrnet.io import tracking; uri = sys.argv[1]; "
             "print(tracking.experiment_id(uri, 'mrnet', sys.argv[2]))")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     procs = [subprocess.Popen([sys.executable, "-c", code, uri, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
@@ -276,7 +280,7 @@ def test_two_first_runs_on_a_fresh_root_both_get_a_migrated_store(tmp_path):
 def test_mrnet_run_resume_continues_the_newest_unfinished_run(tmp_path, capsys, monkeypatch):
     import json
 
-    from mrnet import runner
+    from mrnet.run import local as runner
 
     demo = str(REPO / "configs" / "demo.yaml")
     home = tmp_path / "home"
@@ -297,8 +301,8 @@ def test_mrnet_run_resume_continues_the_newest_unfinished_run(tmp_path, capsys, 
 
 
 def test_readers_on_a_mistyped_root_create_no_store_and_an_unknown_pg_lists_the_known(tmp_path, capsys, monkeypatch):
-    from mrnet import release
-    from mrnet.cli import _champion_model
+    from mrnet.release import manifest as release
+    from mrnet.cli import champion_model
 
     demo = str(REPO / "configs" / "demo.yaml")
     wrong = tmp_path / "typo"
@@ -309,6 +313,6 @@ def test_readers_on_a_mistyped_root_create_no_store_and_an_unknown_pg_lists_the_
     monkeypatch.setattr(release, "manifest_by_alias", lambda cfg, alias: (
         {"release": "r1", "models": {"watches": {"uri": "/m/watches.safetensors"}, "footwear": {"uri": "/m/f"}}}, "here"))
     cfg = load_config(demo)
-    assert _champion_model(cfg, "watches") == "/m/watches.safetensors"
+    assert champion_model(cfg, "watches") == "/m/watches.safetensors"
     with pytest.raises(ValueError, match=r"unknown PG 'NOPE': champion release r1 has \['footwear', 'watches'\]"):
-        _champion_model(cfg, "NOPE")
+        champion_model(cfg, "NOPE")

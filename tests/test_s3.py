@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from mrnet import storage
-from mrnet.embed import read_embeddings
-from tests.conftest import RAW, REPO
+from mrnet.io import storage
+from mrnet.encoder.embed import read_embeddings
+from tests.helpers import RAW, REPO
 
 BUCKET = "mrnet-test"
 
@@ -34,7 +34,7 @@ def s3(tmp_path_factory):
            "MRNET_CACHE": str(tmp_path_factory.mktemp("s3cache"))}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    storage._s3_client().create_bucket(Bucket=BUCKET)
+    storage.s3_client().create_bucket(Bucket=BUCKET)
     yield env
     for key, value in saved.items():
         if value is None:
@@ -79,7 +79,7 @@ def test_a_failed_write_publishes_nothing(s3):
 
 UPLOADER = """
 import os, sys
-from mrnet import storage
+from mrnet.io import storage
 data = os.urandom(96 * 1024 * 1024)  # multipart upload (8 MiB parts)
 storage.write_bytes(sys.argv[1] + "/embeddings.parquet", data)
 storage.write_text(sys.argv[1] + "/release.json", '{"embeddings": "embeddings.parquet"}')  # manifest last
@@ -91,7 +91,7 @@ def test_an_interrupted_upload_is_never_manifested(s3):
     that would name it exists, so a reader that trusts only manifests sees nothing half-written."""
     prefix = f"s3://{BUCKET}/runs/killed"
     proc = subprocess.Popen([sys.executable, "-c", UPLOADER, prefix], cwd=REPO, env=os.environ | s3)
-    client = storage._s3_client()
+    client = storage.s3_client()
     deadline = time.monotonic() + 120
     while not client.list_multipart_uploads(Bucket=BUCKET, Prefix="runs/killed/").get("Uploads"):
         assert proc.poll() is None, "the upload finished before it could be interrupted"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mrnet.sparse_ae import SparseAutoencoder, kl_sparsity, sparse_ae_loss
+from mrnet.autoencoders.sparse import SparseAutoencoder, kl_sparsity, sparse_ae_loss
 
 
 def dense_loss(model: SparseAutoencoder, x, group, rho, beta):
@@ -75,8 +75,8 @@ def test_training_lowers_the_loss_and_blocks_follow_the_pg_mapping(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from mrnet import sparse_ae
-    from mrnet.config import SparseAEConfig
+    from mrnet.autoencoders import sparse as sparse_ae
+    from mrnet.config.schema import SparseAEConfig
 
     rng = np.random.default_rng(0)
     order = ["a", "b", "c", "d"]                        # the mapping; this run has only b and d

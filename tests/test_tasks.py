@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mrnet import tasks as T
-from mrnet.config import TaskSpec
-from mrnet.train import task_loss
+from mrnet.encoder import targets as T
+from mrnet.config.schema import TaskSpec
+from mrnet.encoder.train import task_loss
 
 
 def _df():

@@ -1,6 +1,6 @@
 import numpy as np
 
-from mrnet.text import PAD_ID, UNK_ID, Vocab, length_buckets, tokenize
+from mrnet.data.text import PAD_ID, UNK_ID, Vocab, length_buckets, tokenize
 
 
 def test_tokenize_normalizes_case_unicode_and_punctuation():

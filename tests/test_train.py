@@ -10,12 +10,12 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-from mrnet.catalog import read_catalog
-from mrnet.train import alternating_optimization, prepare, split_train_val, train_pg
-from mrnet import tasks as T
-from mrnet.model import build_model
-from mrnet.word2vec import load_vectors
-from tests.conftest import REPO
+from mrnet.data.catalog import read_catalog
+from mrnet.encoder.train import alternating_optimization, prepare, split_train_val, train_pg
+from mrnet.encoder import targets as T
+from mrnet.encoder.model import build_model
+from mrnet.data.word2vec import load_vectors
+from tests.helpers import REPO
 
 
 def _inputs(tiny_artifacts):
@@ -77,10 +77,10 @@ def test_joint_optimization_runs(tiny_artifacts, tmp_path):
 
 KILL_SCRIPT = """
 import sys
-from mrnet.catalog import read_catalog
-from mrnet.train import train_pg
-from mrnet.word2vec import load_vectors
-from mrnet.config import load_config
+from mrnet.data.catalog import read_catalog
+from mrnet.encoder.train import train_pg
+from mrnet.data.word2vec import load_vectors
+from mrnet.config.schema import load_config
 cfg = load_config(sys.argv[1], sys.argv[5:])
 words, vectors = load_vectors(sys.argv[3])
 train_pg(cfg, "watches", read_catalog(sys.argv[2]), words, vectors, sys.argv[4])
@@ -107,7 +107,7 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tiny_artifacts, tmp_
     assert state["epoch"] < 3 and state["step"] == state["epoch"] * 150
     assert not (killed_dir / "model.safetensors").exists()
 
-    from mrnet.config import load_config
+    from mrnet.config.schema import load_config
     cfg = load_config(config, overrides)
     words, vectors = load_vectors(vectors_uri)
     catalog = read_catalog(catalog_uri)

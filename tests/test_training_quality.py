@@ -8,10 +8,10 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file
 
-from mrnet.config import Word2VecConfig, load_config
-from mrnet.train import train_pg
-from mrnet.word2vec import health, health_line, resolve_settings, train_word2vec
-from tests.conftest import REPO
+from mrnet.config.schema import Word2VecConfig, load_config
+from mrnet.encoder.train import train_pg
+from mrnet.data.word2vec import health, health_line, resolve_settings, train_word2vec
+from tests.helpers import REPO
 
 
 def test_auto_settings_scale_with_the_corpus():
@@ -40,14 +40,14 @@ def test_paper_settings_on_a_tiny_corpus_warn_and_auto_heals(tmp_path, caplog):
     """10,000 real BigBasket titles (~51k tokens): the paper's min count 10 / 5 epochs give vectors
     that all point one way (mean cosine 0.99 measured), and the stage says so loudly; ``auto``
     (min count 2, 50 epochs here) spreads them out."""
-    from mrnet.text import tokenize
-    from tests.conftest import RAW
+    from mrnet.data.text import tokenize
+    from tests.helpers import RAW
 
     raw = pd.read_csv(RAW / "bigbasket_products_27k" / "BigBasket_Products.csv.gz", usecols=["product"])
     titles = raw["product"].dropna().sample(10_000, random_state=0)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(" ".join(tokenize(t)) for t in titles) + "\n")
-    with caplog.at_level(logging.INFO, logger="mrnet.word2vec"):
+    with caplog.at_level(logging.INFO, logger="mrnet.data.word2vec"):
         _, paper = train_word2vec(str(corpus), Word2VecConfig(min_count=10, epochs=5, workers=1),
                                   str(tmp_path / "p.bin"), progress=False)
     assert paper["health"]["mean_cosine"] > 0.9
@@ -82,8 +82,8 @@ def test_decoding_head_learns_a_reconstructable_case(tmp_path):
 
 
 def test_early_stopping_restores_the_best_epoch(tiny_artifacts, tmp_path):
-    from mrnet.catalog import read_catalog
-    from mrnet.word2vec import load_vectors
+    from mrnet.data.catalog import read_catalog
+    from mrnet.data.word2vec import load_vectors
 
     cfg, catalog_uri, vectors_uri = tiny_artifacts
     words, vectors = load_vectors(vectors_uri)
@@ -103,7 +103,7 @@ def test_early_stopping_restores_the_best_epoch(tiny_artifacts, tmp_path):
 
 
 def test_skip_gram_on_small_corpora_cbow_on_large_ones():
-    from mrnet.word2vec import resolve_sg
+    from mrnet.data.word2vec import resolve_sg
 
     cfg = Word2VecConfig()
     assert resolve_sg(cfg, 600_000) == 1 and resolve_sg(cfg, 2_000_000_000) == 0

@@ -1,0 +1,237 @@
+"""PG-agnostic sparse autoencoder (paper §3.2): the model and its exact block-sparse loss.
+
+The paper's input for a product of PG g is its d-dim PG-specific embedding x placed at block g
+of a G·d vector (zeros elsewhere). The 2d hidden layer is the PG-agnostic embedding, and the
+decoder reconstructs the whole G·d vector. Neither the G·d input nor the G·d output is ever
+materialized here:
+
+- encoder: the input has a single non-zero block, so ``W_enc · input = x · W_enc[g]``: the
+  batch's rows of PG g are multiplied by block g's (d, 2d) slice, one matmul per PG present;
+  h = sigmoid(x W_enc[g] + b_enc)                                                      (B, 2d)
+- decoder loss: with y = h W_dec + b_dec (G·d wide, never built), the squared error against
+  the block target splits exactly into the non-zero block and the zero blocks:
+
+      ||y − target||² = ||y_g − x||² + (||y||² − ||y_g||²)
+      ||y||² = h (W_dec W_decᵀ) hᵀ + 2 h (W_dec b_dec) + ||b_dec||²                  (closed form)
+
+  The Gram matrix costs (2d)²·G·d once per batch, independent of B, and the rest is O(B·(2d)²),
+  instead of O(B·2d·G·d) for the dense decoder: the saving grows with the batch size.
+- sparsity (the paper's "sparsity constraint"): a KL divergence between a target mean
+  activation ρ and each hidden unit's mean activation ρ̂ over the batch, as in Ng's sparse
+  autoencoder notes, weighted by β. The hidden units are sigmoids, so ρ̂ ∈ (0, 1).
+
+Training (``train_sparse_ae``) reads every PG's embedding Parquet, samples up to
+``sparse_ae.products_per_pg`` products per PG (the paper: 500K), holds out a seeded
+``val_fraction`` by product id, and runs Adam on large shuffled batches. The block index g of
+a PG is its position in the PG mapping (``pg_order``), not in this run's PG subset, so a PG
+keeps its block across runs. ``encode_all`` writes the 2d-dim PG-agnostic embedding of every
+product to one Parquet beside the PG-specific ones. The model is one safetensors file whose
+metadata carries its own config and PG order (nothing unpickled).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from mrnet.data.sample import hash_rank
+from mrnet.io import storage
+from mrnet.config.schema import SparseAEConfig
+from mrnet.encoder.model import load_weights, read_meta, save_model
+from mrnet.io.progress import bar as progress_bar
+
+log = logging.getLogger(__name__)
+
+
+class SparseAutoencoder(nn.Module):
+    """G blocks of d → hidden 2d (PG-agnostic) → G·d, stored blockwise."""
+
+    def __init__(self, n_groups: int, d: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or 2 * d
+        self.n_groups, self.d, self.hidden = n_groups, d, hidden
+        self.w_enc = nn.Parameter(torch.randn(n_groups, d, hidden) / d ** 0.5)       # (G, d, 2d)
+        self.b_enc = nn.Parameter(torch.zeros(hidden))                              # (2d,)
+        self.w_dec = nn.Parameter(torch.randn(hidden, n_groups * d) * 0.01)          # (2d, G·d): output starts near 0
+        self.b_dec = nn.Parameter(torch.zeros(n_groups * d))                        # (G·d,)
+
+    def _by_group(self, group: torch.Tensor):
+        """(g, row indices) for every PG present in the batch: one matmul per PG, no gather of
+        per-row weight copies."""
+        for g in torch.unique(group).tolist():
+            yield g, (group == g).nonzero(as_tuple=True)[0]
+
+    def encode(self, x: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        """x (B, d), group (B,) → PG-agnostic h (B, 2d): rows of PG g times W_enc[g]."""
+        pre = x.new_empty(x.shape[0], self.hidden)
+        for g, rows in self._by_group(group):
+            pre = pre.index_copy(0, rows, x[rows] @ self.w_enc[g])                 # (B_g, 2d)
+        return torch.sigmoid(pre + self.b_enc)
+
+    def decode_block(self, h: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        """The reconstruction's block g only: h (B, 2d) → (B, d)."""
+        out = h.new_empty(h.shape[0], self.d)
+        for g, rows in self._by_group(group):
+            cols = slice(g * self.d, (g + 1) * self.d)
+            out = out.index_copy(0, rows, h[rows] @ self.w_dec[:, cols] + self.b_dec[cols])
+        return out
+
+    def output_sq_norm(self, h: torch.Tensor) -> torch.Tensor:
+        """||h W_dec + b_dec||² per row, in closed form: (B,)."""
+        gram = self.w_dec @ self.w_dec.T                                          # (2d, 2d)
+        return (torch.einsum("bh,hk,bk->b", h, gram, h) + 2 * h @ (self.w_dec @ self.b_dec)
+                + self.b_dec.pow(2).sum())
+
+
+def kl_sparsity(h: torch.Tensor, rho: float) -> torch.Tensor:
+    """Σ_j KL(ρ || ρ̂_j), ρ̂_j the mean activation of hidden unit j over the batch."""
+    return kl_to_target(h.mean(dim=0), rho)
+
+
+def kl_to_target(rho_hat: torch.Tensor, rho: float) -> torch.Tensor:
+    rho_hat = rho_hat.clamp(1e-6, 1 - 1e-6)
+    return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+
+
+def sparse_ae_loss(model: SparseAutoencoder, x: torch.Tensor, group: torch.Tensor,
+                   rho: float = 0.05, beta: float = 0.1) -> torch.Tensor:
+    """Mean over the batch of the exact G·d squared reconstruction error, plus β·KL sparsity."""
+    h = model.encode(x, group)
+    block = model.decode_block(h, group)
+    err = (block - x).pow(2).sum(1) + model.output_sq_norm(h) - block.pow(2).sum(1)
+    return err.mean() + beta * kl_sparsity(h, rho)
+
+
+# ------------------------------------------------------------------ training and inference
+
+
+def load_embeddings(embeddings: dict[str, str], pg_order: list[str], cap: int | None, seed: int):
+    """(ids, x (N, d) float32, group (N,) int64): up to ``cap`` products per PG (seeded sample)."""
+    from mrnet.encoder.embed import read_embeddings
+
+    ids, xs, groups = [], [], []
+    for pg, uri in sorted(embeddings.items()):
+        if pg not in pg_order:
+            raise ValueError(f"PG {pg!r} of {uri} is not in the PG mapping {pg_order}")
+        df, x = read_embeddings(uri)
+        if cap is not None and len(x) > cap:
+            keep = np.sort(np.random.default_rng(seed).choice(len(x), cap, replace=False))
+            df, x = df.iloc[keep], x[keep]
+        ids += df["product_id"].tolist()
+        xs.append(x)
+        groups.append(np.full(len(x), pg_order.index(pg), np.int64))
+    if not ids:
+        raise ValueError("sparse autoencoder: no PG embeddings to train on")
+    return ids, np.concatenate(xs), np.concatenate(groups)
+
+
+def _val_mask(ids: list[str], fraction: float, seed: int) -> np.ndarray:
+    return hash_rank(ids, seed, "sparse_ae-val") < fraction
+
+
+@torch.no_grad()
+def evaluate(model: SparseAutoencoder, x: torch.Tensor, group: torch.Tensor, cfg: SparseAEConfig,
+             batch: int = 65_536) -> dict[str, float]:
+    """Validation: mean exact G·d reconstruction error, relative to mean ||x||², and KL."""
+    if len(x) == 0:
+        return {}
+    err, h_sum = 0.0, torch.zeros(model.hidden, device=x.device)
+    for s in range(0, len(x), batch):
+        xb, gb = x[s:s + batch], group[s:s + batch]
+        h = model.encode(xb, gb)
+        block = model.decode_block(h, gb)
+        err += float(((block - xb).pow(2).sum(1) + model.output_sq_norm(h) - block.pow(2).sum(1)).sum())
+        h_sum += h.sum(0)
+    kl = float(kl_to_target(h_sum / len(x), cfg.rho))
+    recon = err / len(x)
+    return {"recon": recon, "recon_rel": recon / max(float(x.pow(2).sum(1).mean()), 1e-12), "kl": kl,
+            "mean_activation": float(h_sum.sum() / (len(x) * model.hidden))}
+
+
+def train_sparse_ae(cfg: SparseAEConfig, embeddings: dict[str, str], pg_order: list[str], out_uri: str,
+                    seed: int = 13, device: str = "cpu", progress: bool = True, on_epoch=None) -> tuple[str, dict]:
+    """Train on the PGs' embeddings; write the model (safetensors) to ``out_uri``; (uri, report)."""
+    torch.manual_seed(seed)
+    ids, x_np, g_np = load_embeddings(embeddings, pg_order, cfg.products_per_pg, seed)
+    val = _val_mask(ids, cfg.val_fraction, seed)
+    x, group, val = (torch.from_numpy(a).to(device) for a in (x_np, g_np, val))
+    x_tr, g_tr, x_va, g_va = x[~val], group[~val], x[val], group[val]
+    d = x.shape[1]
+    model = SparseAutoencoder(len(pg_order), d, cfg.hidden).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(seed)
+    steps = math.ceil(len(x_tr) / cfg.batch_size)
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        t0, total = time.perf_counter(), 0.0
+        order = torch.randperm(len(x_tr), generator=gen).to(device)
+        for s in progress_bar(range(steps), desc=f"sparse AE epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
+                              progress=progress):
+            rows = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            loss = sparse_ae_loss(model, x_tr[rows], g_tr[rows], cfg.rho, cfg.beta)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(rows)
+        seconds = time.perf_counter() - t0
+        history.append({"epoch": epoch, "seconds": round(seconds, 3), "train_loss": total / len(x_tr),
+                        "products_per_s": round(len(x_tr) / seconds, 1), "val": evaluate(model, x_va, g_va, cfg)})
+        log.info("[sparse_ae] epoch %d/%d: train loss %.4f, val recon_rel %s", epoch, cfg.epochs,
+                 history[-1]["train_loss"], history[-1]["val"].get("recon_rel"))
+        if on_epoch is not None:
+            on_epoch(history[-1])
+    meta = {"kind": "sparse_ae", "config": cfg.model_dump(mode="json"), "pg_order": pg_order, "d": d,
+            "hidden": model.hidden, "history": history}
+    save_model(model.cpu(), meta, out_uri)
+    report = {"n_train": int(len(x_tr)), "n_val": int(len(x_va)), "pgs": sorted(embeddings), "d": d,
+              "hidden": model.hidden, "blocks": len(pg_order), "history": history}
+    return out_uri, report
+
+
+def load(uri: str, device: str = "cpu") -> tuple[SparseAutoencoder, dict]:
+    """The saved autoencoder, rebuilt from its own metadata (weights only)."""
+    meta = read_meta(uri, "sparse_ae")
+    model = SparseAutoencoder(len(meta["pg_order"]), meta["d"], meta["hidden"])
+    return load_weights(model, uri).to(device), meta
+
+
+@torch.inference_mode()
+def agnostic(model: SparseAutoencoder, meta: dict, x: np.ndarray, pg: str, batch: int = 65_536) -> np.ndarray:
+    """PG-agnostic embeddings (N, 2d) of N PG-specific embeddings (N, d) of one PG."""
+    if pg not in meta["pg_order"]:
+        raise ValueError(f"PG {pg!r} has no block in this autoencoder (PGs: {meta['pg_order']})")
+    g = meta["pg_order"].index(pg)
+    out = [model.encode(torch.from_numpy(x[s:s + batch]), torch.full((len(x[s:s + batch]),), g))
+           for s in range(0, len(x), batch)]
+    return torch.cat(out).numpy() if out else np.zeros((0, model.hidden), np.float32)
+
+
+def encode_all(model_uri: str, embeddings: dict[str, str], out_uri: str) -> tuple[str, dict]:
+    """The PG-agnostic embedding of every product of every PG → one Parquet (embed.py's schema),
+    written PG by PG so memory holds one PG at a time."""
+    import pyarrow.parquet as pq
+
+    from mrnet.encoder.embed import embedding_table, model_version, read_embeddings
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model, meta = load(model_uri)
+    version, writer, n = model_version(model_uri), None, 0
+    with storage.atomic_path(out_uri, suffix=".parquet") as tmp:
+        for pg, uri in sorted(embeddings.items()):
+            df, x = read_embeddings(uri)
+            if not len(x):
+                continue
+            table = embedding_table(df["product_id"], pg, version, agnostic(model, meta, x, pg))
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+            n += len(x)
+        if writer is None:
+            raise ValueError("sparse autoencoder: no PG embeddings to encode")
+        writer.close()
+    return out_uri, {"products": n, "dim": model.hidden}

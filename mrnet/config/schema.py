@@ -1,0 +1,444 @@
+"""Typed configuration: frozen pydantic models loaded from ``configs/*.yaml`` plus overrides.
+
+Usage::
+
+    cfg = load_config("configs/demo.yaml", overrides=["train.epochs=2"])
+
+Overrides are ``dotted.key=value`` strings; the value is parsed as YAML, so
+``train.epochs=2`` is an int and ``pgs=[watches,jewellery]`` is a list.
+There are no globals: every function takes the config it needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from mrnet.config.base import Frozen, Name, check_segment
+from mrnet.config.evaluation import EvaluationConfig
+
+TaskKind = Literal["multiclass", "binary", "regression", "decoding"]
+Transform = Literal["none", "log1p", "standardize", "log1p_standardize"]
+
+
+class TaskSpec(Frozen):
+    """One training task of Table 1, as data (paper §3.1).
+
+    - ``multiclass``: the ``top_k`` most frequent values of ``column`` are classes,
+      the rest is grouped as ``other``.
+    - ``binary``: ``column`` is a bool, or a number made binary by ``threshold``
+      (value >= threshold) or by ``quantile`` (value above the PG's training quantile,
+      e.g. High Value = price above the PG's 90th percentile).
+    - ``regression``: squared loss on ``transform(column)``.
+    - ``decoding``: squared loss on the ``dim``-d TF-IDF vector of ``column`` (eq. 4).
+    """
+
+    name: Name
+    kind: TaskKind
+    column: str
+    signal: Literal["static", "dynamic"] = "static"
+    top_k: int | None = Field(default=None, ge=1, le=1_000_000)
+    transform: Transform = "none"
+    threshold: float | None = None
+    quantile: float | None = Field(default=None, gt=0.0, lt=1.0)
+    dim: int = Field(default=5000, ge=1, le=1_000_000)
+    min_labels: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TaskSpec":
+        if self.kind == "multiclass" and not self.top_k:
+            raise ValueError(f"task {self.name!r}: multiclass needs top_k")
+        if self.kind == "binary" and self.threshold is not None and self.quantile is not None:
+            raise ValueError(f"task {self.name!r}: give threshold or quantile, not both")
+        if self.kind != "regression" and self.transform != "none":
+            raise ValueError(f"task {self.name!r}: transform applies to regression only")
+        return self
+
+    @property
+    def column_type(self) -> Literal["category", "number", "bool", "text"]:
+        """The type the catalog column must have; validation checks it (catalog.py)."""
+        if self.kind == "multiclass":
+            return "category"
+        if self.kind == "decoding":
+            return "text"
+        if self.kind == "regression" or self.threshold is not None or self.quantile is not None:
+            return "number"
+        return "bool"
+
+
+class DataConfig(Frozen):
+    """Where the catalog comes from. The demo builds it from ``raw_dir`` and maps categories to
+    PGs with ``pg_mapping``. A user's own file (``catalog``) is mapped by config alone
+    (catalog.conform): ``columns`` renames the file's columns to canonical ones; without a
+    ``product_group`` column every product is in PG ``product_group``; ``source`` / ``locale``
+    fill those columns when the file has none; ``pg_mapping: null`` takes the PGs from the
+    catalog's distinct ``product_group`` values; ``category_sep`` splits the category column
+    into levels (rewritten with " > ")."""
+
+    raw_dir: str = "../shared/data"
+    pg_mapping: str | None = "configs/pg_mapping.yaml"
+    catalog: str | None = None  # a catalog file (parquet/csv); None = build the demo one
+    columns: dict[str, str] = {}  # file column → canonical column, e.g. {product: title, index: product_id}
+    product_group: str = "all"
+    source: str | None = None  # None: the catalog file's name
+    locale: str = "und"
+    category_sep: str | None = None  # e.g. " >> " when category_path looks like "A >> B >> C"
+    max_title_chars: int = Field(default=512, ge=1, le=100_000)
+    max_rows_per_pg: int | None = Field(default=None, ge=1)  # sample cap, for quick trials and tiny mode
+    sample_fraction: float | None = Field(default=None, gt=0.0, le=1.0)  # per-PG sample, quick trials
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "DataConfig":
+        targets = list(self.columns.values())
+        dup = sorted({c for c in targets if targets.count(c) > 1})
+        if dup:
+            raise ValueError(f"data.columns maps several file columns to {dup}")
+        check_segment(self.product_group, "data.product_group")
+        return self
+
+
+class Word2VecConfig(Frozen):
+    """Paper §3: gensim word2vec, 128-d. ``min_count`` / ``epochs`` ``auto`` scale with the corpus
+    (word2vec.resolve_settings): the paper's 10 / 5 hold from ~100M tokens on, while a 10k-product
+    catalog (~100k tokens) needs min count 2 and ~50 epochs, else its vectors collapse onto one
+    direction (mean pairwise cosine 0.98; docs/TRAINING.md)."""
+
+    # ``fasttext``: gensim FastText (subword n-grams), so a word never seen in training still gets
+    # a vector from its character n-grams at embed time (cold start); docs/TRAINING.md measures it
+    model: Literal["word2vec", "fasttext"] = "word2vec"
+    vector_size: int = Field(default=128, ge=2, le=4096)
+    min_count: int | Literal["auto"] = "auto"
+    window: int = Field(default=5, ge=1, le=100)
+    epochs: int | Literal["auto"] = "auto"
+    # 1 = skip-gram, 0 = CBOW. ``auto``: skip-gram below ``sg_below_tokens`` corpus tokens, where it
+    # costs seconds and was better on 6 of 7 held-out columns of three public slices (docs/TRAINING.md);
+    # CBOW (several times faster per token) on large corpora, where frequent words dominate
+    sg: Literal[0, 1, "auto"] = "auto"
+    sg_below_tokens: int = Field(default=10_000_000, ge=0)
+    workers: int = Field(default=0, ge=0)  # 0 = all cores
+    seed: int = Field(default=13, ge=0, le=2**32 - 1)
+    # ``auto``: passes over the corpus until ~target_tokens words were seen, within [5, max_epochs]
+    target_tokens: int = Field(default=20_000_000, ge=1)
+    max_epochs: int = Field(default=50, ge=1, le=1000)
+    # fasttext only: character n-grams of min_n..max_n chars hashed into ``bucket`` rows. The
+    # n-gram table (bucket x vector_size, float16) travels inside every PG model: 25.6 MB at 100k x 128
+    min_n: int = Field(default=3, ge=1, le=10)
+    max_n: int = Field(default=6, ge=1, le=20)
+    bucket: int = Field(default=100_000, ge=1_000, le=10_000_000)
+    # health check: vectors whose mean pairwise cosine (top-1000 words) exceeds this are degenerate
+    degenerate_cosine: float = Field(default=0.5, gt=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _positive(self) -> "Word2VecConfig":
+        for name in ("min_count", "epochs"):
+            value = getattr(self, name)
+            if value != "auto" and not 1 <= value <= 100_000:
+                raise ValueError(f"word2vec.{name} must be 'auto' or an integer in [1, 100000], got {value}")
+        if self.max_n < self.min_n:
+            raise ValueError(f"word2vec.max_n ({self.max_n}) must be at least word2vec.min_n ({self.min_n})")
+        return self
+
+
+class ModelConfig(Frozen):
+    """d = embed_dim = forward ⊕ backward final states, so each direction has d/2 units."""
+
+    embed_dim: int = Field(default=128, ge=2, le=4096)
+    max_tokens: int = Field(default=32, ge=1, le=1024)
+    freeze_word_vectors: bool = True
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # on h_T before the heads, in training only
+
+    @model_validator(mode="after")
+    def _even(self) -> "ModelConfig":
+        if self.embed_dim % 2:
+            raise ValueError("model.embed_dim must be even (forward ⊕ backward halves)")
+        return self
+
+
+class TrainConfig(Frozen):
+    """PG model training (train.py). ``epochs`` is a cap: with ``patience`` set, a PG stops once
+    its mean normalized validation loss (1.0 = the label-prior predictor) has not improved by
+    ``min_delta`` for ``patience`` epochs, and the best epoch's weights are restored
+    (docs/TRAINING.md gives the measurements behind each default)."""
+
+    epochs: int = Field(default=30, ge=1, le=10_000)  # a cap (configs/demo.yaml: 6, for its time budget)
+    # a PG with fewer (but some) validated products is not trained: it is left out of the release, with
+    # its reason in the run summary (the champion keeps serving it: the gate refuses a release without
+    # it). A configured PG with no product at all fails its train task instead.
+    min_products: int = Field(default=50, ge=2, le=1_000_000)
+    patience: int | None = Field(default=3, ge=1, le=1000)  # None: train all ``epochs``
+    min_delta: float = Field(default=0.002, ge=0.0, le=1.0)
+    batch_size: int = Field(default=256, ge=1, le=1_000_000)
+    lr: float = Field(default=2e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)  # AdamW's decoupled decay
+    # alternating optimization (§3.1) with one Adam state per task (``per_task``: each task's step is
+    # scaled by its own gradient history) or one state shared by all tasks (``shared``)
+    optimizer_state: Literal["per_task", "shared"] = "per_task"
+    steps_per_epoch: int | None = Field(default=None, ge=1, le=100_000_000)  # None = ceil(train products / batch_size)
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    optimization: Literal["alternating", "joint"] = "alternating"
+    seed: int = Field(default=13, ge=0, le=2**32 - 1)
+    threads: int = Field(default=0, ge=0)  # 0 = all cores
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # bf16 autocast on CUDA only. Off by default: on an H200 it trained this small BiLSTM (d/2 = 64 per
+    # direction) 0.68-0.74x as fast as fp32 (docs/BENCHMARKS.md, GPU)
+    amp: bool = False
+    progress: bool = True
+
+
+class RefreshConfig(Frozen):
+    """Periodic refresh (paper §6): warm-start each PG model from the latest release and
+    fine-tune on refreshed dynamic labels. ``tasks: all`` keeps sampling the static tasks
+    too (their labels are unchanged), so the encoder does not drift away from them;
+    ``dynamic`` trains the dynamic heads only."""
+
+    epochs: int = Field(default=2, ge=1)
+    lr: float = Field(default=5e-4, gt=0.0, le=1.0)
+    tasks: Literal["all", "dynamic"] = "all"
+
+
+class TrackingConfig(Frozen):
+    """MLflow tracking + model registry (tracking.py is the only module that imports mlflow).
+
+    ``uri`` null: $MLFLOW_TRACKING_URI if set, else ``sqlite:///<artifact_root>/mlflow.db``
+    (the embedded default); production points it at the MLflow server. Registered models are
+    ``<prefix>-<pg>`` (one per PG encoder) and ``<prefix>-release`` (the release manifests)."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str = "mrnet"
+    registry_prefix: str = "mrnet"
+    log_weights: bool = True  # copy each model.safetensors into its MLflow run's artifacts
+
+
+class GateConfig(Frozen):
+    """Champion/challenger promotion gate (gate.py), on normalized validation losses (1.0 =
+    label-prior predictor): no (PG, task) loss may rise by more than ``tolerance``, and the
+    mean over all (PG, task) pairs may not rise by more than ``aggregate_tolerance``."""
+
+    tolerance: float = Field(default=0.03, ge=0.0)
+    aggregate_tolerance: float = Field(default=0.005, ge=0.0)  # "holds": within this of the champion
+    stability_sample: int = Field(default=400, ge=20)  # products per PG for k-NN overlap@k
+    stability_k: int = Field(default=10, ge=1)
+    # downstream evaluation (paper §4.1): no MRNet metric (AUC / accuracy) of a task both releases
+    # evaluated may fall by more than this
+    eval_tolerance: float = Field(default=0.02, ge=0.0)
+
+
+class EmbedConfig(Frozen):
+    """Embedding a PG's products (embed.py). A PG is cut into shards of ``shard_size`` products,
+    each its own task on a GPU worker (docs/SCALING.md says why 5M); a shard of at least
+    ``parallel_min_titles`` titles is tokenized by ``tokenize_workers`` processes (0: every core)."""
+
+    batch_size: int = Field(default=8192, ge=1)
+    shard_size: int = Field(default=5_000_000, ge=1)
+    tokenize_workers: int = Field(default=0, ge=0)
+    parallel_min_titles: int = Field(default=500_000, ge=1)
+
+
+class SparseAEConfig(Frozen):
+    """PG-agnostic sparse autoencoder (paper §3.2; sparse_ae.py): a PG's d-dim embedding sits at
+    block g of a G·d input; the ``hidden`` (default 2d) sigmoid layer is the PG-agnostic embedding.
+    Sparsity: β·Σ_j KL(ρ‖ρ̂_j) on the batch-mean activation ρ̂_j of each hidden unit (Ng's notes)."""
+
+    enabled: bool = True
+    products_per_pg: int = Field(default=500_000, ge=1)  # paper: 500K random products per PG
+    hidden: int | None = Field(default=None, ge=2, le=65_536)  # None = 2d
+    epochs: int = Field(default=10, ge=1)
+    # the exact loss's Gram term costs the same at any batch size, so large batches are cheaper per
+    # product, but fewer steps: 1024 reached the lowest validation error per second on the demo
+    # (docs/AUTOENCODERS.md)
+    batch_size: int = Field(default=1024, ge=2)
+    lr: float = Field(default=3e-3, gt=0.0, le=1.0)
+    rho: float = Field(default=0.05, gt=0.0, lt=1.0)  # target mean activation
+    beta: float = Field(default=0.1, ge=0.0)  # weight of the KL sparsity penalty
+    val_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
+
+
+class CrossLingualConfig(Frozen):
+    """Cross-language multimodal autoencoder (paper §5; crosslingual.py). ``pairs`` is
+    ``builtin:food_names_en_fr`` / ``builtin:food_names_de_en`` (generic food names under
+    data.raw_dir: a stand-in for the paper's UK/FR product titles), or a CSV/TSV with columns
+    ``id_a, title_a, id_b, title_b`` plus ``catalog_a`` / ``catalog_b`` (canonical catalogs of
+    the two locales, with the label columns ``tasks`` name). Locale B is projected into A."""
+
+    enabled: bool = True
+    pairs: str = "builtin:food_names_en_fr"
+    catalog_a: str | None = None
+    catalog_b: str | None = None
+    locale_a: Name = "en"
+    locale_b: Name = "fr"
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # held-out pairs: never trained on
+    max_pairs: int | None = Field(default=None, ge=10)  # sample cap (tiny mode)
+    min_count: int = Field(default=2, ge=1)  # word2vec min count of the (small) locale corpora
+    hidden: int = Field(default=256, ge=2, le=65_536)  # §5: hidden 256
+    epochs: int = Field(default=40, ge=1)
+    batch_size: int = Field(default=256, ge=1)  # §5: batches of 256, drawn at random
+    lr: float = Field(default=1e-3, gt=0.0, le=1.0)
+    examples: int = Field(default=5, ge=0)  # qualitative B → top-5 A examples in the report
+    tasks: list[TaskSpec] = [
+        TaskSpec(name="food_group", kind="multiclass", column="food_group", top_k=40),
+        TaskSpec(name="tfidf", kind="decoding", column="title", dim=5000),
+    ]
+
+
+class Config(Frozen):
+    artifact_root: str = "artifacts/demo"
+    pgs: list[str] | None = None  # None = every PG of the mapping
+    data: DataConfig = DataConfig()
+    word2vec: Word2VecConfig = Word2VecConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    embed: EmbedConfig = EmbedConfig()
+    refresh: RefreshConfig = RefreshConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    gate: GateConfig = GateConfig()
+    sparse_ae: SparseAEConfig = SparseAEConfig()
+    crosslingual: CrossLingualConfig = CrossLingualConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    tasks: list[TaskSpec]
+
+    @model_validator(mode="after")
+    def _pg_names(self) -> "Config":
+        for pg in self.pgs or ():
+            check_segment(pg, "pgs: PG")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_tasks(self) -> "Config":
+        names = [t.name for t in self.tasks]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate task names: {sorted(dup)}")
+        classify = [t.name for t in self.tasks if t.kind in ("binary", "multiclass")]
+        for pair in self.evaluation.interpret if self.evaluation.enabled else ():
+            if pair.training_task not in classify:
+                raise ValueError(f"evaluation.interpret: training task {pair.training_task!r} is not a binary or "
+                                 f"multiclass task of `tasks` ({classify})")
+        return self
+
+    def hash(self) -> str:
+        """Stable content hash of the resolved config (cache keys, run tags)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def training_hash(self) -> str:
+        """Hash of what changes a PG model's training (resume key); run-only fields excluded:
+        where artifacts go, which PGs run, progress bars, inference batch size."""
+        tree = self.model_dump(mode="json", exclude={"artifact_root": True, "pgs": True, "embed": True,
+                                                     "tracking": True, "gate": True, "sparse_ae": True,
+                                                     "crosslingual": True, "evaluation": True,
+                                                     "train": {"progress"}})
+        return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+
+
+TINY_OVERRIDES = [
+    "data.max_rows_per_pg=120",
+    "embed.shard_size=50",
+    "word2vec.min_count=1",
+    "word2vec.epochs=1",
+    "train.epochs=1",
+    "refresh.epochs=1",
+    "train.steps_per_epoch=2",
+    "train.batch_size=32",
+    "train.progress=false",
+    "sparse_ae.epochs=2",
+    "sparse_ae.batch_size=64",
+    "crosslingual.max_pairs=400",
+    "crosslingual.epochs=2",
+    "evaluation.folds=2",
+    "evaluation.rf_trees=5",
+    "evaluation.interpret_repeats=2",
+    "evaluation.interpret_trees=5",
+    "evaluation.min_positives=3",
+    "evaluation.min_class_size=3",
+    "evaluation.neighbors.queries=20",
+]
+
+
+def _set_dotted(tree: dict, key: str, value: object) -> None:
+    node = tree
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {key!r}: {part!r} is not a section")
+    node[leaf] = value
+
+
+def parse_overrides(overrides: list[str] | None) -> list[tuple[str, object]]:
+    out = []
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key.path=value")
+        key, raw = item.split("=", 1)
+        try:
+            out.append((key.strip(), yaml.safe_load(raw)))
+        except yaml.YAMLError as exc:
+            raise ValueError(f"override {item!r}: its value is not valid YAML ({_yaml_problem(exc)})") from None
+    return out
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """PyYAML's problem and where, in one line (line/column 1-based)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{getattr(exc, 'problem', None) or exc}{where}"
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``: sections merge key by key; anything else (lists too) is replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_tree(path: Path, seen: tuple = ()) -> dict:
+    """A config file's tree; ``extends: other.yaml`` (relative to the file) is read first and
+    this file's keys go over it, e.g. configs/production.yaml extends configs/demo.yaml."""
+    if not path.exists():
+        raise FileNotFoundError(f"config file not found: {path}" + (f" (extended by {seen[-1]})" if seen else ""))
+    if path.resolve() in seen:
+        raise ValueError(f"config {path}: `extends` loops through {[str(p) for p in seen]}")
+    if path.is_dir():
+        raise ValueError(f"config {path} is a directory: give a YAML file, e.g. configs/demo.yaml")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"config {path} is not valid YAML: {_yaml_problem(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"config {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(tree, dict):
+        raise ValueError(f"config {path}: the top level must be a mapping of sections, not {type(tree).__name__}")
+    base = tree.pop("extends", None)
+    return _merge(_read_tree(path.parent / base, seen + (path.resolve(),)), tree) if base else tree
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, tiny: bool = False) -> Config:
+    """Load a YAML config (and the one it ``extends``), apply ``tiny`` then explicit overrides,
+    validate, freeze."""
+    path = Path(path)
+    tree = _read_tree(path)
+    for key, value in parse_overrides((TINY_OVERRIDES if tiny else []) + list(overrides or [])):
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:  # one line: the file, then each field and what is wrong with it
+        raise ValueError(f"invalid config {path}: " + "; ".join(_field_error(e) for e in exc.errors())) from exc
+
+
+def _field_error(error: dict) -> str:
+    where = ".".join(str(p) for p in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    value = "" if error["type"] == "value_error" else f" (got {error.get('input')!r:.60})"
+    return f"{where}: {message}{value}" if where else message
+
+
+def config_from_json(text: str) -> Config:
+    """Rebuild a config stored inside a checkpoint (checkpoints describe themselves)."""
+    return Config.model_validate_json(text)

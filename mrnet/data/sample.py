@@ -1,0 +1,28 @@
+"""Stable hash samples: the one way mrnet draws folds, splits and samples (paper §3.1, §4).
+
+A product's draw depends on its id (or text), a seed and a salt that names the purpose, never on
+which other products are in the catalog. So a product keeps its side of the train/val split,
+its evaluation fold and its place in a sample from one weekly retrain to the next, while
+products come and go. Vectorized: pandas' SipHash of each key, with a 16-byte hash key made
+from (salt, seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+
+def hash_rank(keys, seed: int, salt: str) -> np.ndarray:
+    """A fixed pseudo-random number in [0, 1) per key, e.g. ``hash_rank(ids, 13, "val") < 0.1``."""
+    hash_key = hashlib.sha256(f"{salt}\x1f{seed}".encode()).hexdigest()[:16]
+    values = pd.Series(np.asarray(keys, dtype=object), dtype=object).astype(str)
+    hashed = pd.util.hash_pandas_object(values, index=False, hash_key=hash_key).to_numpy(np.uint64)
+    return (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def hash_sample(keys, n: int, seed: int, salt: str) -> np.ndarray:
+    """Indices of the ``n`` keys with the smallest rank, in rank order: a fixed sample."""
+    return np.argsort(hash_rank(keys, seed, salt), kind="stable")[:n]

@@ -1,0 +1,120 @@
+"""The one text normalizer and the word vocabulary (paper §3: titles → word2vec → BiLSTM).
+
+Normalization (used for the corpus, the model input and TF-IDF alike):
+
+1. Unicode NFKC (full-width digits, ligatures and the like become plain characters);
+2. lower case;
+3. tokens are maximal runs of letters/digits, joined across an inner ``'`` or ``.``
+   (``women's``, ``2.5``); everything else separates tokens.
+
+Word ids: 0 is ``<pad>``, 1 is ``<unk>``; the rest follow the word2vec vocabulary.
+Fallback for unknown words: they map to ``<unk>``, whose vector is the mean of all
+word vectors (word2vec.py); a title with no token at all becomes a single ``<unk>``.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Iterable
+
+import numpy as np
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+
+_TOKEN = re.compile(r"[^\W_]+(?:['.][^\W_]+)*")
+
+
+def tokenize(text: str | None) -> list[str]:
+    """Normalize and split one text (see the module docstring)."""
+    if not text:
+        return []
+    return _TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
+
+
+class Vocab:
+    """Word → id mapping with ``<pad>``=0 and ``<unk>``=1 (sklearn-style: state set in init)."""
+
+    def __init__(self, words: Iterable[str]):
+        self.words = [PAD, UNK] + [w for w in words if w not in (PAD, UNK)]
+        self.index = {w: i for i, w in enumerate(self.words)}
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def ids(self, text: str | None, max_tokens: int) -> list[int]:
+        get = self.index.get
+        out = [get(tok, UNK_ID) for tok in tokenize(text)[:max_tokens]]
+        return out or [UNK_ID]
+
+    def encode_many(self, texts: Iterable[str | None], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+        """Ids of many titles as one padded int64 matrix (N, max_len) plus lengths (N,)."""
+        seqs = [self.ids(t, max_tokens) for t in texts]
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+        width = int(lengths.max()) if len(seqs) else 1
+        ids = np.zeros((len(seqs), width), dtype=np.int64)
+        for row, seq in enumerate(seqs):
+            ids[row, : len(seq)] = seq
+        return ids, lengths
+
+
+_POOL_VOCAB: Vocab | None = None  # set once in each tokenizer process by pool_init
+
+
+def pool_init(words: list[str]) -> None:
+    global _POOL_VOCAB
+    _POOL_VOCAB = Vocab(words)
+
+
+def pool_encode(args: tuple[list, int]) -> tuple[np.ndarray, np.ndarray]:
+    return _POOL_VOCAB.encode_many(*args)
+
+
+def encode_parallel(words: list[str], texts: list, max_tokens: int, workers: int,
+                    chunk: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+    """``Vocab(words).encode_many`` over ``workers`` spawned processes, chunk by chunk: the same
+    (ids, lengths), in input order. Tokenizing is the embedding stage's bottleneck (one process
+    keeps a GPU about 1/30 busy; docs/BENCHMARKS.md), so large shards spread it over the cores."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if workers <= 1 or len(texts) <= chunk:
+        return Vocab(words).encode_many(texts, max_tokens)
+    words = [w for w in words if w not in (PAD, UNK)]
+    jobs = [(texts[i:i + chunk], max_tokens) for i in range(0, len(texts), chunk)]
+    with ProcessPoolExecutor(min(workers, len(jobs)), multiprocessing.get_context("spawn"),
+                             initializer=pool_init, initargs=(words,)) as pool:
+        parts = list(pool.map(pool_encode, jobs))
+    width = max(ids.shape[1] for ids, _ in parts)
+    ids = np.zeros((len(texts), width), dtype=np.int64)
+    row = 0
+    for part, _ in parts:
+        ids[row:row + len(part), :part.shape[1]] = part
+        row += len(part)
+    return ids, np.concatenate([lengths for _, lengths in parts])
+
+
+def vectorizer(kind: str = "tfidf", **options):
+    """A scikit-learn TF-IDF (``kind="tfidf"``) or count vectorizer over ``tokenize``, float32:
+    every title vector of the project (decoding targets, the TF-IDF baseline, neighbours, the
+    overlap filter) sees the same tokens as the model."""
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+    cls = TfidfVectorizer if kind == "tfidf" else CountVectorizer
+    return cls(tokenizer=tokenize, lowercase=False, token_pattern=None, **({"dtype": np.float32} | options))
+
+
+def length_buckets(lengths: np.ndarray) -> dict[int, np.ndarray]:
+    """Row indices grouped by exact title length: each bucket is a pad-free batch source.
+
+    Bucketing by exact length lets the BiLSTM run on dense (B, T) batches with no
+    padding and no PackedSequence, which gives the same final states as packing
+    (tests/test_model.py proves it) and trains much faster on CPU.
+    """
+    order = np.argsort(lengths, kind="stable")
+    sorted_lengths = lengths[order]
+    cuts = np.flatnonzero(np.diff(sorted_lengths)) + 1
+    return {int(sorted_lengths[chunk[0]]): order_chunk
+            for chunk, order_chunk in zip(np.split(np.arange(len(order)), cuts), np.split(order, cuts))
+            if len(chunk)}

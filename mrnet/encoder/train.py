@@ -1,0 +1,384 @@
+"""Train one PG model (paper §3.1): alternating optimization over the task heads.
+
+Each step picks a task uniformly at random, draws a batch of training products that
+carry that task's label, and updates the encoder and that task's head only (Adam
+skips every other head, whose gradient stays None). Batches come from exact-length
+buckets (text.length_buckets): a bucket is chosen with probability proportional to
+its labelled products, so every labelled product is equally likely, and the LSTM
+runs on dense (B, T) tensors. ``train.optimization: joint`` instead sums the
+normalized losses (eq. 3) of all tasks labelled in a batch.
+
+An epoch is ``steps_per_epoch`` steps (default: train products / batch size). After
+each epoch the model is validated per task and a checkpoint (config, vocab, task
+states, weights, optimizer, step, RNG) is written atomically; a killed run resumes
+from it and ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from mrnet.data.sample import hash_rank
+from mrnet.io import storage
+from mrnet.encoder import targets as T
+from mrnet.data import word2vec as W
+from mrnet.config.schema import Config
+from mrnet.encoder.model import MRNet, build_model, save_model
+from mrnet.io.progress import bar as progress_bar
+from mrnet.data.text import Vocab, length_buckets
+
+
+@dataclass
+class PGData:
+    """One split of a PG: padded ids (N, T_max), lengths (N,), targets per active task."""
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    targets: dict[str, T.Targets]
+    buckets: dict[str, list[np.ndarray]] = field(default_factory=dict)  # task → index arrays
+
+    def __post_init__(self):
+        by_length = length_buckets(self.lengths)
+        for name, tgt in self.targets.items():
+            groups = [idx[tgt.has[idx]] for idx in by_length.values()]
+            self.buckets[name] = [g for g in groups if len(g)]
+
+
+def split_train_val(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stable split by a seeded hash of product_id: a product stays on its side across retrains."""
+    is_val = hash_rank(df["product_id"], seed, "val") < fraction
+    return df[~is_val].reset_index(drop=True), df[is_val].reset_index(drop=True)
+
+
+def prepare(cfg: Config, df: pd.DataFrame, words: list[str], states: list[dict]) -> PGData:
+    ids, lengths = Vocab(words[2:]).encode_many(df["title"], cfg.model.max_tokens)
+    specs = {t.name: t for t in cfg.tasks}
+    targets = {s["name"]: T.encode(specs[s["name"]], s, df) for s in states if s["active"]}
+    return PGData(ids, lengths, targets)
+
+
+def task_loss(state: dict, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Normalized loss of one task (tasks.py explains the normalizers)."""
+    if state["kind"] in ("multiclass", "binary"):
+        loss = F.cross_entropy(output.float(), y)
+    else:
+        loss = F.mse_loss(output.float().reshape(y.shape), y)
+    return loss / state["normalizer"]
+
+
+def _target_rows(tgt: T.Targets, idx: np.ndarray, device) -> torch.Tensor:
+    rows = tgt.y[idx]
+    rows = rows.toarray() if hasattr(rows, "toarray") else rows
+    return torch.from_numpy(np.ascontiguousarray(rows)).to(device)
+
+
+def _floats(losses: dict[str, list]) -> dict[str, list[float]]:
+    """Step losses as floats, read once per epoch: a ``loss.item()`` per step would wait for the
+    GPU every step (docs/BENCHMARKS.md, GPU)."""
+    return {name: torch.stack(values).float().cpu().tolist() if values else [] for name, values in losses.items()}
+
+
+def draw_batch(buckets: list[np.ndarray], batch_size: int, gen: torch.Generator) -> np.ndarray:
+    """A bucket with probability ∝ its size, then up to batch_size products of it."""
+    sizes = torch.tensor([len(b) for b in buckets], dtype=torch.float64)
+    bucket = buckets[int(torch.multinomial(sizes, 1, generator=gen))]
+    pick = torch.randperm(len(bucket), generator=gen)[:batch_size].numpy()
+    return bucket[pick]
+
+
+def alternating_optimization(model: MRNet, opt, data: PGData,
+                             states: dict[str, dict], steps: int, batch_size: int,
+                             gen: torch.Generator, device, amp: bool, bar=None) -> tuple[dict[str, list], int]:
+    """Paper §3.1: each step, one task chosen uniformly; encoder + that head updated.
+
+    ``opt`` is one optimizer, or one per task (``make_optimizers``): then a task's step on the
+    shared encoder is scaled by that task's own gradient history, not by the other tasks'.
+    Returns the per-task step losses and the number of titles processed."""
+    names = sorted(states)
+    losses: dict[str, list] = {n: [] for n in names}
+    titles = 0
+    model.train()
+    for _ in range(steps):
+        name = names[int(torch.randint(len(names), (1,), generator=gen))]
+        idx = draw_batch(data.buckets[name], batch_size, gen)
+        ids = torch.from_numpy(data.ids[idx, : data.lengths[idx[0]]]).to(device)  # (B, T)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model.head(name, model(ids))
+        loss = task_loss(states[name], out, _target_rows(data.targets[name], idx, device))
+        task_opt = opt[name] if isinstance(opt, dict) else opt
+        task_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        task_opt.step()
+        losses[name].append(loss.detach())
+        titles += len(idx)
+        if bar is not None:
+            bar.update(1)
+    return _floats(losses), titles
+
+
+def joint_optimization(model: MRNet, opt, data: PGData,
+                       states: dict[str, dict], steps: int, batch_size: int,
+                       gen: torch.Generator, device, amp: bool, bar=None) -> tuple[dict[str, list], int]:
+    """Eq. 3: one batch of any products, the sum of the labelled tasks' normalized losses."""
+    opt = next(iter(opt.values())) if isinstance(opt, dict) else opt
+    everyone = list(length_buckets(data.lengths).values())
+    losses: dict[str, list] = {n: [] for n in states}
+    titles = 0
+    model.train()
+    for _ in range(steps):
+        idx = draw_batch(everyone, batch_size, gen)
+        ids = torch.from_numpy(data.ids[idx, : data.lengths[idx[0]]]).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            h = model(ids)
+        total = 0.0
+        for name, state in states.items():
+            sel = data.targets[name].has[idx]
+            if sel.any():
+                keep = torch.from_numpy(sel).to(device)
+                loss = task_loss(state, model.head(name, h[keep]),
+                                 _target_rows(data.targets[name], idx[sel], device))
+                total = total + loss
+                losses[name].append(loss.detach())
+        opt.zero_grad(set_to_none=True)
+        if torch.is_tensor(total):
+            total.backward()
+            opt.step()
+        titles += len(idx)
+        if bar is not None:
+            bar.update(1)
+    return _floats(losses), titles
+
+
+@torch.inference_mode()
+def validate(model: MRNet, data: PGData, states: dict[str, dict], device, batch: int = 4096) -> dict:
+    """Per-task normalized loss and metrics on the validation split."""
+    model.eval()
+    out: dict[str, dict] = {}
+    for name, state in states.items():
+        if not data.buckets[name]:
+            continue
+        outputs, rows = [], []
+        for group in data.buckets[name]:
+            for start in range(0, len(group), batch):
+                part = group[start:start + batch]
+                ids = torch.from_numpy(data.ids[part, : data.lengths[part[0]]]).to(device)
+                outputs.append(model.heads[name](model(ids)).float().cpu())
+                rows.append(part)
+        order = np.concatenate(rows)
+        output = torch.cat(outputs)
+        target = _target_rows(data.targets[name], order, "cpu")
+        out[name] = {"loss": float(task_loss(state, output, target)), "n": len(order),
+                     **T.metrics(state, output.numpy(), target.numpy())}
+    return out
+
+
+def epoch_steps(data: PGData, batch_size: int, tasks=None) -> int:
+    """One epoch = every labelled (product, task) pair of ``tasks`` (default all) once, in expectation."""
+    pairs = sum(int(t.has.sum()) for name, t in data.targets.items() if tasks is None or name in tasks)
+    return max(1, math.ceil(pairs / batch_size))
+
+
+@torch.no_grad()
+def init_weights(model: MRNet, vectors: np.ndarray, states: dict[str, dict], subwords=None) -> None:
+    """Word2vec rows into the embedding (FastText's n-gram table, if any, into the model's
+    ``subwords``); each head starts as its trivial predictor.
+
+    A head's bias is the training prior (class log-frequencies, target mean, mean TF-IDF
+    vector) and its weights are small, so every normalized task loss starts near 1.0.
+    """
+    model.words.weight.copy_(torch.from_numpy(vectors))
+    if subwords is not None:
+        model.subwords.copy_(torch.from_numpy(np.asarray(subwords)))
+    for name, state in states.items():
+        head = model.heads[name]
+        head.weight.mul_(0.1)
+        head.bias.copy_(torch.tensor(state["prior"], dtype=torch.float32))
+
+
+def pick_device(cfg: Config) -> torch.device:
+    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _load_checkpoint(uri: str, config_hash: str) -> dict | None:
+    if not storage.exists(uri):
+        return None
+    ckpt = torch.load(storage.local_path(uri), map_location="cpu", weights_only=True)
+    if ckpt.get("config_hash") != config_hash:
+        logging.getLogger("mrnet").warning("%s was written with another training config; starting over", uri)
+        return None
+    logging.getLogger("mrnet").warning("resuming from %s (epoch %s)", uri, ckpt["epoch"])
+    return ckpt
+
+
+def pg_split(cfg: Config, catalog: pd.DataFrame, pg: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    df = catalog[catalog["product_group"] == pg]
+    if df.empty:
+        raise ValueError(f"PG {pg!r} has no products in the catalog")
+    return split_train_val(df, cfg.train.val_fraction, cfg.train.seed)
+
+
+def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors: np.ndarray,
+             out_dir: str, on_epoch=None, subwords: tuple[np.ndarray, dict] | None = None) -> tuple[str, dict]:
+    """Train (or resume) the model of one PG; write model.safetensors + metrics.json.
+    ``subwords`` (FastText's n-gram table, info): the PG's words below min count get their
+    n-gram vector instead of ``<unk>``, and the table travels in the model for cold start."""
+    train_df, val_df = pg_split(cfg, catalog, pg)
+    states = [T.fit_task(spec, train_df) for spec in cfg.tasks]
+    active = {s["name"]: s for s in states if s["active"]}
+    if not active:
+        raise ValueError(f"PG {pg!r}: no task has enough labels ({[s.get('why') for s in states]})")
+    if subwords is not None:
+        rare = W.unseen_words(words, catalog.loc[catalog["product_group"] == pg, "title"], cfg.model.max_tokens)
+        words, vectors = words + rare, np.concatenate([vectors, W.subword_vectors(rare, *subwords)])
+    meta = {"pg": pg, "config": cfg.model_dump(mode="json"), "config_hash": cfg.training_hash(),
+            "vocab": words, "tasks": states, "n_train": len(train_df), "n_val": len(val_df)}
+    meta |= {"subwords": subwords[1]} if subwords is not None else {}
+    torch.manual_seed(cfg.train.seed)  # the LSTM's initial weights
+    model = build_model(meta)
+    init_weights(model, vectors, active, None if subwords is None else subwords[0])
+    return fit(cfg, model, meta, train_df, val_df, active, out_dir, on_epoch)
+
+
+def make_optimizers(model: MRNet, active: dict[str, dict], cfg) -> dict[str, torch.optim.Optimizer]:
+    """AdamW per task over the encoder + that task's head (``per_task``), or one AdamW over
+    everything (``shared``, the same object under every task name). ``cfg``: the TrainConfig."""
+    encoder = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("heads.")]
+    if cfg.optimizer_state == "shared":
+        shared = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                   weight_decay=cfg.weight_decay)
+        return {name: shared for name in active}
+    return {name: torch.optim.AdamW(encoder + list(model.heads[name].parameters()), lr=cfg.lr,
+                                    weight_decay=cfg.weight_decay) for name in active}
+
+
+def _optimizer_states(opts: dict) -> dict:
+    return {name: opt.state_dict() for name, opt in opts.items()}
+
+
+def val_score(val: dict) -> float | None:
+    """Early-stopping score of one epoch: the mean normalized validation loss over its tasks."""
+    losses = [v["loss"] for v in val.values() if np.isfinite(v["loss"])]
+    return float(np.mean(losses)) if losses else None
+
+
+@dataclass
+class Stopper:
+    """Early stopping with best-weight restore; its state lives in the checkpoint, so a resumed run
+    stops at the same epoch with the same weights as an uninterrupted one."""
+
+    patience: int | None
+    min_delta: float
+    best: float = float("inf")
+    best_epoch: int = 0
+    best_state: dict | None = None
+    waited: int = 0
+
+    def update(self, epoch: int, score: float | None, model: MRNet) -> bool:
+        """Record an epoch; True when training should stop."""
+        if score is None or self.patience is None:
+            return False
+        if score < self.best - self.min_delta:
+            self.best, self.best_epoch, self.waited = score, epoch, 0
+            self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            self.waited += 1
+        return self.waited >= self.patience
+
+    def state(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "waited": self.waited,
+                "best_state": self.best_state}
+
+    def load(self, state: dict) -> None:
+        self.best, self.best_epoch, self.waited = state["best"], state["best_epoch"], state["waited"]
+        self.best_state = state["best_state"]
+
+
+def epoch_line(pg: str, entry: dict, epochs: int, elapsed: float) -> str:
+    """One plain log line per epoch (no ``\r``): titles/s, per-task train → validation loss, ETA."""
+    eta = elapsed / entry["epoch"] * (epochs - entry["epoch"])
+    tasks = " ".join(f"{name} {entry['train_loss'].get(name, float('nan')):.3f}→{v['loss']:.3f}"
+                     for name, v in sorted(entry["val"].items()))
+    return (f"[{pg}] epoch {entry['epoch']}/{epochs} {entry['titles_per_s']:.0f} titles/s  "
+            f"loss train→val: {tasks}  (ETA ≤ {eta:.0f} s)")
+
+
+def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: pd.DataFrame,
+        active: dict[str, dict], out_dir: str, on_epoch=None) -> tuple[str, dict]:
+    """Run up to ``cfg.train.epochs`` epochs of the configured loop on ``active`` tasks, stopping
+    early on validation loss (``train.patience``) and restoring the best epoch's weights;
+    checkpoint each epoch to ``out_dir/ckpt.pt`` and resume from it when ``meta['config_hash']``
+    matches (a retried task continues instead of starting over). Writes model.safetensors +
+    metrics.json. ``on_epoch(entry)`` sees each epoch's history entry once its checkpoint is written."""
+    torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
+    device = pick_device(cfg)
+    pg, resume_key = meta["pg"], meta["config_hash"]
+    train = prepare(cfg, train_df, meta["vocab"], meta["tasks"])
+    val = prepare(cfg, val_df, meta["vocab"], meta["tasks"])
+    model.to(device)
+    opts = make_optimizers(model, active, cfg.train)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    stopper = Stopper(cfg.train.patience, cfg.train.min_delta)
+    ckpt_uri = storage.join(out_dir, "ckpt.pt")
+    history, start, stopped = [], 0, False
+    if (ckpt := _load_checkpoint(ckpt_uri, resume_key)) is not None:
+        model.load_state_dict(ckpt["model"])
+        for name, opt in opts.items():
+            opt.load_state_dict(ckpt["optimizer"][name])
+        gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        stopper.load(ckpt["stopper"])
+        history, start, stopped = json.loads(ckpt["history"]), int(ckpt["epoch"]), bool(ckpt["stopped"])
+    steps = cfg.train.steps_per_epoch or epoch_steps(train, cfg.train.batch_size, active)
+    loop = alternating_optimization if cfg.train.optimization == "alternating" else joint_optimization
+    amp = cfg.train.amp and device.type == "cuda"
+    t_start = time.perf_counter()
+    for epoch in range(start + 1, cfg.train.epochs + 1):
+        if stopped:
+            break
+        bar = progress_bar(total=steps, desc=f"{pg} epoch {epoch}/{cfg.train.epochs}", unit="step", leave=False,
+                           progress=cfg.train.progress)
+        t0 = time.perf_counter()
+        losses, titles = loop(model, opts, train, active, steps, cfg.train.batch_size, gen, device, amp, bar)
+        seconds = time.perf_counter() - t0
+        bar.close()
+        history.append({"epoch": epoch, "seconds": round(seconds, 3), "titles_per_s": round(titles / seconds, 1),
+                        "train_loss": {k: float(np.mean(v)) for k, v in losses.items() if v},
+                        "val": validate(model, val, active, device)})
+        stopped = stopper.update(epoch, val_score(history[-1]["val"]), model)
+        save_checkpoint({"model": model.state_dict(), "optimizer": _optimizer_states(opts), "epoch": epoch,
+                         "step": epoch * steps, "stopped": stopped, "stopper": stopper.state(),
+                         "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                         "config_hash": resume_key, "meta": json.dumps(meta),
+                         "history": json.dumps(history)}, ckpt_uri)
+        if cfg.train.progress:
+            logging.getLogger(__name__).info(epoch_line(pg, history[-1], cfg.train.epochs,
+                                                             time.perf_counter() - t_start))
+        if on_epoch is not None:
+            on_epoch(history[-1])
+    if stopper.best_state is not None:  # the best epoch's weights, not the last one's
+        model.load_state_dict(stopper.best_state)
+    best = stopper.best_epoch or len(history)
+    meta = meta | {"history": history, "best_epoch": best}
+    model_uri = save_model(model, meta, storage.join(out_dir, "model.safetensors"))
+    report = {"pg": pg, "n_train": len(train_df), "n_val": len(val_df), "history": history,
+              "best_epoch": best, "early_stopped": bool(stopped), "resumed_from_epoch": start,
+              "inactive_tasks": {s["name"]: s["why"] for s in meta["tasks"] if not s["active"]}}
+    storage.write_text(storage.join(out_dir, "metrics.json"), json.dumps(report, indent=2))
+    return model_uri, report
+
+
+def save_checkpoint(obj: dict, uri: str) -> None:
+    with storage.atomic_path(uri, suffix=".pt") as tmp:
+        torch.save(obj, tmp)

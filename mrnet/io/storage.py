@@ -1,0 +1,192 @@
+"""The one door to storage: local paths and ``s3://bucket/prefix`` URIs.
+
+Every artifact is written atomically: the writer fills a temporary file and the
+file appears under its final name only when complete (``os.replace`` locally,
+a single ``put``/multipart upload on S3, which S3 makes visible atomically).
+This is the only module that imports boto3, and only when an ``s3://`` URI is used.
+Credentials, endpoint and region come from the standard AWS environment/config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+S3 = "s3://"
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith(S3)
+
+
+def absolute(path: str | None) -> str | None:
+    """A relative local path is relative to $MRNET_HOME (default: the working directory)."""
+    if path is None or is_s3(path) or os.path.isabs(path):
+        return path
+    return str(Path(os.environ.get("MRNET_HOME", os.getcwd())) / path)
+
+
+def join(root: str, *parts: str) -> str:
+    root = str(root).rstrip("/")
+    return "/".join([root, *[str(p).strip("/") for p in parts]])
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len(S3):].partition("/")
+    return bucket, key
+
+
+def s3_client():
+    import boto3  # only here: mrnet's single boto3 import
+
+    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+
+
+def _bucket_exists(bucket: str) -> bool:
+    import botocore.exceptions as bx
+
+    try:
+        s3_client().head_bucket(Bucket=bucket)
+        return True
+    except bx.ClientError:
+        return False
+
+
+@contextlib.contextmanager
+def _s3_errors(uri: str, action: str):
+    """botocore's errors → one clear message naming the URI (and what to check)."""
+    import boto3.exceptions
+    import botocore.exceptions as bx
+
+    try:
+        yield
+    except boto3.exceptions.S3UploadFailedError as exc:  # upload_file wraps the ClientError
+        if "NoSuchBucket" in str(exc):
+            raise FileNotFoundError(f"S3 bucket {_split_s3(uri)[0]!r} does not exist ({action} {uri}); create it "
+                                    "or fix the artifact_root") from None
+        raise
+    except bx.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        bucket = _split_s3(uri)[0]
+        if code == "NoSuchBucket":
+            raise FileNotFoundError(f"S3 bucket {bucket!r} does not exist ({action} {uri}); create it or fix "
+                                    "the artifact_root") from None
+        if code in ("404", "NoSuchKey", "NotFound"):  # a HEAD's 404 does not say which is missing
+            if not _bucket_exists(bucket):
+                raise FileNotFoundError(f"S3 bucket {bucket!r} does not exist ({action} {uri}); create it or fix "
+                                        "the artifact_root") from None
+            raise FileNotFoundError(f"artifact not found: {uri}") from None
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise PermissionError(f"S3 refused to {action} {uri} ({code}): check the AWS credentials") from None
+        raise
+    except bx.NoCredentialsError:
+        raise PermissionError(f"no AWS credentials to {action} {uri}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                              "or an AWS profile") from None
+    except bx.EndpointConnectionError as exc:
+        raise ConnectionError(f"cannot reach S3 to {action} {uri}: {exc} (AWS_ENDPOINT_URL="
+                              f"{os.environ.get('AWS_ENDPOINT_URL', 'unset')})") from None
+
+
+@contextlib.contextmanager
+def atomic_path(uri: str, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp local path to write; publish it at ``uri`` only if the block succeeds."""
+    if is_s3(uri):
+        tmpdir = Path(tempfile.mkdtemp(prefix="mrnet-up-"))
+        tmp = tmpdir / ("obj" + suffix)
+        try:
+            yield tmp
+            bucket, key = _split_s3(uri)
+            with _s3_errors(uri, "write"):
+                s3_client().upload_file(str(tmp), bucket, key)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        return
+    final = Path(uri)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + suffix, dir=final.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: readers (a UI, MLflow) need the umask's mode
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _umask() -> int:
+    """The process umask: from /proc on Linux (no race with other threads), else set and put back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_parquet(frame, uri: str) -> str:
+    """A DataFrame as Parquet at ``uri``, published only once complete."""
+    with atomic_path(uri, suffix=".parquet") as tmp:
+        frame.to_parquet(tmp, index=False)
+    return uri
+
+
+def write_bytes(uri: str, data: bytes) -> str:
+    with atomic_path(uri) as tmp:
+        tmp.write_bytes(data)
+    return uri
+
+
+def write_text(uri: str, text: str) -> str:
+    return write_bytes(uri, text.encode("utf-8"))
+
+
+def exists(uri: str) -> bool:
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        try:
+            with _s3_errors(uri, "check"):
+                s3_client().head_object(Bucket=bucket, Key=key)
+            return True
+        except FileNotFoundError:
+            return False
+    return Path(uri).exists()
+
+
+def local_path(uri: str, cache_dir: str | None = None) -> Path:
+    """A local file with the object's content (downloads ``s3://`` objects to a cache)."""
+    if not is_s3(uri):
+        path = Path(uri)
+        if not path.exists():
+            raise FileNotFoundError(f"artifact not found: {uri}")
+        return path
+    bucket, key = _split_s3(uri)
+    cache = Path(cache_dir or os.environ.get("MRNET_CACHE", tempfile.gettempdir())) / "mrnet-s3"
+    target = cache / bucket / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(str(target)) as tmp, _s3_errors(uri, "read"):
+        s3_client().download_file(bucket, key, str(tmp))
+    return target
+
+
+def read_bytes(uri: str) -> bytes:
+    return local_path(uri).read_bytes()
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,176 @@
+"""Release manifests and the champion pointer: find, compare, move (no run needed).
+
+A release is one JSON manifest naming every PG model and embedding file of one run, with
+the config and catalog hashes, so a consumer loads one consistent set. The files it
+names are run-scoped and never rewritten after the run, so moving the ``champion`` alias
+and replacing ``releases/current.json`` (atomically) is the whole promotion: nothing
+half-written is ever visible. The run stages that write a manifest, register it and gate it
+are in run/publish.py; this module is what they, ``mrnet compare`` / ``promote --repair`` /
+``neighbors`` and the summary read and move: the champion pointer (``<prefix>-release@champion``
+with tracking, else ``releases/current.json``), its mirrors, and the gate's judgement (gate.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from mrnet.config.base import safe_run_id
+from mrnet.io import storage
+
+log = logging.getLogger(__name__)
+
+
+def current_uri(home: str) -> str:
+    return storage.join(home, "releases", "current.json")
+
+
+PARTS = {"agnostic": ("sparse_autoencoder", "sparse_ae"), "crosslingual": ("cross_language_autoencoder", "crosslingual_ae")}
+
+
+def move_aliases(uri: str, prefix: str, registry: dict[str, str], alias: str) -> None:
+    """Point ``alias`` at a release: the mirrors first (each PG encoder and autoencoder, for the
+    MLflow UI), ``<prefix>-release`` last. Every reader resolves parts through the release's
+    manifest, so a move killed midway leaves the old release whole, and ``repair_champion``
+    puts the mirrors back."""
+    from mrnet.io import tracking as tr
+
+    for part, version in registry.items():
+        if part != "release":
+            tr.set_alias(uri, f"{prefix}-{part}", alias, version)
+    if "release" in registry:
+        tr.set_alias(uri, f"{prefix}-release", alias, registry["release"])
+
+
+def publish_champion(cfg, home: str, uri: str | None, manifest: dict) -> None:
+    """Make ``manifest`` the champion. With tracking, the registry aliases (the release pointer
+    last, ``move_aliases``) and then ``releases/current.json`` as its mirror; without, the
+    archived copy first and current.json, the pointer, last. A kill anywhere leaves one
+    champion, which ``repair_champion`` (the next promotion, or ``mrnet promote --repair``) mirrors."""
+    if uri:
+        move_aliases(uri, cfg.tracking.registry_prefix, manifest["registry"], "champion")
+    storage.write_text(storage.join(home, "releases", f"{safe_run_id(manifest['release'])}.json"),
+                       json.dumps(manifest, indent=2))
+    storage.write_text(current_uri(home), json.dumps(manifest, indent=2))
+
+
+def repair_champion(cfg, home: str, uri: str | None) -> list[str]:
+    """Make the mirrors agree with the one pointer that decides (``<prefix>-release@champion``
+    with tracking, else ``releases/current.json``): each part's ``champion`` alias, and
+    current.json. Returns what it fixed, e.g. after a promotion killed between two aliases."""
+    manifest = aliased_manifest(cfg, home, uri, "champion")
+    if manifest is None:
+        return []
+    manifest.pop("registry_version", None)
+    fixed = []
+    if uri:
+        from mrnet.io import tracking as tr
+
+        prefix = cfg.tracking.registry_prefix
+        mirrors = {p: str(v) for p, v in manifest.get("registry", {}).items() if p != "release"}
+        for part, version in mirrors.items():
+            held = tr.version_by_alias(uri, f"{prefix}-{part}", "champion")
+            if not held or held["version"] != version:
+                tr.set_alias(uri, f"{prefix}-{part}", "champion", version)
+                fixed.append(f"{prefix}-{part}@champion: {held['version'] if held else 'unset'} → {version}")
+        current = current_uri(home)
+        if not storage.exists(current) or json.loads(storage.read_text(current)).get("release") != manifest["release"]:
+            storage.write_text(current, json.dumps(manifest, indent=2))
+            fixed.append(f"releases/current.json → release {manifest['release']}")
+    for line in fixed:
+        log.warning("repaired a half-done promotion: %s", line)
+    return fixed
+
+
+def aliased_manifest(cfg, home: str, mlflow_uri: str | None, alias: str) -> dict | None:
+    """The release manifest behind ``<prefix>-release@alias`` when tracking is on (so an alias
+    moved back in the MLflow UI is a rollback); without tracking, the champion is
+    ``releases/current.json`` and the challenger the newest recorded release."""
+    if mlflow_uri:
+        from mrnet.io import tracking as tr
+
+        version = tr.version_by_alias(mlflow_uri, f"{cfg.tracking.registry_prefix}-release", alias)
+        if version is None:
+            return None
+        return json.loads(storage.read_text(version["tags"]["manifest"])) | {"registry_version": version["version"]}
+    if alias == "champion":
+        current = current_uri(home)
+        return json.loads(storage.read_text(current)) if storage.exists(current) else None
+    recorded = sorted(storage.local_path(storage.join(home, "runs")).glob("*/release.json"), key=lambda f: f.stat().st_mtime)
+    return json.loads(recorded[-1].read_text()) if recorded else None
+
+
+def manifest_by_alias(cfg, alias: str) -> tuple[dict | None, str]:
+    """(the manifest behind ``alias`` for a config's artifact root, or None; where it looked) —
+    outside a run, e.g. ``mrnet compare`` and ``mrnet neighbors``."""
+    home = storage.absolute(cfg.artifact_root)
+    uri = None
+    if cfg.tracking.enabled:
+        from mrnet.io import tracking as tr
+
+        uri = tr.tracking_uri(cfg, home, create=False)
+    return aliased_manifest(cfg, home, uri, alias), f"{home} ({uri or 'no tracking'})"
+
+
+def compare(cfg) -> str:
+    """``mrnet compare``: challenger vs champion, side by side, as the promotion gate sees them."""
+    challenger, where = manifest_by_alias(cfg, "challenger")
+    champion, _ = manifest_by_alias(cfg, "champion")
+    if challenger is None:
+        raise ValueError(f"no challenger release under {where}: run mrnet_retrain first")
+    decision, stable, text = judge(cfg, challenger, json.loads(storage.read_text(challenger["summary"])), champion)
+
+    def name(m):
+        return "none" if m is None else f"{m['release']}" + (f" (version {m['registry_version']})" if "registry_version" in m else "")
+
+    same = " (the same release)" if champion and champion["release"] == challenger["release"] else ""
+    header = f"challenger: {name(challenger)}\nchampion:   {name(champion)}{same}\n"
+    return header + "\n" + text + parts_table(challenger, champion)
+
+
+def parts_summary(manifest: dict) -> str:
+    """Two lines on the release's autoencoders, for ``mrnet summary`` (empty if it has none)."""
+    lines = []
+    if agnostic := manifest.get("agnostic"):
+        lines.append(f"PG-agnostic embeddings (sparse autoencoder, §3.2): {agnostic['dim']}-d, val recon_rel "
+                     f"{agnostic['val'].get('recon_rel', float('nan')):.3f} → {agnostic['embeddings']}")
+    if ev := manifest.get("evaluation"):
+        lines.append(f"downstream evaluation (§4, Table 2): {len(ev['gated'])} gated MRNet metrics, "
+                     f"{len(ev['skipped'])} task(s) skipped → {ev['report']}")
+    if xl := manifest.get("crosslingual"):
+        mrr = ", ".join(f"{m} {v:.3f}" for m, v in xl["mrr"].items())
+        lines.append(f"cross-language autoencoder (§5), held-out MRR: {mrr} → "
+                     f"{xl['report'].rsplit('/', 1)[0]}/report.md")
+    return "\n".join(lines)
+
+
+def parts_table(challenger: dict, champion: dict | None) -> str:
+    """The autoencoders side by side (informational; the gate decides on the PG tasks)."""
+    def value(manifest, part, key):
+        section = (manifest or {}).get(part) or {}
+        v = section.get("val", {}).get(key) if part == "agnostic" else section.get("mrr", {}).get(key)
+        return "–" if v is None else f"{v:.4f}"
+
+    rows = [("sparse AE val recon_rel (lower is better)", "agnostic", "recon_rel"),
+            ("cross-language MRR, autoencoder", "crosslingual", "autoencoder"),
+            ("cross-language MRR, least squares", "crosslingual", "least_squares")]
+    lines = [f"  {label:<42} {value(champion, part, key):>10} → {value(challenger, part, key)}"
+             for label, part, key in rows if part in challenger]
+    return ("\n\nautoencoders (champion → challenger):\n" + "\n".join(lines)) if lines else ""
+
+
+def judge(cfg, manifest: dict, summary: dict, champion: dict | None) -> tuple[dict, dict, str]:
+    """The gate's decision, the k-NN stability and the table, for ``mrnet compare`` and the gate.
+    A refresh of a subset: PGs the challenger lacks but its manifest still names are the
+    champion's own, so the champion's results stand in for them."""
+    from mrnet.release import gate
+    from mrnet.encoder.embed import read_embeddings
+
+    embeddings = manifest["embeddings"]
+    old = json.loads(storage.read_text(champion["summary"])) if champion else None
+    if old and manifest["mode"] == "refresh":
+        summary = summary | {"pgs": {pg: r for pg, r in old["pgs"].items() if pg in embeddings} | summary["pgs"]}
+    evaluation = ((manifest.get("evaluation") or {}).get("gated"), ((champion or {}).get("evaluation") or {}).get("gated"))
+    decision = gate.decide(summary, old, cfg.gate, evaluation, {t.name: t.weight for t in cfg.evaluation.tasks})
+    stable = gate.stability(champion["embeddings"], embeddings, cfg.gate, read_embeddings) if champion else {}
+    return decision, stable, gate.table(decision, stable, cfg.gate.stability_k)

@@ -1,0 +1,315 @@
+"""A run's context: its record (``run.json`` → ``Run``), stage records, cache and tracking.
+
+The run stages (stages.py, derived.py, publish.py) share what is here: every name is public,
+and a stage record's file name comes from ``stage_name`` alone. A run lives under
+``<artifact_root>/runs/<run_id>/``; a retried task rewrites its own outputs atomically, and PG
+training resumes from its checkpoint there. Layout::
+
+    <artifact_root>/
+      runs/<run_id>/run.json             resolved config + params; every stage reads it
+      runs/<run_id>/catalog/…            validated catalog + quarantine
+      runs/<run_id>/models/<pg>/…        model.safetensors, ckpt.pt, metrics.json
+      runs/<run_id>/embeddings/<pg>/part-*.parquet + _manifest.json   one part per shard (encoder/embed.py)
+      runs/<run_id>/stages/*.json        what each stage produced: URIs, stats, cache hit, seconds
+      runs/<run_id>/failures/<pg>.json   why a PG failed (its last attempt)
+      runs/<run_id>/summary.{md,json}, training_curves.png, release.json
+      cache/corpus/<key>/                keyed by a content hash of the catalog's title/description
+      cache/word2vec/<key>/              keyed by the corpus file's hash + word2vec settings
+      releases/current.json              the champion release; moved only by ``publish.promote``
+      releases/<run_id>.json             every release that became champion
+
+``mode`` is ``retrain`` (paper §3: corpus → word2vec → PG models) or ``refresh`` (paper §6:
+warm-start each PG model from the current release, fine-tune on refreshed dynamic labels).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from datetime import datetime, timezone
+
+from mrnet.config.base import check_segment, safe_run_id
+from mrnet.config.schema import Config, load_config
+from mrnet.data.pgs import pg_list
+from mrnet.io import storage
+
+log = logging.getLogger(__name__)
+PARAMS = {"config", "pgs", "epochs", "sample_fraction", "promote", "tiny", "overrides"}
+CORPUS_FORMAT = "corpus-v1"  # bump when tokenization or the corpus layout changes
+
+
+@dataclass(frozen=True)
+class Run:
+    uri: str
+    run_id: str
+    dag_id: str
+    mode: str
+    home: str
+    root: str
+    promote: bool
+    started: float
+    cfg: Config
+    mlflow: dict | None  # {uri, experiment_id, parent}: where this run is tracked; None = off
+
+    def path(self, *parts: str) -> str:
+        """A file of this run: every segment of ``parts`` is checked, so none can climb out."""
+        for part in parts:
+            for segment in str(part).split("/"):
+                check_segment(segment, "path segment")
+        return storage.join(self.root, *parts)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _overrides(params: dict, mode: str) -> list[str]:
+    out = list(params.get("overrides") or [])
+    if params.get("pgs"):
+        out.append(f"pgs={json.dumps(list(params['pgs']))}")
+    if params.get("epochs"):
+        out.append(f"{'refresh' if mode == 'refresh' else 'train'}.epochs={int(params['epochs'])}")
+    if params.get("sample_fraction"):
+        out.append(f"data.sample_fraction={float(params['sample_fraction'])}")
+    return out
+
+
+def start_run(params: dict, run_id: str, dag_id: str = "cli", mode: str = "retrain") -> str:
+    """Resolve config + params once for the whole run; write ``run.json``; return its URI."""
+    unknown = set(params) - PARAMS
+    if unknown:
+        raise ValueError(f"unknown run param(s) {sorted(unknown)}; known: {sorted(PARAMS)}")
+    cfg = load_config(storage.absolute(params.get("config") or "configs/demo.yaml"), _overrides(params, mode),
+                      tiny=bool(params.get("tiny")))
+    data = cfg.data.model_copy(update={k: storage.absolute(getattr(cfg.data, k))
+                                       for k in ("raw_dir", "pg_mapping", "catalog")})
+    home = storage.absolute(cfg.artifact_root)
+    root = storage.join(home, "runs", safe_run_id(run_id))
+    cfg = cfg.model_copy(update={"data": data, "artifact_root": root})
+    pg_list(cfg)  # unknown PG names fail here, before any work
+    tracked = _start_tracking(cfg, home, run_id, dag_id, mode) if cfg.tracking.enabled else None
+    run = {"run_id": run_id, "dag_id": dag_id, "mode": mode, "home": home, "root": root,
+           "promote": bool(params.get("promote", True)), "params": params, "started": time.time(),
+           "started_at": utc_now(), "mlflow": tracked, "config": cfg.model_dump(mode="json")}
+    uri = storage.join(root, "run.json")
+    storage.write_text(uri, json.dumps(run, indent=2))
+    log.info("run %s (%s, %s): %s", run_id, dag_id, mode, root)
+    return uri
+
+
+def _start_tracking(cfg: Config, home: str, run_id: str, dag_id: str, mode: str) -> dict:
+    """The MLflow parent run of this DAG run (found again by its tags on a retry)."""
+    from mrnet.io import tracking as tr
+
+    uri = tr.tracking_uri(cfg, home)
+    exp = tr.experiment_id(uri, cfg.tracking.experiment, home)
+    parent = tr.find_or_create_run(uri, exp, {"mrnet.run_id": run_id, "mrnet.kind": "parent"}, run_id, extra_tags={
+        "mrnet.dag_id": dag_id, "mrnet.mode": mode, "mrnet.git_commit": tr.git_commit(),
+        "mrnet.config_hash": cfg.hash()})
+    stale = tr.close_open_runs(uri, exp, run_id, "KILLED", keep=parent)  # left by a killed earlier attempt
+    if stale:
+        log.warning("MLflow: %d run(s) of an earlier, killed attempt of %s marked KILLED", stale, run_id)
+    tr.log_params(uri, parent, cfg)
+    return {"uri": uri, "experiment_id": exp, "parent": parent}
+
+
+def end_tracking(run_uri: str, status: str) -> None:
+    """A run that stopped (FAILED, or KILLED by a signal): end its MLflow runs that are still open."""
+    run = load_run(run_uri)
+    if run.mlflow:
+        from mrnet.io import tracking as tr
+
+        tr.close_open_runs(run.mlflow["uri"], run.mlflow["experiment_id"], run.run_id, status)
+
+
+def unfinished_run(home: str) -> tuple[str, dict] | None:
+    """(run id, params) of the newest run under ``home`` that never reached the promotion gate
+    (no gate.json), for ``mrnet run --resume``; None when every run finished."""
+    runs = Path(home) / "runs"
+    records = [(json.loads(p.read_text()), p.parent) for p in runs.glob("*/run.json")] if runs.is_dir() else []
+    unfinished = [r for r, folder in records if not (folder / "gate.json").exists()]
+    newest = max(unfinished, key=lambda r: r["started"], default=None)
+    return newest and (newest["run_id"], newest["params"])
+
+
+@functools.lru_cache(maxsize=8)
+def load_run(run_uri: str) -> Run:
+    r = json.loads(storage.read_text(run_uri))
+    return Run(run_uri, r["run_id"], r["dag_id"], r["mode"], r["home"], r["root"], r["promote"],
+               r["started"], Config.model_validate(r["config"]), r.get("mlflow"))
+
+
+def nested_run(run: Run, kind: str, key: str) -> str | None:
+    """The MLflow run of one stage (kind ``stage``) or PG (kind ``pg``), reattached on a retry."""
+    if not run.mlflow:
+        return None
+    from mrnet.io import tracking as tr
+
+    tags = {"mrnet.run_id": run.run_id, "mrnet.kind": kind, f"mrnet.{'pg' if kind == 'pg' else 'stage'}": key}
+    return tr.find_or_create_run(run.mlflow["uri"], run.mlflow["experiment_id"], tags, f"{kind}:{key}",
+                                 parent=run.mlflow["parent"])
+
+
+def track_stage(run: Run, stage: str, metrics: dict, artifacts: tuple[tuple[str, str], ...] = (),
+                texts=None) -> None:
+    """Log one finished stage as a nested run: metrics, (uri, folder) artifacts, and text files
+    from ``texts()`` → {artifact path: text} (called only when tracking is on)."""
+    if not run.mlflow:
+        return
+    from mrnet.io import tracking as tr
+
+    uri, run_id = run.mlflow["uri"], nested_run(run, "stage", stage)
+    tr.log_metrics(uri, run_id, metrics)
+    for artifact, folder in artifacts:
+        tr.log_artifact(uri, run_id, artifact, folder)
+    for path, text in (texts() if texts else {}).items():
+        tr.log_text(uri, run_id, text, path)
+    tr.finish(uri, run_id)
+
+
+def stage_name(stage: str, pg: str | None = None, shard: int | None = None) -> str:
+    """The one name of a stage record: ``validate``, ``train-<pg>``, ``embed-<pg>-<shard:05d>``."""
+    return stage + (f"-{pg}" if pg else "") + (f"-{shard:05d}" if shard is not None else "")
+
+
+def record_stage(run: Run, stage: str, data: dict) -> None:
+    storage.write_text(run.path("stages", f"{stage}.json"), json.dumps(data, indent=2, default=str))
+
+
+def read_stage(run: Run, stage: str) -> dict:
+    return json.loads(storage.read_text(run.path("stages", f"{stage}.json")))
+
+
+def optional_stage(run: Run, stage: str) -> dict | None:
+    return read_stage(run, stage) if storage.exists(run.path("stages", f"{stage}.json")) else None
+
+
+def skip(run: Run, stage: str, why: str) -> str:
+    """Record a stage that does not apply (e.g. ``sparse_ae.enabled: false``); its URI is ''."""
+    log.info("[%s] skipped: %s", stage, why)
+    record_stage(run, stage, {"skipped": why})
+    return ""
+
+
+def base_manifest(run: Run) -> dict | None:
+    """The champion manifest a refresh started from (``base_release.json``); None for a retrain."""
+    uri = run.path("base_release.json")
+    return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
+
+
+def text_hash(catalog_uri: str, columns=("title", "description")) -> str:
+    """Content hash of the text the corpus is built from: a price change keeps it."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(storage.local_path(catalog_uri))
+    names = [c for c in columns if c in parquet.schema_arrow.names]
+    digest = hashlib.sha256(json.dumps(names).encode())
+    for batch in parquet.iter_batches(batch_size=50_000, columns=names):
+        for column in batch.columns:
+            values = ("" if v is None else v for v in column.to_pylist())
+            digest.update("\x1f".join(values).encode("utf-8", "surrogateescape") + b"\x1e")
+    return digest.hexdigest()
+
+
+def cache_key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def cached(run: Run, kind: str, key: str, filename: str, build, texts=None) -> str:
+    """Reuse ``cache/<kind>/<key>/`` when complete (its meta.json is written last), else build it.
+    ``texts(out, stats)`` adds text artifacts to the stage's MLflow run."""
+    t0 = time.perf_counter()
+    entry = storage.join(run.home, "cache", kind, key)
+    out, marker = storage.join(entry, filename), storage.join(entry, "meta.json")
+    hit = storage.exists(marker) and storage.exists(out)
+    if hit:
+        meta = json.loads(storage.read_text(marker))
+        log.info("[%s] cache hit %s (built by run %s): inputs unchanged, not rebuilt", kind, key, meta["built_by"])
+    else:
+        _, stats = build(out)
+        meta = {"key": key, "stats": stats, "built_by": run.run_id, "created": utc_now()}
+        storage.write_text(marker, json.dumps(meta, indent=2))
+        log.info("[%s] cache miss %s: built %s", kind, key, stats)
+    seconds = round(time.perf_counter() - t0, 2)
+    record_stage(run, kind, {"uri": out, "key": key, "cache_hit": hit, "stats": meta["stats"], "seconds": seconds})
+    numbers = {k: v for k, v in meta["stats"].items() if isinstance(v, (int, float))}
+    numbers |= {f"health.{k}": v for k, v in (meta["stats"].get("health") or {}).items() if isinstance(v, float)}
+    track_stage(run, kind, numbers | {"seconds": seconds, "cache_hit": float(hit)},
+                ((out, kind),) if kind == "word2vec" else (), texts and (lambda: texts(out, meta["stats"])))
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def cached_catalog(uri: str):
+    from mrnet.data.catalog import read_catalog
+
+    return read_catalog(uri)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_vectors(uri: str):
+    from mrnet.data.word2vec import load_vectors
+
+    return load_vectors(uri)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_subwords(uri: str):
+    from mrnet.data.word2vec import load_subwords
+
+    return load_subwords(uri)
+
+
+@contextmanager
+def pg_stage(run: Run, pg: str, stage: str, shard: tuple[int, int] | None = None, record: dict | None = None):
+    """Time one PG stage (of one embedding ``shard`` (index, count)) in the PG's MLflow run
+    (yielded: its id, or None) and record it with what the block put in ``record``; on failure
+    leave ``failures/<pg>.json`` (the report names it), mark the MLflow run FAILED and re-raise."""
+    t0 = time.perf_counter()
+    where = f"{stage} shard {shard[0] + 1} of {shard[1]}" if shard else stage
+    mlflow_run = nested_run(run, "pg", pg)
+    try:
+        yield mlflow_run
+    except Exception as exc:
+        storage.write_text(run.path("failures", f"{pg}.json"), json.dumps(
+            {"pg": pg, "stage": where, "error": f"{type(exc).__name__}: {exc}", "at": utc_now(),
+             "traceback": traceback.format_exc()[-4000:]}, indent=2))
+        log.error("[%s] %s failed: %s: %s", pg, where, type(exc).__name__, exc)
+        if mlflow_run:
+            from mrnet.io import tracking as tr
+
+            tr.finish(run.mlflow["uri"], mlflow_run, "FAILED")
+        raise
+    seconds = round(time.perf_counter() - t0, 2)
+    record_stage(run, stage_name(stage, pg, shard and shard[0]), {"pg": pg, "seconds": seconds} | (record or {}))
+    if mlflow_run:
+        from mrnet.io import tracking as tr
+
+        tr.log_metrics(run.mlflow["uri"], mlflow_run, {f"{stage}_seconds": seconds}, shard[0] if shard else 0)
+        tr.finish(run.mlflow["uri"], mlflow_run)
+
+
+def epoch_logger(run: Run, mlflow_run: str | None, flatten=None):
+    """A training loop's per-epoch callback: the epoch's metrics (``flatten(entry)``, default
+    the PG models' names), live, with step = epoch. A resumed retry logs only the epochs it
+    trains; the earlier attempt logged the others."""
+    if not mlflow_run:
+        return None
+    from mrnet.io import tracking as tr
+
+    flatten = flatten or tr.epoch_metrics
+    return lambda entry: tr.log_metrics(run.mlflow["uri"], mlflow_run, flatten(entry), entry["epoch"])
+
+
+def run_device(run: Run) -> str:
+    """Where this run's models train and embed: ``train.device`` (auto: CUDA when present)."""
+    from mrnet.encoder.train import pick_device
+
+    return str(pick_device(run.cfg))

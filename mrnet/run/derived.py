@@ -1,0 +1,135 @@
+"""The run stages after the PG fan-in that derive from the release's embeddings: the DAG tasks
+``sparse_autoencoder``, ``cross_language_autoencoder`` and ``evaluate``; like stages.py, URIs in
+and a URI out (dags/ reach them through stages.py).
+
+- ``sparse_autoencoder`` (paper §3.2): trains on the PG embeddings of this release (a refresh
+  adds the untouched PGs of its base release) and writes the PG-agnostic embedding of every
+  product to ``embeddings/pg_agnostic.parquet``; model and metrics under ``agnostic/``.
+- ``cross_language`` (paper §5): locale models + multimodal autoencoder + held-out retrieval
+  report under ``crosslingual/`` (autoencoders/crosslingual.py).
+
+Each is one nested MLflow run (kind ``stage``) with per-epoch metrics, the model file and the
+report; ``publish.publish`` adds them to the release manifest and registers the models.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from mrnet.data.pgs import mapped_pgs
+from mrnet.io import storage
+from mrnet.run.context import (Run, base_manifest, cached_catalog, cached_vectors, epoch_logger, load_run, nested_run,
+                               optional_stage, read_stage, record_stage, run_device, skip, track_stage)
+
+log = logging.getLogger(__name__)
+
+
+def release_embeddings(run: Run, summary: dict) -> dict[str, str]:
+    """PG → embedding URI of the release this run will publish (base PGs carried by a refresh)."""
+    out = {pg: r["embeddings"] for pg, r in summary["pgs"].items()}
+    base = base_manifest(run)
+    return base["embeddings"] | out if base else out
+
+
+def sparse_autoencoder(run_uri: str, summary_uri: str) -> str:
+    """Train the PG-agnostic sparse autoencoder; return the agnostic embeddings' URI."""
+    from mrnet.autoencoders import sparse as sparse_ae
+
+    run, t0 = load_run(run_uri), time.perf_counter()
+    cfg = run.cfg.sparse_ae
+    if not cfg.enabled:
+        return skip(run, "sparse_autoencoder", "sparse_ae.enabled is false")
+    embeddings = release_embeddings(run, json.loads(storage.read_text(summary_uri)))
+    mlflow_run = nested_run(run, "stage", "sparse_autoencoder")
+    flatten = lambda e: {"train_loss": e["train_loss"], "products_per_s": e["products_per_s"],  # noqa: E731
+                         "epoch_seconds": e["seconds"]} | {f"val.{k}": v for k, v in e["val"].items()}
+    model_uri, report = sparse_ae.train_sparse_ae(
+        cfg, embeddings, mapped_pgs(run.cfg) or sorted(embeddings),
+        run.path("agnostic", "sparse_ae.safetensors"),
+        run.cfg.train.seed, run_device(run), run.cfg.train.progress, epoch_logger(run, mlflow_run, flatten))
+    out, stats = sparse_ae.encode_all(model_uri, embeddings, run.path("embeddings", "pg_agnostic.parquet"))
+    metrics_uri = run.path("agnostic", "metrics.json")
+    storage.write_text(metrics_uri, json.dumps(report | {"encoded": stats}, indent=2))
+    last = report["history"][-1]["val"]
+    seconds = round(time.perf_counter() - t0, 2)
+    record_stage(run, "sparse_autoencoder", {"uri": out, "model": model_uri, "metrics": metrics_uri, "seconds": seconds,
+                                        "products": stats["products"], "dim": stats["dim"], "val": last})
+    track_stage(run, "sparse_autoencoder", {"seconds": seconds, "products": stats["products"],
+                                            "n_train": report["n_train"]},
+                ((model_uri, "model"),) * run.cfg.tracking.log_weights + ((metrics_uri, "model"),))
+    log.info("[sparse_autoencoder] %d products → %d-d PG-agnostic embeddings (val recon_rel %s) → %s",
+             stats["products"], stats["dim"], last.get("recon_rel"), out)
+    return out
+
+
+def cross_language(run_uri: str) -> str:
+    """Train the two locale models and the cross-language autoencoder; return metrics.json's URI."""
+    from mrnet.autoencoders import crosslingual
+
+    run, t0 = load_run(run_uri), time.perf_counter()
+    if not run.cfg.crosslingual.enabled:
+        return skip(run, "cross_language_autoencoder", "crosslingual.enabled is false")
+    out_dir = run.path("crosslingual")
+    mlflow_run = nested_run(run, "stage", "cross_language_autoencoder")
+    flatten = lambda e: {"train_loss": e["train_loss"], "epoch_seconds": e["seconds"]}  # noqa: E731
+    uri, result = crosslingual.run(run.cfg, out_dir, run_device(run), run.cfg.train.progress,
+                                   epoch_logger(run, mlflow_run, flatten))
+    metrics = {f"retrieval.{method}.{k}": v for method, row in result["retrieval"].items() for k, v in row.items()}
+    metrics |= {f"pairs.{k}": v for k, v in result["pairs"].items() if isinstance(v, int)}
+    seconds = round(time.perf_counter() - t0, 2)
+    record_stage(run, "cross_language_autoencoder", {"uri": uri, "model": result["model"], "seconds": seconds,
+                                                "retrieval": result["retrieval"], "pairs": result["pairs"]})
+    files = tuple((storage.join(out_dir, n), "report") for n in ("report.md", "metrics.json", "retrieval.png"))
+    track_stage(run, "cross_language_autoencoder", metrics | {"seconds": seconds},
+                files + ((result["model"], "model"),) * run.cfg.tracking.log_weights)
+    log.info("[cross_language_autoencoder] %s", crosslingual.verdict(result["retrieval"]))
+    return uri
+
+
+def _word_vectors(run: Run):
+    """The run's word vectors (a refresh has none of its own: its base release's), or None."""
+    uri = (optional_stage(run, "word2vec") or {}).get("uri") or (base_manifest(run) or {}).get("word2vec")
+    return cached_vectors(uri) if uri and storage.exists(uri) else None
+
+
+def evaluate_run(run: Run, summary_uri: str, out_dir: str, cfg=None, agnostic: str | None = None):
+    """Evaluate a run's release embeddings (its PGs, a refresh's base PGs, the PG-agnostic file)
+    with ``cfg.evaluation`` (default: the run's own config); write the report under ``out_dir``.
+    Returns (result, {file name: uri})."""
+    from mrnet.evaluation import report as eval_report
+    from mrnet.evaluation import score as evaluation
+
+    cfg = cfg or run.cfg
+    embeddings = release_embeddings(run, json.loads(storage.read_text(summary_uri)))
+    agnostic = agnostic or (optional_stage(run, "sparse_autoencoder") or {}).get("uri") or None
+    catalog = cached_catalog(read_stage(run, "validate")["uri"])
+    result = evaluation.evaluate(cfg, catalog, embeddings, agnostic, _word_vectors(run), cfg.train.progress)
+    return result, eval_report.write(result, out_dir, f"run {run.run_id}", cfg.evaluation.neighbors.shown)
+
+
+def evaluate(run_uri: str, summary_uri: str, agnostic_uri: str = "") -> str:
+    """Downstream evaluation (paper §4; evaluation.py) of this run's release embeddings →
+    ``evaluation/``; return metrics.json's URI. Metrics go to the MLflow parent run too."""
+    from mrnet.evaluation import report as eval_report
+    from mrnet.evaluation import score as evaluation
+
+    run, t0 = load_run(run_uri), time.perf_counter()
+    if not run.cfg.evaluation.enabled:
+        return skip(run, "evaluate", "evaluation.enabled is false")
+    result, files = evaluate_run(run, summary_uri, run.path("evaluation"), agnostic=agnostic_uri or None)
+    metrics = evaluation.metrics(result)
+    seconds = round(time.perf_counter() - t0, 2)
+    record_stage(run, "evaluate", {"uri": files["metrics.json"], "report": files["report.md"], "seconds": seconds,
+                              "metrics": metrics, "skipped": result["skipped"]})
+    track_stage(run, "evaluate", metrics | {"seconds": seconds}, tuple((uri, "evaluation") for uri in files.values()))
+    if run.mlflow:
+        from mrnet.io import tracking as tr
+
+        tr.log_metrics(run.mlflow["uri"], run.mlflow["parent"], metrics)
+        for name in ("report.md", "table2.png"):
+            tr.log_artifact(run.mlflow["uri"], run.mlflow["parent"], files[name], "evaluation")
+    log.info("[evaluate] %d task(s) evaluated, %d skipped, %.1f s → %s\n%s", len(result["tasks"]),
+             len(result["skipped"]), seconds, files["report.md"], eval_report.table2_text(result))
+    return files["metrics.json"]

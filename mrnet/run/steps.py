@@ -1,0 +1,88 @@
+"""Config-level steps: a config and URIs in, a URI out (one ``mrnet <step>`` command each).
+
+The steps write under ``cfg.artifact_root``. A run's stages (run/stages.py) call them with the
+run's own root (``…/runs/<run_id>/``, laid out in run/context.py), adding its records, cache
+and tracking; ``mrnet validate|corpus|word2vec|train|embed`` call them directly.
+"""
+
+from __future__ import annotations
+
+
+import pandas as pd
+
+from mrnet.io import storage
+from mrnet.config.schema import Config
+
+
+def build_demo_step(cfg: Config) -> str:
+    from mrnet.data.demo import build_demo_catalog
+
+    return build_demo_catalog(cfg.data.raw_dir, cfg.data.pg_mapping,
+                              storage.join(cfg.artifact_root, "catalog", "raw.parquet"))
+
+
+def validate_step(cfg: Config, catalog_uri: str | None = None) -> tuple[str, dict]:
+    """Validate the configured catalog (or build the demo one); defects → quarantine."""
+    from mrnet.data.catalog import validate_catalog
+    from mrnet.data.pgs import mapped_pgs
+
+    source = catalog_uri or cfg.data.catalog or build_demo_step(cfg)
+    return validate_catalog(source, storage.join(cfg.artifact_root, "catalog"), mapped_pgs(cfg), cfg.tasks,
+                            cfg.data.max_title_chars, cfg.data.max_rows_per_pg, cfg.train.seed,
+                            cfg.data.sample_fraction, cfg.data if cfg.data.catalog else None)
+
+
+def corpus_step(cfg: Config, catalog_uri: str, out: str | None = None) -> tuple[str, dict]:
+    """The tokenized corpus (§3) → ``out`` (default ``<artifact_root>/corpus/corpus.txt``)."""
+    from mrnet.data.corpus import build_corpus
+
+    return build_corpus(catalog_uri, out or storage.join(cfg.artifact_root, "corpus", "corpus.txt"),
+                        progress=cfg.train.progress)
+
+
+def word2vec_step(cfg: Config, corpus_uri: str, out: str | None = None) -> tuple[str, dict]:
+    """Word vectors (§3) → ``out`` (default ``<artifact_root>/word2vec/vectors.bin``)."""
+    from mrnet.data.word2vec import train_word2vec
+
+    return train_word2vec(corpus_uri, cfg.word2vec, out or storage.join(cfg.artifact_root, "word2vec", "vectors.bin"),
+                          progress=cfg.train.progress)
+
+
+def train_loaded(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors,
+                 on_epoch=None, subwords=None) -> tuple[str, dict]:
+    """One PG's training on inputs already in memory (a run stage loads them once per process)."""
+    from mrnet.encoder.train import train_pg
+
+    return train_pg(cfg, pg, catalog, words, vectors, storage.join(cfg.artifact_root, "models", pg), on_epoch,
+                    subwords)
+
+
+def _embed(cfg: Config, model_uri: str, catalog: pd.DataFrame, pg: str) -> tuple[str, dict]:
+    from mrnet.encoder.embed import embed_pg
+
+    return embed_pg(model_uri, catalog, storage.join(cfg.artifact_root, "embeddings", f"{pg}.parquet"),
+                    cfg.embed.batch_size)
+
+
+def train_step(cfg: Config, pg: str, catalog_uri: str, vectors_uri: str) -> tuple[str, dict]:
+    """One PG's training as its own task (reads its inputs; `run` loads them once for all PGs)."""
+    from mrnet.data.catalog import read_catalog
+    from mrnet.data.word2vec import load_subwords, load_vectors
+
+    words, vectors = load_vectors(vectors_uri)
+    return train_loaded(cfg, pg, read_catalog(catalog_uri), words, vectors, subwords=load_subwords(vectors_uri))
+
+
+def embed_step(cfg: Config, model_uri: str, catalog_uri: str, pg: str) -> tuple[str, dict]:
+    from mrnet.data.catalog import read_catalog
+
+    return _embed(cfg, model_uri, read_catalog(catalog_uri), pg)
+
+
+def latest_run(runs_uri: str) -> str:
+    """The run folder under ``runs_uri`` whose summary.md is newest: the newest run that got as far
+    as its report (local artifact roots)."""
+    runs = sorted(storage.local_path(runs_uri).glob("*/summary.md"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise FileNotFoundError(f"no finished run under {runs_uri}")
+    return str(runs[-1].parent)
