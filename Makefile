@@ -18,7 +18,7 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 export MRNET_HOME := $(CURDIR)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: venv airflow-db demo demo-lib airflow mlflow test bench clean-demo
+.PHONY: venv airflow-db demo demo-lib airflow mlflow test test-fast lint bench clean-demo
 
 venv: $(STAMP)
 
@@ -51,8 +51,14 @@ mlflow: venv  ## MLflow UI on the embedded default's tracking DB (runs, registry
 	@echo "MLflow UI: http://localhost:$(MLFLOW_PORT)  (Ctrl-C stops it)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/artifacts/demo/mlflow.db --port $(MLFLOW_PORT)
 
-test: venv
+test: venv  ## every test, the slow ones (full runs, Airflow, the distributed stack) included
 	$(VENV)/bin/python -m pytest -q tests
+
+test-fast: venv  ## the tests not marked slow: the library's units in a few minutes
+	$(VENV)/bin/python -m pytest -q -m "not slow" tests
+
+lint: venv  ## ruff (pinned in requirements.txt; settings in pyproject.toml)
+	$(VENV)/bin/ruff check .
 
 bench: venv
 	$(VENV)/bin/python bench/run_all.py

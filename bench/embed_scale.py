@@ -39,8 +39,8 @@ def median_time(fn, repeats: int) -> float:
 def main() -> None:
     import torch
 
-    from bench.gpu import setup, new_model
-    from mrnet.data.text import Vocab, pool_encode, pool_init, length_buckets
+    from bench.gpu import new_model, setup
+    from mrnet.data.text import Vocab, length_buckets, pool_encode, pool_init
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=".devdata")

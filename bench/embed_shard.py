@@ -40,8 +40,8 @@ def prepare(args) -> None:
 
     from mrnet.config.schema import load_config
     from mrnet.data.demo import build_demo_catalog
-    from mrnet.encoder.model import build_model, save_model
     from mrnet.data.text import tokenize
+    from mrnet.encoder.model import build_model, save_model
 
     cfg = load_config(REPO / "configs" / "demo.yaml")
     out = Path(args.out)
@@ -75,9 +75,9 @@ def breakdown(model_uri: str, catalog: Path, shard: str, n: int, device: str, re
     """Median seconds of each step of ``embed_shard`` with the pooled tokenizer."""
     import torch
 
+    from mrnet.data.text import encode_parallel
     from mrnet.encoder import embed
     from mrnet.encoder.model import load_model
-    from mrnet.data.text import encode_parallel
 
     model, meta = load_model(model_uri, device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)

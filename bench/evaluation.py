@@ -29,12 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.run_all import side_by_side  # noqa: E402
+from mrnet.config.schema import load_config  # noqa: E402
+from mrnet.data.catalog import read_catalog  # noqa: E402
 from mrnet.data.sample import hash_rank  # noqa: E402
+from mrnet.data.text import tokenize  # noqa: E402
 from mrnet.evaluation import labels as D  # noqa: E402
 from mrnet.evaluation import score as E  # noqa: E402
-from mrnet.data.catalog import read_catalog  # noqa: E402
-from mrnet.config.schema import load_config  # noqa: E402
-from mrnet.data.text import tokenize  # noqa: E402
 
 
 def all_pairs_overlap(test_titles, train_titles) -> np.ndarray:

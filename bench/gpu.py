@@ -71,9 +71,10 @@ def setup(data_dir: Path):
     import pandas as pd
     import torch
 
-    from mrnet.encoder import targets as T
     from mrnet.config.schema import load_config
-    from mrnet.encoder.train import prepare as prepare_data, split_train_val
+    from mrnet.encoder import targets as T
+    from mrnet.encoder.train import prepare as prepare_data
+    from mrnet.encoder.train import split_train_val
 
     cfg = load_config(REPO / "configs" / "demo.yaml", ["train.progress=false"])
     catalog = pd.read_parquet(data_dir / "catalog.parquet")

@@ -30,7 +30,6 @@ RAW = REPO.parent / "shared" / "data"
 
 from mrnet.config.schema import load_config  # noqa: E402
 
-
 RETAIL_TASKS = ["{name: brand, kind: multiclass, column: brand, top_k: 50}",  # the BYO trial's tasks
                 "{name: high_value, kind: binary, column: price, quantile: 0.9}",
                 "{name: price, kind: regression, column: price, transform: log1p_standardize}",

@@ -20,14 +20,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mrnet.run import steps as pipeline  # noqa: E402
-from mrnet.encoder import targets as T  # noqa: E402
-from mrnet.data.catalog import read_catalog  # noqa: E402
 from mrnet.config.schema import load_config  # noqa: E402
+from mrnet.data.catalog import read_catalog  # noqa: E402
+from mrnet.data.word2vec import load_vectors, train_word2vec  # noqa: E402
+from mrnet.encoder import targets as T  # noqa: E402
 from mrnet.encoder.embed import embed_titles, write_embeddings  # noqa: E402
 from mrnet.encoder.model import build_model  # noqa: E402
 from mrnet.encoder.train import alternating_optimization, init_weights, prepare, task_loss  # noqa: E402
-from mrnet.data.word2vec import load_vectors, train_word2vec  # noqa: E402
+from mrnet.run import steps as pipeline  # noqa: E402
 
 
 def side_by_side(ours, reference, repeats: int) -> tuple[float, float]:

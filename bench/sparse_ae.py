@@ -44,16 +44,16 @@ def main() -> None:
     for batch in args.batch:
         x, group = torch.randn(batch, d), torch.randint(0, g, (batch,))
 
-        def ours():
+        def ours(x=x, group=group):
             for _ in range(args.steps):
                 sparse_ae_loss(model, x, group).backward()
 
-        def dense():
+        def dense(x=x, group=group):
             for _ in range(args.steps):
                 dense_step(model, x, group)
 
         ours_s, dense_s = side_by_side(ours, dense, args.repeats)
-        rate = lambda s: batch * args.steps / s  # noqa: E731
+        rate = lambda s, batch=batch: batch * args.steps / s  # noqa: E731
         print(f"| sparse AE forward+backward, G={g}, d={d}, batch {batch} (products/s) | {rate(ours_s):,.0f} | "
               f"{rate(dense_s):,.0f} | {dense_s / ours_s:.2f}x |")
 

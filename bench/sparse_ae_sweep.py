@@ -3,7 +3,7 @@ final validation metrics and wall time of each. docs/AUTOENCODERS.md has the res
 
 Usage: `.venv/bin/python bench/sparse_ae_sweep.py artifacts/demo/runs/<run_id> \\
             '[{"epochs": 10, "batch_size": 1024, "lr": 0.003}, {"epochs": 10, "batch_size": 4096}]'`
-Each dict overrides fields of `SparseAEConfig` (mrnet/config.py)."""
+Each dict overrides fields of `SparseAEConfig` (mrnet/config/schema.py)."""
 
 from __future__ import annotations
 

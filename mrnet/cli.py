@@ -18,10 +18,10 @@ import os
 import sys
 from pathlib import Path
 
-from mrnet.run import steps
-from mrnet.io import storage
 from mrnet.config.schema import Config, load_config
 from mrnet.data.pgs import pg_list
+from mrnet.io import storage
+from mrnet.run import steps
 
 
 def _root(cfg: Config, *parts: str) -> str:
@@ -174,9 +174,9 @@ def _cmd_evaluate(cfg: Config, args) -> None:
     release and the promotion gate refer to)."""
     from datetime import datetime, timezone
 
+    from mrnet.evaluation.report import table2_text
     from mrnet.run.context import load_run
     from mrnet.run.derived import evaluate_run
-    from mrnet.evaluation.report import table2_text
 
     root = (args.run or steps.latest_run(storage.join(cfg.artifact_root, "runs"))).rstrip("/")
     run_uri, summary_uri = storage.join(root, "run.json"), storage.join(root, "summary.json")

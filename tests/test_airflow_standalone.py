@@ -17,6 +17,8 @@ import pytest
 from tests.helpers import RAW, REPO
 from tests.helpers.airflow_api import call, free_port, trigger_and_wait, wait
 
+pytestmark = pytest.mark.slow  # a full stack or several full runs (make test-fast leaves it out)
+
 PGS = ["watches", "beverages", "automotive"]
 
 

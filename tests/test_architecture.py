@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import REPO
 
 # lower number = lower layer; a module imports only its own package or packages below it
@@ -111,3 +113,25 @@ def test_the_checks_catch_what_they_look_for(tmp_path):
         assert _rank("mrnet.run.context") > _rank("mrnet.io.probe_for_test")
     finally:
         probe.unlink()
+
+
+def test_tests_import_only_helpers_from_tests():
+    """Shared fixtures live in conftest.py, shared code in tests/helpers: no test imports another."""
+    found = []
+    for path in (REPO / "tests").rglob("*.py"):
+        for line, target, _ in _imports(path):
+            if target == "tests" or (target.startswith("tests.") and not target.startswith("tests.helpers")):
+                found.append(f"{path.relative_to(REPO)}:{line}: imports {target}")
+    assert found == [], "\n".join(found)
+
+
+@pytest.mark.parametrize("name", ["test_config.py", "test_dags.py", "test_text.py", "test_architecture.py"])
+def test_a_test_file_collects_on_its_own(tmp_path, name):
+    """`pytest tests/<file>` works alone, from any folder (pyproject's rootdir and pythonpath). Four
+    files stand for the kinds there are: importing tests.helpers, importing Airflow, neither."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pytest", "--co", "-q", "-p", "no:cacheprovider",
+                          str(REPO / "tests" / name)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "collected" in out.stdout, (out.stdout + out.stderr)[-2000:]

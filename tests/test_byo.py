@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from mrnet.run import local as runner
-from mrnet.data.catalog import CatalogError, conform
 from mrnet.cli import main
 from mrnet.config.schema import DataConfig, load_config
+from mrnet.data.catalog import CatalogError, conform
 from mrnet.data.starter import guess, starter_config
+from mrnet.run import local as runner
 from tests.helpers import RAW, REPO
 
 
@@ -82,6 +82,7 @@ def test_init_refuses_a_file_without_a_title(tmp_path):
         starter_config("x.csv", df)
 
 
+@pytest.mark.slow
 def test_public_raw_catalog_runs_end_to_end_through_init(tmp_path):
     """BigBasket's raw CSV, raw column names, no product_group: init → run (tiny) → summary."""
     raw = RAW / "bigbasket_products_27k" / "BigBasket_Products.csv.gz"

@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mrnet.data.catalog import CatalogError, read_catalog, validate, validate_catalog
 from mrnet.config.schema import load_config
+from mrnet.data.catalog import CatalogError, read_catalog, validate, validate_catalog
 from mrnet.data.demo import CANONICAL, load_pg_mapping
 from tests.helpers import REPO
 

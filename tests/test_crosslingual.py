@@ -7,8 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrnet.autoencoders import crosslingual
-from mrnet.autoencoders import locales
+from mrnet.autoencoders import crosslingual, locales
 from mrnet.evaluation import retrieval
 from tests.helpers import RAW, REPO
 
@@ -80,6 +79,7 @@ def _tiny(tmp_path, *overrides):
     return load_config(REPO / "configs" / "demo.yaml", [f"data.raw_dir={RAW}", "train.threads=1", *overrides], tiny=True)
 
 
+@pytest.mark.slow
 def test_builtin_pairs_run_end_to_end_without_leakage(tmp_path):
     cfg = _tiny(tmp_path)
     uri, result = crosslingual.run(cfg, str(tmp_path / "xl"), progress=False)

@@ -205,6 +205,7 @@ def _stage(home, run_dir, name):
     return json.loads((home / "runs" / run_dir / "stages" / f"{name}.json").read_text())
 
 
+@pytest.mark.slow
 def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, tmp_path):
     home = tmp_path / "home"
     loud = _conf(home, fixture_catalog)
@@ -294,6 +295,7 @@ print("RUN STATE", run.state)
 """
 
 
+@pytest.mark.slow
 def test_retried_pg_task_resumes_from_its_checkpoint(airflow_db, fixture_catalog, tmp_path):
     home = tmp_path / "home"
     conf = _conf(home, fixture_catalog, pgs=["watches"], epochs=2)
@@ -308,6 +310,7 @@ def test_retried_pg_task_resumes_from_its_checkpoint(airflow_db, fixture_catalog
     assert metrics["resumed_from_epoch"] == 1 and [h["epoch"] for h in metrics["history"]] == [1, 2]
 
 
+@pytest.mark.slow
 def test_dags_test_cli_refuses_a_bad_param(airflow_db):
     out = dags_test("mrnet_retrain", {"sample_fraction": 2})
     assert out.returncode != 0

@@ -25,6 +25,8 @@ import pytest
 from tests.helpers import RAW, REPO
 from tests.helpers.airflow_api import call, free_port, trigger_and_wait, wait
 
+pytestmark = pytest.mark.slow  # a full stack or several full runs (make test-fast leaves it out)
+
 PG_URL = os.environ.get("MRNET_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("MRNET_REDIS_URL", "redis://127.0.0.1:6379/7")
 PGS = ["watches", "beverages", "automotive"]
@@ -88,7 +90,7 @@ class Processes:
                 os.killpg(proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        for name, (proc, log) in self.procs.items():
+        for proc, log in self.procs.values():
             try:
                 proc.wait(timeout=45)
             except subprocess.TimeoutExpired:

@@ -6,10 +6,12 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from tests.helpers import RAW, REPO, TINY_PGS
 
 
+@pytest.mark.slow
 def test_mrnet_run_tiny_end_to_end(tmp_path):
     home = tmp_path / "home"
     root = home / "runs" / "smoke"

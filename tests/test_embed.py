@@ -10,13 +10,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mrnet.data.pgs import pg_counts
-from mrnet.encoder import embed
-from mrnet.run import steps as pipeline
 from mrnet.config.schema import EmbedConfig
+from mrnet.data.pgs import pg_counts
+from mrnet.data.text import Vocab, encode_parallel
+from mrnet.encoder import embed
 from mrnet.encoder.embed import embed_titles, read_titles_csv
 from mrnet.encoder.model import load_model
-from mrnet.data.text import Vocab, encode_parallel
+from mrnet.run import steps as pipeline
 from tests.helpers import REPO
 
 

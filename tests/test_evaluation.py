@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mrnet.config.evaluation import EvalTask, EvaluationConfig, LabelRule
+from mrnet.config.schema import load_config
 from mrnet.data.sample import hash_rank
+from mrnet.encoder.embed import write_embeddings
 from mrnet.evaluation import labels as D
 from mrnet.evaluation import report as eval_report
 from mrnet.evaluation import score as E
-from mrnet.config.evaluation import EvalTask, EvaluationConfig, LabelRule
-from mrnet.config.schema import load_config
-from mrnet.encoder.embed import write_embeddings
 
 
 def rows(spec: list[tuple]) -> pd.DataFrame:
@@ -221,8 +221,8 @@ def test_the_report_files_exist_and_name_every_configured_task(tmp_path):
         "evaluation.neighbors.pg=top", "evaluation.neighbors.shown=2",
         "evaluation.interpret=[{training_task: high_value, evaluation_task: plugs}]",
         "evaluation.tasks=[{name: plugs, kind: rules, rules: [{path: 'flipkart: Mobiles & Accessories > Mobile "
-        "Accessories > Chargers', label: 1}, {path: 'flipkart:', label: 0}, {path: 'myntra:', label: 0}]}, {name: browse_top, kind: browse, "
-        "pg: top, level: 3}, {name: plugs_unseen, kind: unseen, base: plugs}, {name: sioc, kind: file}, "
+        "Accessories > Chargers', label: 1}, {path: 'flipkart:', label: 0}, {path: 'myntra:', label: 0}]}, "
+        "{name: browse_top, kind: browse, pg: top, level: 3}, {name: plugs_unseen, kind: unseen, base: plugs}, {name: sioc, kind: file}, "
         f"{{name: user_file, kind: file, labels: '{labels}'}}]"])
     result = E.evaluate(cfg, catalog, emb, agnostic, None)
     files = eval_report.write(result, str(tmp_path / "evaluation"), "test run", 2)

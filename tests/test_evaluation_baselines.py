@@ -4,12 +4,12 @@ baseline columns of Table 2, all-MiniLM-L6-v2 from its wheel, and the gate's tas
 import numpy as np
 import pandas as pd
 
-from mrnet.evaluation import labels as D
-from mrnet.evaluation import score as E
-from mrnet.evaluation import report as R
-from mrnet.release import gate
-from mrnet.config.evaluation import EvaluationConfig, EvalTask
+from mrnet.config.evaluation import EvalTask, EvaluationConfig
 from mrnet.config.schema import GateConfig
+from mrnet.evaluation import labels as D
+from mrnet.evaluation import report as R
+from mrnet.evaluation import score as E
+from mrnet.release import gate
 
 
 def _catalog():

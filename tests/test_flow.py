@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from mrnet.config.base import safe_run_id
-from mrnet.run import context as flow
-from mrnet.run import stages
-from mrnet.run import local as runner
 from mrnet.encoder.model import load_model
-from tests.helpers import PGS, run_params as _params
-
+from mrnet.run import context as flow
+from mrnet.run import local as runner
+from mrnet.run import stages
+from tests.helpers import PGS
+from tests.helpers import run_params as _params
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +23,7 @@ def released(tmp_path_factory, fixture_catalog):
     return home, summary
 
 
+@pytest.mark.slow
 def test_run_is_scoped_and_published(released):
     home, summary = released
     root = home / "runs" / "manual__2026-01-01T00_00_00_00_00"
@@ -37,6 +38,7 @@ def test_run_is_scoped_and_published(released):
     assert run["config"]["artifact_root"] == str(root) and run["params"]["pgs"] == PGS
 
 
+@pytest.mark.slow
 def test_unchanged_text_reuses_corpus_and_word2vec(released, fixture_catalog, tmp_path):
     home, first = released
     df = pd.read_parquet(fixture_catalog)
@@ -57,6 +59,7 @@ def test_unchanged_text_reuses_corpus_and_word2vec(released, fixture_catalog, tm
     assert stages.corpus(run_uri, stages.validate(run_uri)) != corpus  # new text → new cache entry
 
 
+@pytest.mark.slow
 def test_refresh_warm_starts_and_refits_dynamic_tasks_only(released, fixture_catalog, tmp_path):
     home, first = released
     df = pd.read_parquet(fixture_catalog)
@@ -79,11 +82,13 @@ def test_refresh_warm_starts_and_refits_dynamic_tasks_only(released, fixture_cat
     assert current["release"] != "refresh-1"  # promote=false keeps the current release
 
 
+@pytest.mark.slow
 def test_refresh_without_a_release_says_what_to_do(tmp_path, fixture_catalog):
     with pytest.raises(FileNotFoundError, match="run mrnet_retrain"):
         runner.run(_params(tmp_path, fixture_catalog), run_id="r", mode="refresh")
 
 
+@pytest.mark.slow
 def test_failed_pg_is_named_and_nothing_is_published(released, fixture_catalog):
     home, _ = released
     before = (home / "releases" / "current.json").read_text()
@@ -94,6 +99,7 @@ def test_failed_pg_is_named_and_nothing_is_published(released, fixture_catalog):
     assert (home / "releases" / "current.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_a_failed_or_missing_shard_fails_its_pg(released, fixture_catalog, tmp_path):
     home, _ = released
     params = _params(home, fixture_catalog, pgs=["watches"])
@@ -120,6 +126,7 @@ def test_a_failed_or_missing_shard_fails_its_pg(released, fixture_catalog, tmp_p
     assert not (home / "runs" / "shards" / "embeddings" / "watches" / "_manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_stale_refresh_does_not_overwrite_a_newer_release(released, fixture_catalog):
     home, _ = released
     params = _params(home, fixture_catalog, pgs=["watches"])

@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from mrnet.encoder.model import MRNet, load_model, save_model
 from mrnet.data.text import Vocab, length_buckets
+from mrnet.encoder.model import MRNet, load_model, save_model
 
 
 def _model(seed=0):

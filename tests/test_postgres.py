@@ -8,6 +8,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a full stack or several full runs (make test-fast leaves it out)
+
 PG_URL = os.environ.get("MRNET_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 PGS = [f"pg{i}" for i in range(6)]
 

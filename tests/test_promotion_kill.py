@@ -9,9 +9,11 @@ import sys
 
 import pytest
 
-from mrnet.release import manifest as release
 from mrnet.io import tracking
+from mrnet.release import manifest as release
 from tests.helpers import REPO, tiny_config
+
+pytestmark = pytest.mark.slow  # a subprocess SIGKILLed at every step of a promotion
 
 PARTS = ["watches", "beverages", "automotive", "sparse_ae", "crosslingual_ae"]
 

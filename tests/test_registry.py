@@ -9,13 +9,15 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from mrnet.evaluation import score as evaluation
-from mrnet.run import stages
-from mrnet.run import local as runner
-from mrnet.io import tracking
 from mrnet.encoder.model import load_model
+from mrnet.evaluation import score as evaluation
+from mrnet.io import tracking
+from mrnet.run import local as runner
+from mrnet.run import stages
 from tests.helpers import REPO
 from tests.helpers import run_params as _params
+
+pytestmark = pytest.mark.slow  # a full stack or several full runs (make test-fast leaves it out)
 
 PGS = ["watches", "beverages", "automotive"]
 

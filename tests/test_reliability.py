@@ -2,11 +2,11 @@
 
 import pytest
 
-from mrnet.config.base import is_segment, check_segment, safe_run_id
+from mrnet.config.base import check_segment, is_segment, safe_run_id
+from mrnet.config.schema import load_config
+from mrnet.io import storage
 from mrnet.run import context as flow
 from mrnet.run import stages
-from mrnet.io import storage
-from mrnet.config.schema import load_config
 from tests.helpers import REPO
 
 ESCAPES = ["..", ".", "../../../../escaped_pg", "a/../b", "/etc", "", ".hidden"]
@@ -215,6 +215,7 @@ def test_every_count_size_and_fraction_in_the_config_has_bounds():
             load_config(REPO / "configs" / "demo.yaml", [override])
 
 
+@pytest.mark.slow
 def test_a_pg_below_the_minimum_is_skipped_with_a_reason_not_a_crash(tmp_path, fixture_catalog):
     import json
 
@@ -233,13 +234,14 @@ def test_a_pg_below_the_minimum_is_skipped_with_a_reason_not_a_crash(tmp_path, f
     assert plan["skipped"] == {"automotive": "1 validated products, fewer than train.min_products=50"}
 
 
+@pytest.mark.slow
 def test_a_failed_or_killed_cli_run_leaves_no_mlflow_run_running(tmp_path, fixture_catalog, monkeypatch):
     """The empty-catalog failure ends the parent run FAILED; a rerun of a SIGKILLed run id marks the
     earlier attempt's open runs KILLED; `--resume` finds the run that never reached the gate."""
     from mlflow import MlflowClient
 
-    from mrnet.run import local as runner
     from mrnet.io import tracking
+    from mrnet.run import local as runner
     from tests.helpers import run_params as _params
 
     home = tmp_path / "home"
@@ -301,8 +303,8 @@ def test_mrnet_run_resume_continues_the_newest_unfinished_run(tmp_path, capsys, 
 
 
 def test_readers_on_a_mistyped_root_create_no_store_and_an_unknown_pg_lists_the_known(tmp_path, capsys, monkeypatch):
-    from mrnet.release import manifest as release
     from mrnet.cli import champion_model
+    from mrnet.release import manifest as release
 
     demo = str(REPO / "configs" / "demo.yaml")
     wrong = tmp_path / "typo"

@@ -1,4 +1,4 @@
-"""storage.py against a real S3-compatible HTTP endpoint: moto's server mode on localhost.
+"""io/storage.py against a real S3-compatible HTTP endpoint: moto's server mode on localhost.
 
 boto3 talks HTTP to it exactly as to AWS or MinIO (endpoint from AWS_ENDPOINT_URL, credentials
 from the standard AWS variables; nothing in code or config)."""
@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from mrnet.io import storage
 from mrnet.encoder.embed import read_embeddings
+from mrnet.io import storage
 from tests.helpers import RAW, REPO
 
 BUCKET = "mrnet-test"
@@ -103,6 +103,7 @@ def test_an_interrupted_upload_is_never_manifested(s3):
     assert not storage.exists(f"{prefix}/release.json")
 
 
+@pytest.mark.slow
 def test_a_tiny_run_with_artifact_root_on_s3(s3, tmp_path, fixture_catalog):
     """The whole retrain with every artifact (and MLflow's artifacts) under s3://…, tracking in SQLite."""
     home = f"s3://{BUCKET}/home"

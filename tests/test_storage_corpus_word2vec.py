@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from mrnet.io import storage
 from mrnet.data.text import PAD, UNK
 from mrnet.data.word2vec import load_vectors
+from mrnet.io import storage
 
 
 def test_atomic_write_publishes_only_complete_files(tmp_path):

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mrnet.encoder import targets as T
 from mrnet.config.schema import TaskSpec
+from mrnet.encoder import targets as T
 from mrnet.encoder.train import task_loss
 
 

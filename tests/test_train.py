@@ -7,14 +7,15 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from mrnet.data.catalog import read_catalog
-from mrnet.encoder.train import alternating_optimization, prepare, split_train_val, train_pg
+from mrnet.data.word2vec import load_vectors
 from mrnet.encoder import targets as T
 from mrnet.encoder.model import build_model
-from mrnet.data.word2vec import load_vectors
+from mrnet.encoder.train import alternating_optimization, prepare, split_train_val, train_pg
 from tests.helpers import REPO
 
 
@@ -87,6 +88,7 @@ train_pg(cfg, "watches", read_catalog(sys.argv[2]), words, vectors, sys.argv[4])
 """
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tiny_artifacts, tmp_path):
     cfg, catalog_uri, vectors_uri = tiny_artifacts
     overrides = [f"artifact_root={tmp_path}", "data.max_rows_per_pg=150", "train.threads=1",

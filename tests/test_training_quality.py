@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from mrnet.config.schema import Word2VecConfig, load_config
-from mrnet.encoder.train import train_pg
 from mrnet.data.word2vec import health, health_line, resolve_settings, train_word2vec
+from mrnet.encoder.train import train_pg
 from tests.helpers import REPO
 
 

@@ -30,11 +30,11 @@ import pandas as pd
 import torch
 from torch import nn
 
+from mrnet.config.schema import CrossLingualConfig
 from mrnet.data.sample import hash_sample
+from mrnet.encoder.model import load_weights, read_meta, save_model
 from mrnet.evaluation import retrieval
 from mrnet.io import storage
-from mrnet.config.schema import CrossLingualConfig
-from mrnet.encoder.model import load_weights, read_meta, save_model
 from mrnet.io.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ def run(cfg, out_dir: str, device: str = "cpu", progress: bool = True, on_epoch=
 
 def _write_projection(model: CrossLingualAE, model_uri: str, vec_b: _Vectors, stats: dict, locale_b: str,
                       uri: str) -> str:
-    """Every B item projected into A's (standardized) space, in embed.py's Parquet schema."""
+    """Every B item projected into A's (standardized) space, in encoder/embed.py's Parquet schema."""
     from mrnet.encoder.embed import model_version, write_embeddings
 
     with torch.inference_mode():

@@ -8,7 +8,7 @@ Input, either:
   stand-in for the paper's UK/FR product titles. Each item's food group becomes the
   ``food_group`` label of both locale catalogs.
 - a pairs file (CSV/TSV) with columns ``id_a, title_a, id_b, title_b`` plus
-  ``crosslingual.catalog_a`` / ``catalog_b``: canonical catalogs (catalog.py) of the two
+  ``crosslingual.catalog_a`` / ``catalog_b``: canonical catalogs (data/catalog.py) of the two
   locales, with the label columns the cross-lingual ``tasks`` name. The catalog is the
   source of truth for titles and labels; the pair titles are kept for the report.
 
@@ -31,10 +31,10 @@ import logging
 import numpy as np
 import pandas as pd
 
-from mrnet.data.sample import hash_rank
-from mrnet.io import storage
 from mrnet.config.schema import Config
+from mrnet.data.sample import hash_rank
 from mrnet.data.text import tokenize
+from mrnet.io import storage
 
 log = logging.getLogger(__name__)
 PAIR_COLUMNS = ["id_a", "title_a", "id_b", "title_b"]
@@ -140,9 +140,9 @@ def train_locale(cfg: Config, locale: str, catalog: pd.DataFrame, held_ids: set[
     """word2vec + MRNet on the locale's catalog minus held-out ids; embed every catalog item.
     Returns {model, embeddings, vocab_size, n_train, n_val, history, train_ids}."""
     from mrnet.data.corpus import build_corpus
+    from mrnet.data.word2vec import load_subwords, load_vectors, train_word2vec
     from mrnet.encoder.embed import embed_pg
     from mrnet.encoder.train import train_pg
-    from mrnet.data.word2vec import load_subwords, load_vectors, train_word2vec
 
     lcfg = locale_config(cfg)
     train = catalog[~catalog["product_id"].isin(held_ids)].reset_index(drop=True)

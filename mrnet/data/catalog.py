@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mrnet.data.sample import hash_rank
-from mrnet.io import storage
 from mrnet.config.base import is_segment
 from mrnet.config.schema import TaskSpec
+from mrnet.data.sample import hash_rank
+from mrnet.io import storage
 
 REQUIRED = ["product_id", "product_group", "source", "locale", "title"]
 TEXT_COLUMNS = ["title", "description"]

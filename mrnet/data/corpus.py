@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
+from mrnet.data.text import tokenize
 from mrnet.io import storage
 from mrnet.io.progress import bar as progress_bar
-from mrnet.data.text import tokenize
 
 
 def build_corpus(catalog_uri: str, out_uri: str, batch_rows: int = 50_000,

@@ -6,7 +6,7 @@ below; product groups come from ``configs/pg_mapping.yaml`` (23 PGs, like the pa
 Nothing is invented: a label that a source lacks stays empty, and the paper's
 alternating optimization (§3.1) trains each task on the products that have it.
 Rows whose category matches no PG keep an empty ``product_group``; validation
-(catalog.py) quarantines them with reason ``unknown_pg`` so nothing disappears.
+(data/catalog.py) quarantines them with reason ``unknown_pg`` so nothing disappears.
 """
 
 from __future__ import annotations

@@ -146,8 +146,8 @@ def render(catalog: str, df: pd.DataFrame, tree: dict, found: dict) -> str:
 
 def init(catalog: str, out: str, sample_rows: int = 200_000) -> str:
     """Read (a sample of) ``catalog``, write the starter config to ``out`` atomically; return it."""
-    from mrnet.io import storage
     from mrnet.data.catalog import read_catalog
+    from mrnet.io import storage
 
     df = read_catalog(catalog).head(sample_rows)
     found = guess(df)

@@ -9,7 +9,7 @@ Normalization (used for the corpus, the model input and TF-IDF alike):
 
 Word ids: 0 is ``<pad>``, 1 is ``<unk>``; the rest follow the word2vec vocabulary.
 Fallback for unknown words: they map to ``<unk>``, whose vector is the mean of all
-word vectors (word2vec.py); a title with no token at all becomes a single ``<unk>``.
+word vectors (data/word2vec.py); a title with no token at all becomes a single ``<unk>``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Training uses gensim's ``corpus_file`` mode, which scales across all cores; the
 vectors are written in the binary word2vec format (``save_word2vec_format``),
 never as a pickled gensim model. Unknown words fall back to ``<unk>``, whose
-vector is the mean of all word vectors; ``<pad>`` is the zero vector (text.py).
+vector is the mean of all word vectors; ``<pad>`` is the zero vector (data/text.py).
 
 Settings that scale with the corpus (``resolve_settings``, docs/TRAINING.md): the paper's
 min count 10 and 5 epochs assume a corpus of billions of words. On a 10k-product catalog
@@ -34,10 +34,11 @@ import time
 
 import numpy as np
 
-from mrnet.io import storage
 from mrnet.config.schema import Word2VecConfig
-from mrnet.io.progress import bar as progress_bar, interactive as is_interactive
 from mrnet.data.text import PAD, UNK, tokenize
+from mrnet.io import storage
+from mrnet.io.progress import bar as progress_bar
+from mrnet.io.progress import interactive as is_interactive
 
 log = logging.getLogger("mrnet.word2vec")
 

@@ -27,10 +27,10 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import torch
 
-from mrnet.io import storage
-from mrnet.encoder.model import MRNet, load_model
 from mrnet.data.text import encode_parallel, length_buckets
 from mrnet.data.word2vec import subword_vectors, unseen_words
+from mrnet.encoder.model import MRNet, load_model
+from mrnet.io import storage
 
 MANIFEST = "_manifest.json"
 _SHARD = re.compile(r"^(?P<pg>[A-Za-z0-9][A-Za-z0-9_.-]*)/part-(?P<index>\d{5})-of-(?P<count>\d{5})$")

@@ -26,8 +26,8 @@ import logging
 import pandas as pd
 import torch
 
-from mrnet.encoder import targets as T
 from mrnet.config.schema import Config
+from mrnet.encoder import targets as T
 from mrnet.encoder.embed import model_version
 from mrnet.encoder.model import MRNet, build_model, load_model
 from mrnet.encoder.train import fit, pg_split

@@ -28,14 +28,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from mrnet.data.sample import hash_rank
-from mrnet.io import storage
-from mrnet.encoder import targets as T
-from mrnet.data import word2vec as W
 from mrnet.config.schema import Config
-from mrnet.encoder.model import MRNet, build_model, save_model
-from mrnet.io.progress import bar as progress_bar
+from mrnet.data import word2vec as W
+from mrnet.data.sample import hash_rank
 from mrnet.data.text import Vocab, length_buckets
+from mrnet.encoder import targets as T
+from mrnet.encoder.model import MRNet, build_model, save_model
+from mrnet.io import storage
+from mrnet.io.progress import bar as progress_bar
 
 
 @dataclass
@@ -68,7 +68,7 @@ def prepare(cfg: Config, df: pd.DataFrame, words: list[str], states: list[dict])
 
 
 def task_loss(state: dict, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Normalized loss of one task (tasks.py explains the normalizers)."""
+    """Normalized loss of one task (encoder/targets.py explains the normalizers)."""
     if state["kind"] in ("multiclass", "binary"):
         loss = F.cross_entropy(output.float(), y)
     else:

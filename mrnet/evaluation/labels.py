@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from mrnet.data.sample import hash_rank, hash_sample
 from mrnet.config.evaluation import EvalTask
 from mrnet.data.demo import SEP
+from mrnet.data.sample import hash_rank, hash_sample
 from mrnet.data.text import vectorizer
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Downstream evaluation of a run's embeddings (paper §4.1, Table 2).
 
-For every task of ``evaluation.tasks`` (downstream.py) and every feature set, a logistic
+For every task of ``evaluation.tasks`` (evaluation/labels.py) and every feature set, a logistic
 regression (LR) and a random forest (RF) are scored on fixed folds:
 
 - features: ``agnostic`` (the sparse autoencoder's PG-agnostic 256-d embedding, §3.2),
@@ -30,9 +30,9 @@ import numpy as np
 
 from mrnet.config.evaluation import EvaluationConfig
 from mrnet.data.sample import hash_rank
+from mrnet.data.text import tokenize, vectorizer
 from mrnet.evaluation.labels import TaskData
 from mrnet.io.progress import bar as progress_bar
-from mrnet.data.text import tokenize, vectorizer
 
 log = logging.getLogger(__name__)
 CLASSIFIERS = ("lr", "rf")
@@ -55,7 +55,7 @@ class Table:
 
 
 def read_table(uris) -> Table:
-    """One Table from one or more embedding Parquet files (embed.py schema)."""
+    """One Table from one or more embedding Parquet files (encoder/embed.py schema)."""
     from mrnet.encoder.embed import read_embeddings
 
     parts = [read_embeddings(u) for u in ([uris] if isinstance(uris, str) else uris)]
@@ -232,7 +232,7 @@ def training_labels(cfg, catalog, name: str):
     """(product ids, labels) of a classification training task, fit on the whole catalog (§4.3)."""
     from mrnet.encoder import targets as T
 
-    spec = next(t for t in cfg.tasks if t.name == name)  # a classification task: config.py checks it
+    spec = next(t for t in cfg.tasks if t.name == name)  # a classification task: config/schema.py checks it
     rows = catalog[catalog[spec.column].notna()]
     state = T.fit_task(spec, rows)
     if not state.get("active"):
@@ -281,7 +281,7 @@ def evaluate(cfg, catalog, embeddings: dict[str, str], agnostic: str | None, wor
              progress: bool = False) -> dict:
     """Every configured task × feature × classifier, the neighbour scores and the feature
     interpretation of one run's embeddings. ``embeddings``: PG → embedding file."""
-    
+
     from mrnet.evaluation.labels import Skip, derive
 
     t0, ecfg = time.perf_counter(), cfg.evaluation

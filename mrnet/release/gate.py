@@ -1,7 +1,7 @@
 """Champion/challenger promotion gate and the comparison table (``mrnet compare``).
 
 The gate compares the final-epoch normalized validation loss of every (PG, task) pair, where
-1.0 is the label-prior predictor and lower is better (tasks.py), so every task is on one scale.
+1.0 is the label-prior predictor and lower is better (encoder/targets.py), so every task is on one scale.
 The challenger is promoted only if all of these hold:
 
 - it is complete: every PG of the champion is in it (a run with a failed PG never gets here,
@@ -23,9 +23,9 @@ import re
 import numpy as np
 import pandas as pd
 
+from mrnet.config.schema import GateConfig
 from mrnet.data.sample import hash_sample
 from mrnet.evaluation.retrieval import knn
-from mrnet.config.schema import GateConfig
 
 
 def final_losses(summary: dict) -> dict[tuple[str, str], float]:

@@ -7,7 +7,7 @@ and replacing ``releases/current.json`` (atomically) is the whole promotion: not
 half-written is ever visible. The run stages that write a manifest, register it and gate it
 are in run/publish.py; this module is what they, ``mrnet compare`` / ``promote --repair`` /
 ``neighbors`` and the summary read and move: the champion pointer (``<prefix>-release@champion``
-with tracking, else ``releases/current.json``), its mirrors, and the gate's judgement (gate.py).
+with tracking, else ``releases/current.json``), its mirrors, and the gate's judgement (release/gate.py).
 """
 
 from __future__ import annotations
@@ -163,8 +163,8 @@ def judge(cfg, manifest: dict, summary: dict, champion: dict | None) -> tuple[di
     """The gate's decision, the k-NN stability and the table, for ``mrnet compare`` and the gate.
     A refresh of a subset: PGs the challenger lacks but its manifest still names are the
     champion's own, so the champion's results stand in for them."""
-    from mrnet.release import gate
     from mrnet.encoder.embed import read_embeddings
+    from mrnet.release import gate
 
     embeddings = manifest["embeddings"]
     old = json.loads(storage.read_text(champion["summary"])) if champion else None

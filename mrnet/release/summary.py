@@ -2,7 +2,7 @@
 
 The headline number per PG is the mean normalized validation loss over its active
 tasks: 1.0 is the trivial predictor that knows only the label distribution
-(tasks.py), so lower is better and PGs with different tasks stay comparable.
+(encoder/targets.py), so lower is better and PGs with different tasks stay comparable.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import numpy as np
 
 from mrnet.io import storage
+
 
 def _main_metric(values: dict) -> str:
     """The one metric a task shows in the run table: accuracy, RMSE, or (decoding) its loss."""

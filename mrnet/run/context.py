@@ -32,8 +32,8 @@ import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import datetime, timezone
+from pathlib import Path
 
 from mrnet.config.base import check_segment, safe_run_id
 from mrnet.config.schema import Config, load_config

@@ -20,8 +20,21 @@ import time
 
 from mrnet.data.pgs import mapped_pgs
 from mrnet.io import storage
-from mrnet.run.context import (Run, base_manifest, cached_catalog, cached_vectors, epoch_logger, load_run, nested_run,
-                               optional_stage, read_stage, record_stage, run_device, skip, track_stage)
+from mrnet.run.context import (
+    Run,
+    base_manifest,
+    cached_catalog,
+    cached_vectors,
+    epoch_logger,
+    load_run,
+    nested_run,
+    optional_stage,
+    read_stage,
+    record_stage,
+    run_device,
+    skip,
+    track_stage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +123,7 @@ def evaluate_run(run: Run, summary_uri: str, out_dir: str, cfg=None, agnostic: s
 
 
 def evaluate(run_uri: str, summary_uri: str, agnostic_uri: str = "") -> str:
-    """Downstream evaluation (paper §4; evaluation.py) of this run's release embeddings →
+    """Downstream evaluation (paper §4; evaluation/score.py) of this run's release embeddings →
     ``evaluation/``; return metrics.json's URI. Metrics go to the MLflow parent run too."""
     from mrnet.evaluation import report as eval_report
     from mrnet.evaluation import score as evaluation

@@ -20,9 +20,25 @@ import time
 from mrnet.data.pgs import pg_counts, pg_list
 from mrnet.io import storage
 from mrnet.run import steps
-from mrnet.run.context import (CORPUS_FORMAT, Run, base_manifest, cache_key, cached, cached_catalog, cached_subwords,
-                               cached_vectors, epoch_logger, load_run, pg_stage, read_stage, record_stage, run_device,
-                               start_run, text_hash, track_stage)
+from mrnet.run.context import (
+    CORPUS_FORMAT,
+    Run,
+    base_manifest,
+    cache_key,
+    cached,
+    cached_catalog,
+    cached_subwords,
+    cached_vectors,
+    epoch_logger,
+    load_run,
+    pg_stage,
+    read_stage,
+    record_stage,
+    run_device,
+    start_run,
+    text_hash,
+    track_stage,
+)
 from mrnet.run.derived import cross_language, evaluate, sparse_autoencoder
 from mrnet.run.publish import base_release, promote, publish, report
 
@@ -157,7 +173,8 @@ def plan_embed(run_uri: str, models, catalog_uri: str) -> list[str]:
 
 def embed_shard(run_uri: str, shard: str, catalog_uri: str) -> str:
     """Embed one shard with its PG's model of this run → ``embeddings/<pg>/part-….parquet``."""
-    from mrnet.encoder.embed import embed_shard as embed, parse_shard
+    from mrnet.encoder.embed import embed_shard as embed
+    from mrnet.encoder.embed import parse_shard
 
     run = load_run(run_uri)
     pg, index, count = parse_shard(shard)

@@ -7,11 +7,10 @@ and tracking; ``mrnet validate|corpus|word2vec|train|embed`` call them directly.
 
 from __future__ import annotations
 
-
 import pandas as pd
 
-from mrnet.io import storage
 from mrnet.config.schema import Config
+from mrnet.io import storage
 
 
 def build_demo_step(cfg: Config) -> str:
