@@ -17,20 +17,8 @@ model's vocabulary and task list; changing those takes a full retrain.
 """
 
 from airflow.sdk import CronTriggerTimetable, dag, task
-from mrnet_common import (
-    DAG_DEFAULTS,
-    GPU_TASK,
-    embed_shard,
-    evaluate,
-    plan_embed,
-    promotion_gate,
-    publish,
-    report,
-    run_params,
-    setting,
-    sparse_autoencoder,
-    validate_catalog,
-)
+from mrnet_common import (DAG_DEFAULTS, GPU_TASK, embed_shard, evaluate, plan_embed, promotion_gate, publish, report,
+                          run_params, setting, sparse_autoencoder, validate_catalog)
 
 
 @dag(

@@ -18,21 +18,8 @@ reused from the cache when the catalog text and the settings are unchanged.
 """
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
-from mrnet_common import (
-    CATALOG,
-    DAG_DEFAULTS,
-    GPU_TASK,
-    embed_shard,
-    evaluate,
-    plan_embed,
-    promotion_gate,
-    publish,
-    report,
-    run_params,
-    setting,
-    sparse_autoencoder,
-    validate_catalog,
-)
+from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, embed_shard, evaluate, plan_embed, promotion_gate, publish,
+                          report, run_params, setting, sparse_autoencoder, validate_catalog)
 
 
 @dag(

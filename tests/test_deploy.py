@@ -94,7 +94,7 @@ def test_the_build_context_is_small():
 
 def test_env_variables_compose_passes_are_the_ones_mrnet_and_the_dags_read():
     env = COMPOSE["x-airflow-env"]
-    source = "\n".join(p.read_text() for p in (REPO / "mrnet").glob("*.py"))
+    source = "\n".join(p.read_text() for p in (REPO / "mrnet").rglob("*.py"))
     for key in env:
         if key.startswith("MRNET_") or key in ("MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL"):
             assert f'"{key}"' in source or f"'{key}'" in source, f"mrnet never reads {key}"

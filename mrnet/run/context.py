@@ -30,8 +30,9 @@ import json
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -174,6 +175,29 @@ def track_stage(run: Run, stage: str, metrics: dict, artifacts: tuple[tuple[str,
     tr.finish(uri, run_id)
 
 
+@dataclass
+class StageOutput:
+    """What a timed stage records (``stages/<stage>.json``) and tracks (its nested MLflow run);
+    ``seconds`` is set when the block ends."""
+
+    record: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    artifacts: list = field(default_factory=list)  # (uri, artifact folder)
+    texts: Callable[[], dict] | None = None  # → {artifact path: text}, called only when tracking is on
+    seconds: float = 0.0
+
+
+@contextmanager
+def timed_stage(run: Run, stage: str):
+    """Time a run stage: the block fills the yielded ``StageOutput``; on success it is recorded
+    and tracked with the stage's seconds (one place for what every stage did by hand)."""
+    t0, out = time.perf_counter(), StageOutput()
+    yield out
+    out.seconds = round(time.perf_counter() - t0, 2)
+    record_stage(run, stage, out.record | {"seconds": out.seconds})
+    track_stage(run, stage, out.metrics | {"seconds": out.seconds}, tuple(out.artifacts), out.texts)
+
+
 def stage_name(stage: str, pg: str | None = None, shard: int | None = None) -> str:
     """The one name of a stage record: ``validate``, ``train-<pg>``, ``embed-<pg>-<shard:05d>``."""
     return stage + (f"-{pg}" if pg else "") + (f"-{shard:05d}" if shard is not None else "")
@@ -225,24 +249,24 @@ def cache_key(*parts) -> str:
 def cached(run: Run, kind: str, key: str, filename: str, build, texts=None) -> str:
     """Reuse ``cache/<kind>/<key>/`` when complete (its meta.json is written last), else build it.
     ``texts(out, stats)`` adds text artifacts to the stage's MLflow run."""
-    t0 = time.perf_counter()
     entry = storage.join(run.home, "cache", kind, key)
     out, marker = storage.join(entry, filename), storage.join(entry, "meta.json")
-    hit = storage.exists(marker) and storage.exists(out)
-    if hit:
-        meta = json.loads(storage.read_text(marker))
-        log.info("[%s] cache hit %s (built by run %s): inputs unchanged, not rebuilt", kind, key, meta["built_by"])
-    else:
-        _, stats = build(out)
-        meta = {"key": key, "stats": stats, "built_by": run.run_id, "created": utc_now()}
-        storage.write_text(marker, json.dumps(meta, indent=2))
-        log.info("[%s] cache miss %s: built %s", kind, key, stats)
-    seconds = round(time.perf_counter() - t0, 2)
-    record_stage(run, kind, {"uri": out, "key": key, "cache_hit": hit, "stats": meta["stats"], "seconds": seconds})
-    numbers = {k: v for k, v in meta["stats"].items() if isinstance(v, (int, float))}
-    numbers |= {f"health.{k}": v for k, v in (meta["stats"].get("health") or {}).items() if isinstance(v, float)}
-    track_stage(run, kind, numbers | {"seconds": seconds, "cache_hit": float(hit)},
-                ((out, kind),) if kind == "word2vec" else (), texts and (lambda: texts(out, meta["stats"])))
+    with timed_stage(run, kind) as stage:
+        hit = storage.exists(marker) and storage.exists(out)
+        if hit:
+            meta = json.loads(storage.read_text(marker))
+            log.info("[%s] cache hit %s (built by run %s): inputs unchanged, not rebuilt", kind, key, meta["built_by"])
+        else:
+            _, stats = build(out)
+            meta = {"key": key, "stats": stats, "built_by": run.run_id, "created": utc_now()}
+            storage.write_text(marker, json.dumps(meta, indent=2))
+            log.info("[%s] cache miss %s: built %s", kind, key, stats)
+        stage.record = {"uri": out, "key": key, "cache_hit": hit, "stats": meta["stats"]}
+        stage.metrics = {k: v for k, v in meta["stats"].items() if isinstance(v, (int, float))}
+        stage.metrics |= {f"health.{k}": v for k, v in (meta["stats"].get("health") or {}).items() if isinstance(v, float)}
+        stage.metrics["cache_hit"] = float(hit)
+        stage.artifacts = [(out, kind)] if kind == "word2vec" else []
+        stage.texts = texts and (lambda: texts(out, meta["stats"]))
     return out
 
 

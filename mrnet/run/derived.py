@@ -16,25 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 from mrnet.data.pgs import mapped_pgs
 from mrnet.io import storage
-from mrnet.run.context import (
-    Run,
-    base_manifest,
-    cached_catalog,
-    cached_vectors,
-    epoch_logger,
-    load_run,
-    nested_run,
-    optional_stage,
-    read_stage,
-    record_stage,
-    run_device,
-    skip,
-    track_stage,
-)
+from mrnet.run.context import (Run, base_manifest, cached_catalog, cached_vectors, epoch_logger, load_run, nested_run,
+                               optional_stage, read_stage, run_device, skip, timed_stage)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +36,7 @@ def sparse_autoencoder(run_uri: str, summary_uri: str) -> str:
     """Train the PG-agnostic sparse autoencoder; return the agnostic embeddings' URI."""
     from mrnet.autoencoders import sparse as sparse_ae
 
-    run, t0 = load_run(run_uri), time.perf_counter()
+    run = load_run(run_uri)
     cfg = run.cfg.sparse_ae
     if not cfg.enabled:
         return skip(run, "sparse_autoencoder", "sparse_ae.enabled is false")
@@ -58,20 +44,18 @@ def sparse_autoencoder(run_uri: str, summary_uri: str) -> str:
     mlflow_run = nested_run(run, "stage", "sparse_autoencoder")
     flatten = lambda e: {"train_loss": e["train_loss"], "products_per_s": e["products_per_s"],  # noqa: E731
                          "epoch_seconds": e["seconds"]} | {f"val.{k}": v for k, v in e["val"].items()}
-    model_uri, report = sparse_ae.train_sparse_ae(
-        cfg, embeddings, mapped_pgs(run.cfg) or sorted(embeddings),
-        run.path("agnostic", "sparse_ae.safetensors"),
-        run.cfg.train.seed, run_device(run), run.cfg.train.progress, epoch_logger(run, mlflow_run, flatten))
-    out, stats = sparse_ae.encode_all(model_uri, embeddings, run.path("embeddings", "pg_agnostic.parquet"))
-    metrics_uri = run.path("agnostic", "metrics.json")
-    storage.write_text(metrics_uri, json.dumps(report | {"encoded": stats}, indent=2))
-    last = report["history"][-1]["val"]
-    seconds = round(time.perf_counter() - t0, 2)
-    record_stage(run, "sparse_autoencoder", {"uri": out, "model": model_uri, "metrics": metrics_uri, "seconds": seconds,
-                                        "products": stats["products"], "dim": stats["dim"], "val": last})
-    track_stage(run, "sparse_autoencoder", {"seconds": seconds, "products": stats["products"],
-                                            "n_train": report["n_train"]},
-                ((model_uri, "model"),) * run.cfg.tracking.log_weights + ((metrics_uri, "model"),))
+    with timed_stage(run, "sparse_autoencoder") as stage:
+        model_uri, report = sparse_ae.train_sparse_ae(
+            cfg, embeddings, mapped_pgs(run.cfg) or sorted(embeddings), run.path("agnostic", "sparse_ae.safetensors"),
+            run.cfg.train.seed, run_device(run), run.cfg.train.progress, epoch_logger(run, mlflow_run, flatten))
+        out, stats = sparse_ae.encode_all(model_uri, embeddings, run.path("embeddings", "pg_agnostic.parquet"))
+        metrics_uri = run.path("agnostic", "metrics.json")
+        storage.write_text(metrics_uri, json.dumps(report | {"encoded": stats}, indent=2))
+        last = report["history"][-1]["val"]
+        stage.record = {"uri": out, "model": model_uri, "metrics": metrics_uri, "products": stats["products"],
+                        "dim": stats["dim"], "val": last}
+        stage.metrics = {"products": stats["products"], "n_train": report["n_train"]}
+        stage.artifacts = [(model_uri, "model")] * run.cfg.tracking.log_weights + [(metrics_uri, "model")]
     log.info("[sparse_autoencoder] %d products → %d-d PG-agnostic embeddings (val recon_rel %s) → %s",
              stats["products"], stats["dim"], last.get("recon_rel"), out)
     return out
@@ -81,22 +65,20 @@ def cross_language(run_uri: str) -> str:
     """Train the two locale models and the cross-language autoencoder; return metrics.json's URI."""
     from mrnet.autoencoders import crosslingual
 
-    run, t0 = load_run(run_uri), time.perf_counter()
+    run = load_run(run_uri)
     if not run.cfg.crosslingual.enabled:
         return skip(run, "cross_language_autoencoder", "crosslingual.enabled is false")
     out_dir = run.path("crosslingual")
     mlflow_run = nested_run(run, "stage", "cross_language_autoencoder")
     flatten = lambda e: {"train_loss": e["train_loss"], "epoch_seconds": e["seconds"]}  # noqa: E731
-    uri, result = crosslingual.run(run.cfg, out_dir, run_device(run), run.cfg.train.progress,
-                                   epoch_logger(run, mlflow_run, flatten))
-    metrics = {f"retrieval.{method}.{k}": v for method, row in result["retrieval"].items() for k, v in row.items()}
-    metrics |= {f"pairs.{k}": v for k, v in result["pairs"].items() if isinstance(v, int)}
-    seconds = round(time.perf_counter() - t0, 2)
-    record_stage(run, "cross_language_autoencoder", {"uri": uri, "model": result["model"], "seconds": seconds,
-                                                "retrieval": result["retrieval"], "pairs": result["pairs"]})
-    files = tuple((storage.join(out_dir, n), "report") for n in ("report.md", "metrics.json", "retrieval.png"))
-    track_stage(run, "cross_language_autoencoder", metrics | {"seconds": seconds},
-                files + ((result["model"], "model"),) * run.cfg.tracking.log_weights)
+    with timed_stage(run, "cross_language_autoencoder") as stage:
+        uri, result = crosslingual.run(run.cfg, out_dir, run_device(run), run.cfg.train.progress,
+                                       epoch_logger(run, mlflow_run, flatten))
+        stage.record = {"uri": uri, "model": result["model"], "retrieval": result["retrieval"], "pairs": result["pairs"]}
+        stage.metrics = {f"retrieval.{method}.{k}": v for method, row in result["retrieval"].items() for k, v in row.items()}
+        stage.metrics |= {f"pairs.{k}": v for k, v in result["pairs"].items() if isinstance(v, int)}
+        stage.artifacts = [(storage.join(out_dir, n), "report") for n in ("report.md", "metrics.json", "retrieval.png")]
+        stage.artifacts += [(result["model"], "model")] * run.cfg.tracking.log_weights
     log.info("[cross_language_autoencoder] %s", crosslingual.verdict(result["retrieval"]))
     return uri
 
@@ -128,15 +110,16 @@ def evaluate(run_uri: str, summary_uri: str, agnostic_uri: str = "") -> str:
     from mrnet.evaluation import report as eval_report
     from mrnet.evaluation import score as evaluation
 
-    run, t0 = load_run(run_uri), time.perf_counter()
+    run = load_run(run_uri)
     if not run.cfg.evaluation.enabled:
         return skip(run, "evaluate", "evaluation.enabled is false")
-    result, files = evaluate_run(run, summary_uri, run.path("evaluation"), agnostic=agnostic_uri or None)
-    metrics = evaluation.metrics(result)
-    seconds = round(time.perf_counter() - t0, 2)
-    record_stage(run, "evaluate", {"uri": files["metrics.json"], "report": files["report.md"], "seconds": seconds,
-                              "metrics": metrics, "skipped": result["skipped"]})
-    track_stage(run, "evaluate", metrics | {"seconds": seconds}, tuple((uri, "evaluation") for uri in files.values()))
+    with timed_stage(run, "evaluate") as stage:
+        result, files = evaluate_run(run, summary_uri, run.path("evaluation"), agnostic=agnostic_uri or None)
+        metrics = evaluation.metrics(result)
+        stage.record = {"uri": files["metrics.json"], "report": files["report.md"], "metrics": metrics,
+                        "skipped": result["skipped"]}
+        stage.metrics = dict(metrics)
+        stage.artifacts = [(uri, "evaluation") for uri in files.values()]
     if run.mlflow:
         from mrnet.io import tracking as tr
 
@@ -144,5 +127,5 @@ def evaluate(run_uri: str, summary_uri: str, agnostic_uri: str = "") -> str:
         for name in ("report.md", "table2.png"):
             tr.log_artifact(run.mlflow["uri"], run.mlflow["parent"], files[name], "evaluation")
     log.info("[evaluate] %d task(s) evaluated, %d skipped, %.1f s → %s\n%s", len(result["tasks"]),
-             len(result["skipped"]), seconds, files["report.md"], eval_report.table2_text(result))
+             len(result["skipped"]), stage.seconds, files["report.md"], eval_report.table2_text(result))
     return files["metrics.json"]

@@ -19,26 +19,10 @@ import logging
 import time
 
 from mrnet.io import storage
-from mrnet.release.manifest import (
-    PARTS,
-    aliased_manifest,
-    current_uri,
-    judge,
-    move_aliases,
-    parts_table,
-    publish_champion,
-    repair_champion,
-)
-from mrnet.run.context import (
-    Run,
-    base_manifest,
-    load_run,
-    optional_stage,
-    read_stage,
-    record_stage,
-    stage_name,
-    utc_now,
-)
+from mrnet.release.manifest import (PARTS, aliased_manifest, current_uri, judge, move_aliases, parts_table,
+                                    publish_champion, repair_champion)
+from mrnet.run.context import (Run, base_manifest, load_run, optional_stage, read_stage, record_stage, stage_name,
+                               utc_now)
 
 log = logging.getLogger(__name__)
 

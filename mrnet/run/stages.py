@@ -15,30 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 from mrnet.data.pgs import pg_counts, pg_list
 from mrnet.io import storage
 from mrnet.run import steps
-from mrnet.run.context import (
-    CORPUS_FORMAT,
-    Run,
-    base_manifest,
-    cache_key,
-    cached,
-    cached_catalog,
-    cached_subwords,
-    cached_vectors,
-    epoch_logger,
-    load_run,
-    pg_stage,
-    read_stage,
-    record_stage,
-    run_device,
-    start_run,
-    text_hash,
-    track_stage,
-)
+from mrnet.run.context import (CORPUS_FORMAT, Run, base_manifest, cache_key, cached, cached_catalog, cached_subwords,
+                               cached_vectors, epoch_logger, load_run, pg_stage, read_stage, record_stage, run_device,
+                               start_run, text_hash, timed_stage)
 from mrnet.run.derived import cross_language, evaluate, sparse_autoencoder
 from mrnet.run.publish import base_release, promote, publish, report
 
@@ -51,19 +34,18 @@ def validate(run_uri: str) -> str:
     """Validate the run's catalog (defects → quarantine); return the clean catalog's URI."""
     from mrnet.data.catalog import describe_quarantine
 
-    run, t0 = load_run(run_uri), time.perf_counter()
-    uri, quarantine = steps.validate_step(run.cfg)
-    log.info("[catalog] %s", describe_quarantine(quarantine))
-    catalog_hash = storage.sha256_file(storage.local_path(quarantine["source_file"]))[:16]
-    seconds = round(time.perf_counter() - t0, 2)
-    record_stage(run, "validate", {"uri": uri, "quarantine": quarantine, "catalog_hash": catalog_hash, "seconds": seconds})
+    run = load_run(run_uri)
+    with timed_stage(run, "validate") as stage:
+        uri, quarantine = steps.validate_step(run.cfg)
+        log.info("[catalog] %s", describe_quarantine(quarantine))
+        catalog_hash = storage.sha256_file(storage.local_path(quarantine["source_file"]))[:16]
+        stage.record = {"uri": uri, "quarantine": quarantine, "catalog_hash": catalog_hash}
+        stage.metrics = {k: quarantine[k] for k in ("rows_in", "rows_quarantined", "rows_used")}
+        stage.artifacts = [(run.path("catalog", "quarantine_summary.json"), "catalog")]
     if run.mlflow:
         from mrnet.io import tracking as tr
 
         tr.set_tags(run.mlflow["uri"], run.mlflow["parent"], {"mrnet.catalog_hash": catalog_hash})
-    track_stage(run, "validate", {"seconds": seconds, "rows_in": quarantine["rows_in"],
-                                  "rows_quarantined": quarantine["rows_quarantined"], "rows_used": quarantine["rows_used"]},
-                ((run.path("catalog", "quarantine_summary.json"), "catalog"),))
     return uri
 
 
