@@ -27,7 +27,7 @@ from mrnet.encoder import targets as T  # noqa: E402
 from mrnet.encoder.embed import embed_titles, write_embeddings  # noqa: E402
 from mrnet.encoder.model import build_model  # noqa: E402
 from mrnet.encoder.train import alternating_optimization, init_weights, prepare, task_loss  # noqa: E402
-from mrnet.run import steps as pipeline  # noqa: E402
+from mrnet.run import steps  # noqa: E402
 
 
 def side_by_side(ours, reference, repeats: int) -> tuple[float, float]:
@@ -43,9 +43,9 @@ def side_by_side(ours, reference, repeats: int) -> tuple[float, float]:
 
 def setup(root: str):
     cfg = load_config(REPO / "configs" / "demo.yaml", [f"artifact_root={root}", "train.progress=false"])
-    catalog_uri, _ = pipeline.validate_step(cfg)
-    corpus_uri, _ = pipeline.corpus_step(cfg, catalog_uri)
-    vectors_uri, _ = pipeline.word2vec_step(cfg, corpus_uri)
+    catalog_uri, _ = steps.validate_step(cfg)
+    corpus_uri, _ = steps.corpus_step(cfg, catalog_uri)
+    vectors_uri, _ = steps.word2vec_step(cfg, corpus_uri)
     return cfg, catalog_uri, corpus_uri, vectors_uri
 
 
@@ -137,7 +137,7 @@ def main() -> None:
         cfg, catalog_uri, corpus_uri, vectors_uri = setup(root)
         catalog = read_catalog(catalog_uri)
         words, vectors = load_vectors(vectors_uri)
-        model_uri, _ = pipeline.train_step(cfg.model_copy(update={"pgs": [args.pg]}), args.pg,
+        model_uri, _ = steps.train_step(cfg.model_copy(update={"pgs": [args.pg]}), args.pg,
                                            catalog_uri, vectors_uri)
         from mrnet.encoder.model import load_model
         model, meta = load_model(model_uri)

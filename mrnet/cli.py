@@ -43,9 +43,9 @@ def _cmd_run(cfg: Config, args) -> None:
         run_id, params = found
         print(f"resuming run {run_id} with its own params", flush=True)
     signal.signal(signal.SIGTERM, _terminate)  # `kill`: end the MLflow runs as KILLED, not left RUNNING
-    from mrnet.run import local as runner
+    from mrnet.run import local
 
-    summary = runner.run(params, run_id, mode="refresh" if args.command == "refresh" else "retrain")
+    summary = local.run(params, run_id, mode="refresh" if args.command == "refresh" else "retrain")
     print(f"run {summary['run_id']}: {summary['artifact_root']}")
 
 

@@ -20,12 +20,12 @@ def raw_catalog(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory, raw_catalog):
     """Validated tiny catalog + corpus + word vectors: (cfg, catalog_uri, vectors_uri)."""
-    from mrnet.run import steps as pipeline
+    from mrnet.run import steps
 
     cfg = tiny_config(tmp_path_factory.mktemp("tiny"))
-    catalog_uri, _ = pipeline.validate_step(cfg, raw_catalog)
-    corpus_uri, _ = pipeline.corpus_step(cfg, catalog_uri)
-    vectors_uri, _ = pipeline.word2vec_step(cfg, corpus_uri)
+    catalog_uri, _ = steps.validate_step(cfg, raw_catalog)
+    corpus_uri, _ = steps.corpus_step(cfg, catalog_uri)
+    vectors_uri, _ = steps.word2vec_step(cfg, corpus_uri)
     return cfg, catalog_uri, vectors_uri
 
 

@@ -135,3 +135,10 @@ def test_a_test_file_collects_on_its_own(tmp_path, name):
     out = subprocess.run([sys.executable, "-m", "pytest", "--co", "-q", "-p", "no:cacheprovider",
                           str(REPO / "tests" / name)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "collected" in out.stdout, (out.stdout + out.stderr)[-2000:]
+
+
+def test_every_package_folder_is_a_regular_package():
+    """A folder without __init__.py imports from a checkout but is left out of a built wheel."""
+    missing = [str(d.relative_to(REPO)) for d in (REPO / "mrnet").rglob("*") if d.is_dir()
+               and d.name != "__pycache__" and not (d / "__init__.py").exists()]
+    assert missing == []

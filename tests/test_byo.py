@@ -11,7 +11,7 @@ from mrnet.cli import main
 from mrnet.config.schema import DataConfig, load_config
 from mrnet.data.catalog import CatalogError, conform
 from mrnet.data.starter import guess, starter_config
-from mrnet.run import local as runner
+from mrnet.run import local
 from tests.helpers import RAW, REPO
 
 
@@ -94,7 +94,7 @@ def test_public_raw_catalog_runs_end_to_end_through_init(tmp_path):
     assert {t["column"] for t in tree["evaluation"]["tasks"]} >= {"category", "sub_category"}
     cfg_overrides = [f"artifact_root={tmp_path / 'art'}", "data.max_rows_per_pg=400", "train.threads=1",
                      "evaluation.neighbors.queries=10", "tracking.enabled=false"]
-    summary = runner.run({"config": str(config), "tiny": True, "overrides": cfg_overrides}, "byo")
+    summary = local.run({"config": str(config), "tiny": True, "overrides": cfg_overrides}, "byo")
     pg = tree["data"]["product_group"]
     assert list(summary["pgs"]) == [pg] and summary["pgs"][pg]["n_train"] > 300
     run = tmp_path / "art" / "runs" / "byo"

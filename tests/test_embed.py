@@ -16,20 +16,20 @@ from mrnet.data.text import Vocab, encode_parallel
 from mrnet.encoder import embed
 from mrnet.encoder.embed import embed_titles, read_titles_csv
 from mrnet.encoder.model import load_model
-from mrnet.run import steps as pipeline
+from mrnet.run import steps
 from tests.helpers import REPO
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_artifacts):
     cfg, catalog_uri, vectors_uri = tiny_artifacts
-    model_uri, _ = pipeline.train_step(cfg, "beverages", catalog_uri, vectors_uri)
+    model_uri, _ = steps.train_step(cfg, "beverages", catalog_uri, vectors_uri)
     return cfg, catalog_uri, model_uri
 
 
 def test_pg_embeddings_parquet_has_one_float32_128_vector_per_product(trained):
     cfg, catalog_uri, model_uri = trained
-    uri, stats = pipeline.embed_step(cfg, model_uri, catalog_uri, "beverages")
+    uri, stats = steps.embed_step(cfg, model_uri, catalog_uri, "beverages")
     table = pq.read_table(uri)
     assert table.column_names == ["product_id", "product_group", "model_version", "embedding"]
     kind = table.schema.field("embedding").type
@@ -55,7 +55,7 @@ def test_shards_committed_equal_one_file(trained, tmp_path):
     """Sharded embedding (the DAGs' embed_shard tasks + the report's commit) gives exactly the
     vectors, ids and order of embedding the PG in one go."""
     cfg, catalog_uri, model_uri = trained
-    whole = embed.read_embeddings(pipeline.embed_step(cfg, model_uri, catalog_uri, "beverages")[0])
+    whole = embed.read_embeddings(steps.embed_step(cfg, model_uri, catalog_uri, "beverages")[0])
     n = int((pd.read_parquet(catalog_uri).product_group == "beverages").sum())
     shards = embed.shard_ids("beverages", n, 7)
     assert len(shards) == -(-n // 7) and shards[0] == f"beverages/part-00000-of-{len(shards):05d}"

@@ -8,8 +8,8 @@ import torch
 
 from mrnet.config.base import safe_run_id
 from mrnet.encoder.model import load_model
-from mrnet.run import context as flow
-from mrnet.run import local as runner
+from mrnet.run import context
+from mrnet.run import local
 from mrnet.run import stages
 from tests.helpers import PGS
 from tests.helpers import run_params as _params
@@ -19,7 +19,7 @@ from tests.helpers import run_params as _params
 def released(tmp_path_factory, fixture_catalog):
     """One full local retrain, published: (home, summary)."""
     home = tmp_path_factory.mktemp("home")
-    summary = runner.run(_params(home, fixture_catalog), run_id="manual__2026-01-01T00:00:00+00:00")
+    summary = local.run(_params(home, fixture_catalog), run_id="manual__2026-01-01T00:00:00+00:00")
     return home, summary
 
 
@@ -66,7 +66,7 @@ def test_refresh_warm_starts_and_refits_dynamic_tasks_only(released, fixture_cat
     df["price"] = df["price"] * 3.0
     changed = tmp_path / "prices.parquet"
     df.to_parquet(changed, index=False)
-    summary = runner.run(_params(home, changed, promote=False), run_id="refresh-1", mode="refresh")
+    summary = local.run(_params(home, changed, promote=False), run_id="refresh-1", mode="refresh")
     assert not summary["failed"]
     base, base_meta = load_model(first["pgs"]["beverages"]["model"])
     new, meta = load_model(summary["pgs"]["beverages"]["model"])
@@ -85,7 +85,7 @@ def test_refresh_warm_starts_and_refits_dynamic_tasks_only(released, fixture_cat
 @pytest.mark.slow
 def test_refresh_without_a_release_says_what_to_do(tmp_path, fixture_catalog):
     with pytest.raises(FileNotFoundError, match="run mrnet_retrain"):
-        runner.run(_params(tmp_path, fixture_catalog), run_id="r", mode="refresh")
+        local.run(_params(tmp_path, fixture_catalog), run_id="r", mode="refresh")
 
 
 @pytest.mark.slow
@@ -93,7 +93,7 @@ def test_failed_pg_is_named_and_nothing_is_published(released, fixture_catalog):
     home, _ = released
     before = (home / "releases" / "current.json").read_text()
     with pytest.raises(RuntimeError, match=r"1 of 2 PG\(s\) failed: \['jewellery'\].*no products"):
-        runner.run(_params(home, fixture_catalog, pgs=["watches", "jewellery"]), run_id="partial")
+        local.run(_params(home, fixture_catalog, pgs=["watches", "jewellery"]), run_id="partial")
     summary = json.loads((home / "runs" / "partial" / "summary.json").read_text())
     assert list(summary["pgs"]) == ["watches"] and list(summary["failed"]) == ["jewellery"]
     assert (home / "releases" / "current.json").read_text() == before
@@ -161,9 +161,9 @@ def test_start_run_rejects_bad_params(tmp_path):
 
 
 def test_params_become_overrides(tmp_path):
-    run = flow.load_run(stages.start_run(_params(tmp_path, epochs=7, sample_fraction=0.5), "p"))
+    run = context.load_run(stages.start_run(_params(tmp_path, epochs=7, sample_fraction=0.5), "p"))
     assert run.cfg.train.epochs == 7 and run.cfg.data.sample_fraction == 0.5 and run.cfg.pgs == PGS
-    refresh = flow.load_run(stages.start_run(_params(tmp_path, epochs=3), "q", mode="refresh"))
+    refresh = context.load_run(stages.start_run(_params(tmp_path, epochs=3), "q", mode="refresh"))
     assert refresh.cfg.refresh.epochs == 3
     assert safe_run_id("scheduled__2026-11-22T02:00:00+00:00") == "scheduled__2026-11-22T02_00_00_00_00"
 

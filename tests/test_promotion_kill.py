@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from mrnet.io import tracking
-from mrnet.release import manifest as release
+from mrnet.release import manifest
 from tests.helpers import REPO, tiny_config
 
 pytestmark = pytest.mark.slow  # a subprocess SIGKILLed at every step of a promotion
@@ -46,14 +46,14 @@ def history(tmp_path_factory):
     home = tmp_path_factory.mktemp("promo")
     uri = f"sqlite:///{home / 'mlflow.db'}"
     old = _release(uri, home, "old")
-    release.publish_champion(_cfg(home), str(home), uri, old)
+    manifest.publish_champion(_cfg(home), str(home), uri, old)
     _release(uri, home, "new")
     return home
 
 
 KILL = """
 import json, os, signal, sys
-from mrnet.release import manifest as release
+from mrnet.release import manifest
 from mrnet.io import storage
 from mrnet.io import tracking
 from tests.helpers import tiny_config
@@ -69,9 +69,9 @@ def write_text(uri, text):
         os.kill(os.getpid(), signal.SIGKILL)
     return real_write(uri, text)
 tracking.set_alias, storage.write_text = set_alias, write_text
-release.storage.write_text = write_text
+manifest.storage.write_text = write_text
 manifest = json.load(open(home + "/new/release.json"))
-release.publish_champion(tiny_config(home, "tracking.enabled=true"), home, f"sqlite:///{home}/mlflow.db", manifest)
+manifest.publish_champion(tiny_config(home, "tracking.enabled=true"), home, f"sqlite:///{home}/mlflow.db", manifest)
 """
 
 
@@ -81,8 +81,8 @@ def test_a_promotion_killed_anywhere_leaves_one_champion_and_repair_mirrors_it(h
 
     home = tmp_path / "home"
     shutil.copytree(history, home)
-    for manifest in home.glob("*/release.json"):  # the copies' manifests and sources live in the copy
-        manifest.write_text(manifest.read_text().replace(str(history), str(home)))
+    for copied in home.glob("*/release.json"):  # the copies' manifests and sources live in the copy
+        copied.write_text(copied.read_text().replace(str(history), str(home)))
     uri = f"sqlite:///{home / 'mlflow.db'}"
     c = tracking.client(uri)
     for v in c.search_model_versions("name = 'mrnet-release'"):
@@ -92,12 +92,12 @@ def test_a_promotion_killed_anywhere_leaves_one_champion_and_repair_mirrors_it(h
     assert proc.returncode == -9, proc.stderr[-2000:]
     cfg = _cfg(home)
     expected = "new" if at == "current.json" else "old"  # calls 1-5: the mirrors; 6: the release pointer
-    champion, _ = release.manifest_by_alias(cfg, "champion")
+    champion, _ = manifest.manifest_by_alias(cfg, "champion")
     assert champion["release"] == expected
     assert champion_model(cfg, "watches") == str(home / expected / "watches" / "model.safetensors")
-    release.repair_champion(cfg, str(home), uri)
+    manifest.repair_champion(cfg, str(home), uri)
     for part, version in champion["registry"].items():
         assert str(c.get_model_version_by_alias(f"mrnet-{part}", "champion").version) == version, part
     current = json.loads((home / "releases" / "current.json").read_text())
     assert current["release"] == expected
-    assert release.repair_champion(cfg, str(home), uri) == []  # nothing left to repair
+    assert manifest.repair_champion(cfg, str(home), uri) == []  # nothing left to repair

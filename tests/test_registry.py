@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from mrnet.encoder.model import load_model
 from mrnet.evaluation import score as evaluation
 from mrnet.io import tracking
-from mrnet.run import local as runner
+from mrnet.run import local
 from mrnet.run import stages
 from tests.helpers import REPO
 from tests.helpers import run_params as _params
@@ -45,22 +45,22 @@ def history(tmp_path_factory, fixture_catalog):
     the other edge cases are in test_gate.py."""
     home = tmp_path_factory.mktemp("registry")
     runs = {}
-    runs["first"] = runner.run(_params(home, fixture_catalog), run_id="first")
-    runs["worse"] = runner.run(_params(home, fixture_catalog, overrides=_params(home, fixture_catalog)["overrides"]
+    runs["first"] = local.run(_params(home, fixture_catalog), run_id="first")
+    runs["worse"] = local.run(_params(home, fixture_catalog, overrides=_params(home, fixture_catalog)["overrides"]
                                          + ["train.lr=1.0", "train.steps_per_epoch=8"]), run_id="worse")
-    runs["partial"] = runner.run(_params(home, fixture_catalog, pgs=["watches"]), run_id="partial")
+    runs["partial"] = local.run(_params(home, fixture_catalog, pgs=["watches"]), run_id="partial")
     lenient = _params(home, fixture_catalog)["overrides"] + ["gate.tolerance=0.5", "gate.aggregate_tolerance=0.5"]
     with pytest.MonkeyPatch.context() as mp:  # a challenger whose downstream metrics are 0.1 worse
         real = evaluation.metrics
         mp.setattr(evaluation, "metrics", lambda result: {k: v - 0.1 if k.startswith("eval.") else v
                                                           for k, v in real(result).items()})
-        runs["worse_eval"] = runner.run(_params(home, fixture_catalog, overrides=lenient), run_id="worse_eval")
+        runs["worse_eval"] = local.run(_params(home, fixture_catalog, overrides=lenient), run_id="worse_eval")
     # these 150-product PGs give noisy downstream metrics between two trainings: not what this run tests
     better = _params(home, fixture_catalog)["overrides"] + ["train.steps_per_epoch=12", "gate.tolerance=0.5",
                                                             "gate.eval_tolerance=1.0"]
-    runs["better"] = runner.run(_params(home, fixture_catalog, overrides=better), run_id="better")
+    runs["better"] = local.run(_params(home, fixture_catalog, overrides=better), run_id="better")
     with pytest.raises(RuntimeError, match=r"PG\(s\) failed: \['jewellery'\]"):
-        runner.run(_params(home, fixture_catalog, pgs=["watches", "jewellery"]), run_id="failed")
+        local.run(_params(home, fixture_catalog, pgs=["watches", "jewellery"]), run_id="failed")
     return home, runs
 
 

@@ -5,7 +5,7 @@ import pytest
 from mrnet.config.base import check_segment, is_segment, safe_run_id
 from mrnet.config.schema import load_config
 from mrnet.io import storage
-from mrnet.run import context as flow
+from mrnet.run import context
 from mrnet.run import stages
 from tests.helpers import REPO
 
@@ -56,7 +56,7 @@ def test_config_errors_are_one_line_with_the_value():
 
 
 def test_a_run_refuses_file_names_that_climb_out(tmp_path):
-    run = flow.Run(uri="", run_id="r", dag_id="d", mode="retrain", home=str(tmp_path),
+    run = context.Run(uri="", run_id="r", dag_id="d", mode="retrain", home=str(tmp_path),
                    root=str(tmp_path / "runs" / "r"), promote=False, started=0.0, cfg=None, mlflow=None)
     assert run.path("embeddings", "watches/part-00000-of-00001.parquet").endswith("watches/part-00000-of-00001.parquet")
     with pytest.raises(ValueError, match="'..'"):
@@ -156,12 +156,12 @@ def test_bad_inputs_are_one_line_cli_errors_naming_the_file(tmp_path, capsys):
 
 
 def test_a_permission_error_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
-    from mrnet.run import steps as pipeline
+    from mrnet.run import steps
 
     def refuse(cfg, source):
         raise PermissionError(13, "Permission denied", str(tmp_path / "root" / "catalog" / "catalog.parquet"))
 
-    monkeypatch.setattr(pipeline, "validate_step", refuse)
+    monkeypatch.setattr(steps, "validate_step", refuse)
     err = _cli_error(capsys, "catalog", "validate", "--config", str(REPO / "configs" / "demo.yaml"),
                      "--catalog", "x.csv")
     assert err.strip() == f"mrnet: error: Permission denied: {tmp_path / 'root' / 'catalog' / 'catalog.parquet'}"
@@ -241,13 +241,13 @@ def test_a_failed_or_killed_cli_run_leaves_no_mlflow_run_running(tmp_path, fixtu
     from mlflow import MlflowClient
 
     from mrnet.io import tracking
-    from mrnet.run import local as runner
+    from mrnet.run import local
     from tests.helpers import run_params as _params
 
     home = tmp_path / "home"
     (tmp_path / "empty.csv").write_text("product_id,product_group,source,locale,title\n")
     with pytest.raises(ValueError, match="no usable product"):
-        runner.run(_params(home, tmp_path / "empty.csv"), run_id="empty")
+        local.run(_params(home, tmp_path / "empty.csv"), run_id="empty")
     c = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     exp = c.get_experiment_by_name("mrnet").experiment_id
     statuses = {r.data.tags["mrnet.kind"] + ":" + r.data.tags.get("mrnet.stage", ""): r.info.status
@@ -257,10 +257,10 @@ def test_a_failed_or_killed_cli_run_leaves_no_mlflow_run_running(tmp_path, fixtu
     uri = f"sqlite:///{home / 'mlflow.db'}"
     orphan = tracking.find_or_create_run(uri, exp, {"mrnet.run_id": "killed", "mrnet.kind": "stage",
                                                     "mrnet.stage": "corpus"}, "stage:corpus")
-    monkeypatch.setattr(runner, "_stages", lambda run_uri, mode: {"stopped": True})
-    runner.run(_params(home, fixture_catalog), run_id="killed")
+    monkeypatch.setattr(local, "_stages", lambda run_uri, mode: {"stopped": True})
+    local.run(_params(home, fixture_catalog), run_id="killed")
     assert c.get_run(orphan).info.status == "KILLED"
-    assert flow.unfinished_run(str(home))[0] == "killed"  # no gate.json: `mrnet run --resume` continues it
+    assert context.unfinished_run(str(home))[0] == "killed"  # no gate.json: `mrnet run --resume` continues it
 
 
 def test_two_first_runs_on_a_fresh_root_both_get_a_migrated_store(tmp_path):
@@ -282,7 +282,7 @@ def test_two_first_runs_on_a_fresh_root_both_get_a_migrated_store(tmp_path):
 def test_mrnet_run_resume_continues_the_newest_unfinished_run(tmp_path, capsys, monkeypatch):
     import json
 
-    from mrnet.run import local as runner
+    from mrnet.run import local
 
     demo = str(REPO / "configs" / "demo.yaml")
     home = tmp_path / "home"
@@ -294,7 +294,7 @@ def test_mrnet_run_resume_continues_the_newest_unfinished_run(tmp_path, capsys, 
         if done:
             (folder / "gate.json").write_text("{}")
     seen = []
-    monkeypatch.setattr(runner, "run", lambda params, run_id, mode: seen.append((params, run_id, mode)) or
+    monkeypatch.setattr(local, "run", lambda params, run_id, mode: seen.append((params, run_id, mode)) or
                         {"run_id": run_id, "artifact_root": str(home / "runs" / run_id)})
     from mrnet.cli import main
 
@@ -304,7 +304,7 @@ def test_mrnet_run_resume_continues_the_newest_unfinished_run(tmp_path, capsys, 
 
 def test_readers_on_a_mistyped_root_create_no_store_and_an_unknown_pg_lists_the_known(tmp_path, capsys, monkeypatch):
     from mrnet.cli import champion_model
-    from mrnet.release import manifest as release
+    from mrnet.release import manifest
 
     demo = str(REPO / "configs" / "demo.yaml")
     wrong = tmp_path / "typo"
@@ -312,7 +312,7 @@ def test_readers_on_a_mistyped_root_create_no_store_and_an_unknown_pg_lists_the_
     assert "no MLflow tracking store at" in _cli_error(capsys, "embed", "--pg", "watches", "--titles", "x.csv",
                                                        "--config", demo, f"--set=artifact_root={wrong}")
     assert not wrong.exists()
-    monkeypatch.setattr(release, "manifest_by_alias", lambda cfg, alias: (
+    monkeypatch.setattr(manifest, "manifest_by_alias", lambda cfg, alias: (
         {"release": "r1", "models": {"watches": {"uri": "/m/watches.safetensors"}, "footwear": {"uri": "/m/f"}}}, "here"))
     cfg = load_config(demo)
     assert champion_model(cfg, "watches") == "/m/watches.safetensors"
