@@ -70,8 +70,8 @@ def write_text(uri, text):
     return real_write(uri, text)
 tracking.set_alias, storage.write_text = set_alias, write_text
 manifest.storage.write_text = write_text
-manifest = json.load(open(home + "/new/release.json"))
-manifest.publish_champion(tiny_config(home, "tracking.enabled=true"), home, f"sqlite:///{home}/mlflow.db", manifest)
+new = json.load(open(home + "/new/release.json"))
+manifest.publish_champion(tiny_config(home, "tracking.enabled=true"), home, f"sqlite:///{home}/mlflow.db", new)
 """
 
 
