@@ -2,7 +2,7 @@
 
 Each command takes ``--config`` (default configs/demo.yaml), ``--set key=value``
 overrides and ``--tiny`` (few rows, 1 epoch of 2 steps: a smoke run).
-Inputs default to the artifact layout of steps.py, so the steps chain::
+Inputs default to the artifact layout of run/steps.py, so the steps chain::
 
     mrnet catalog build-demo && mrnet catalog validate && mrnet corpus && mrnet word2vec
     mrnet train --pg watches && mrnet embed --pg watches

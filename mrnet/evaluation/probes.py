@@ -52,7 +52,7 @@ def neighbor_scores(products: pd.DataFrame, spaces: dict[str, np.ndarray], label
     ``spaces`` are embeddings row-aligned with ``products`` (plus TF-IDF, computed here)."""
     from mrnet.evaluation.retrieval import knn
 
-    queries = np.sort(hash_sample(products["product_id"].to_numpy(str), n_queries, seed, "nn"))
+    queries = np.sort(hash_sample(products["product_id"], n_queries, seed, "nn"))
     found = {name: knn(x[queries], x, k, "euclidean", exclude=queries)[1] for name, x in spaces.items()}
     found["tfidf"] = tfidf_neighbours(products["title"].fillna("").to_numpy(str), queries, k)
     scores: dict[str, dict] = {}

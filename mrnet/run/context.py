@@ -312,7 +312,7 @@ def pg_stage(run: Run, pg: str, stage: str, shard: tuple[int, int] | None = None
             tr.finish(run.mlflow["uri"], mlflow_run, "FAILED")
         raise
     seconds = round(time.perf_counter() - t0, 2)
-    record_stage(run, stage_name(stage, pg, shard and shard[0]), {"pg": pg, "seconds": seconds} | (record or {}))
+    record_stage(run, stage_name(stage, pg, shard[0] if shard else None), {"pg": pg, "seconds": seconds} | (record or {}))
     if mlflow_run:
         from mrnet.io import tracking as tr
 
