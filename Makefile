@@ -45,7 +45,7 @@ demo-lib: venv  ## the same stages without Airflow (mrnet run)
 	$(VENV)/bin/mrnet run --config $(CONFIG)
 
 airflow: airflow-db  ## airflow standalone on localhost with this checkout's DAGs
-	@AIRFLOW_PORT=$(AIRFLOW_PORT) scripts/airflow_standalone.sh
+	@AIRFLOW_PORT=$(AIRFLOW_PORT) MLFLOW_PORT=$(MLFLOW_PORT) scripts/airflow_standalone.sh
 
 mlflow: venv  ## MLflow UI on the embedded default's tracking DB (runs, registry, aliases)
 	@echo "MLflow UI: http://localhost:$(MLFLOW_PORT)  (Ctrl-C stops it)"

@@ -34,7 +34,7 @@ def mrnet_refresh_dynamic():
     def start(params=None, run_id=None) -> str:
         from mrnet.run import stages
 
-        return stages.start_run(dict(params), run_id, "mrnet_refresh_dynamic", "refresh")
+        return stages.start_run(dict(params), run_id, "mrnet_refresh_dynamic", "refresh", ui_url=setting("mlflow_ui_url", ""))
 
     @task
     def pin_base_release(run: str) -> str:
@@ -48,7 +48,7 @@ def mrnet_refresh_dynamic():
 
         return stages.plan(run, catalog)
 
-    @task(**GPU_TASK)
+    @task(**GPU_TASK, map_index_template="{{ task.op_kwargs['pg'] }}")  # the UI (and its MLflow link) names the PG
     def refresh_pg(run: str, pg: str, catalog: str, base: str) -> str:
         from mrnet.run import stages
 

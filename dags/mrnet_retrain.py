@@ -38,7 +38,7 @@ def mrnet_retrain():
     def start(params=None, run_id=None) -> str:
         from mrnet.run import stages
 
-        return stages.start_run(dict(params), run_id, "mrnet_retrain", "retrain")
+        return stages.start_run(dict(params), run_id, "mrnet_retrain", "retrain", ui_url=setting("mlflow_ui_url", ""))
 
     @task
     def build_corpus(run: str, catalog: str) -> str:
@@ -58,7 +58,7 @@ def mrnet_retrain():
 
         return stages.plan(run, catalog)
 
-    @task(**GPU_TASK)
+    @task(**GPU_TASK, map_index_template="{{ task.op_kwargs['pg'] }}")  # the UI (and its MLflow link) names the PG
     def train_pg(run: str, pg: str, catalog: str, vectors: str) -> str:
         from mrnet.run import stages
 

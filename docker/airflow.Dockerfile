@@ -14,6 +14,7 @@ RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu \
         -r requirements.txt -r requirements-deploy.txt -c constraints.txt
 COPY pyproject.toml README.md ./
 COPY mrnet ./mrnet
+COPY plugins ./plugins
 RUN pip install --no-deps . && rm -rf /root/.cache
 COPY dags ./dags
 COPY configs ./configs

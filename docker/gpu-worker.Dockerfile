@@ -18,6 +18,7 @@ RUN pip install --extra-index-url https://download.pytorch.org/whl/${TORCH_CUDA}
         -r requirements.txt -r requirements-deploy.txt -c constraints.txt
 COPY pyproject.toml README.md ./
 COPY mrnet ./mrnet
+COPY plugins ./plugins
 RUN pip install --no-deps .
 COPY dags ./dags
 COPY configs ./configs

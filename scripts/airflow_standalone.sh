@@ -10,6 +10,8 @@ export AIRFLOW__API__HOST="${AIRFLOW_HOST:-127.0.0.1}"
 export AIRFLOW__API__PORT="$port"
 export AIRFLOW__API__BASE_URL="http://localhost:$port"
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:-admin:admin}"
+# the UI plugin (plugins/mrnet_plugin): task links to `make mlflow`'s UI, releases of the demo config
+export AIRFLOW__MRNET__MLFLOW_UI_URL="${AIRFLOW__MRNET__MLFLOW_UI_URL:-http://localhost:${MLFLOW_PORT:-5000}}"
 log="$AIRFLOW_HOME/standalone.log"
 airflow standalone > "$log" 2>&1 &
 pid=$!
@@ -22,6 +24,8 @@ for _ in $(seq 1 120); do
     echo "  Airflow UI:  http://localhost:$port"
     echo "  login:       admin / $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin"])' "$passwords" 2>/dev/null || echo "(see $passwords)")"
     echo "  DAGs:        mrnet_retrain (Trigger → params form), mrnet_refresh_dynamic"
+    echo "  releases:    http://localhost:$port/plugin/mrnet-releases  (Browse the champion, compare, neighbours)"
+    echo "  MLflow links: $AIRFLOW__MRNET__MLFLOW_UI_URL  (make mlflow serves it)"
     echo
     echo "Ctrl-C stops it."
     wait $pid

@@ -13,8 +13,8 @@ from tests.helpers import REPO
 # lower number = lower layer; a module imports only its own package or packages below it
 LAYERS = {"config": 0, "io": 1, "data": 2, "encoder": 3, "evaluation": 4, "autoencoders": 5, "release": 6,
           "run": 7, "cli": 8, "__main__": 8}
-# inside run/: steps → context → derived / publish → stages → local
-RUN = {"steps": 0, "context": 1, "derived": 2, "publish": 2, "stages": 3, "local": 4}
+# inside run/: steps → context → derived / publish / links → stages → local
+RUN = {"steps": 0, "context": 1, "derived": 2, "publish": 2, "links": 2, "stages": 3, "local": 4}
 
 
 def _module_name(path: Path) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import RAW, REPO
-from tests.helpers.airflow_api import call, free_port, trigger_and_wait, wait
+from tests.helpers.airflow_api import call, free_port, page, pg_task_links, trigger_and_wait, wait
 
 pytestmark = pytest.mark.slow  # a full stack or several full runs (make test-fast leaves it out)
 
@@ -143,6 +143,8 @@ def cluster(tmp_path_factory):
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.worker_name.name", "PYTHONPATH": str(REPO),
         "AIRFLOW__MRNET__RETRAIN_CRON": "0 0 29 2 *", "MRNET_HOME": str(REPO),
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+        "AIRFLOW__MRNET__MLFLOW_UI_URL": f"http://127.0.0.1:{mlflow_port}",  # the UI plugin's links
+        "AIRFLOW__MRNET__CONFIG_OVERRIDES": "artifact_root=s3://mrnet/artifacts",  # ... and its releases pages
         "PATH": f"{BIN}:{os.environ['PATH']}"}
     procs = Processes(home, env)
     try:
@@ -212,3 +214,12 @@ def test_retrain_runs_on_celery_workers_with_pg_tasks_on_the_gpu_queue(cluster, 
     assert any(k.startswith("artifacts/runs/") and k.endswith("/embeddings/watches/_manifest.json") for k in keys)
     assert any(k.startswith("artifacts/runs/") and "/embeddings/watches/part-00001-of-" in k for k in keys)
     assert any(k.startswith("mlflow-artifacts/") and k.endswith("model.safetensors") for k in keys)
+
+    # the UI plugin over HTTP with a token: the releases page (read from S3) lists this run, and each PG
+    # task's "MLflow run" link opens that PG's run on the MLflow server
+    status, listing = page(base, "/mrnet/releases", token)
+    assert status == 200 and run["dag_run_id"] in listing, listing[-2000:]
+    assert page(base, "/mrnet/releases")[0] == 401
+    for pg, found in pg_task_links(base, token, run["dag_run_id"], tis).items():
+        assert found["MLflow run"].startswith(f"{mlflow_uri}/#/experiments/"), found
+        assert client.get_run(found["MLflow run"].rsplit("/", 1)[1]).data.tags["mrnet.pg"] == pg

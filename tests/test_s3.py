@@ -58,6 +58,15 @@ def test_upload_download_roundtrip(s3, tmp_path):
     assert json.loads(storage.read_text(uri)) == {"ok": "again"}
 
 
+def test_children_lists_one_level_on_s3_as_on_disk(s3, tmp_path):
+    for root in (f"s3://{BUCKET}/list", str(tmp_path / "list")):
+        for name in ("runs/b/release.json", "runs/a/run.json", "runs/a/models/x.bin", "runs/top.txt"):
+            storage.write_text(storage.join(root, name), "{}")
+        assert storage.children(storage.join(root, "runs")) == ["a", "b", "top.txt"], root
+        assert storage.children(storage.join(root, "runs/")) == ["a", "b", "top.txt"]
+        assert storage.children(storage.join(root, "nothing")) == []
+
+
 def test_missing_bucket_and_key_give_clear_errors(s3):
     with pytest.raises(FileNotFoundError, match="S3 bucket 'no-such-bucket' does not exist \\(write s3://no-such"):
         storage.write_text("s3://no-such-bucket/x/run.json", "{}")

@@ -160,6 +160,21 @@ def exists(uri: str) -> bool:
     return Path(uri).exists()
 
 
+def children(uri: str) -> list[str]:
+    """The names directly under a folder (local) or prefix (S3), sorted; [] when there is none.
+    Readers list run folders with it (e.g. the releases page), so S3 and local disk read alike."""
+    if not is_s3(uri):
+        path = Path(uri)
+        return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    bucket, key = _split_s3(uri.rstrip("/") + "/")
+    names: set[str] = set()
+    with _s3_errors(uri, "list"):
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, Delimiter="/"):
+            names |= {p["Prefix"][len(key):].rstrip("/") for p in page.get("CommonPrefixes", [])}
+            names |= {o["Key"][len(key):] for o in page.get("Contents", [])}
+    return sorted(n for n in names if n)
+
+
 def local_path(uri: str, cache_dir: str | None = None) -> Path:
     """A local file with the object's content (downloads ``s3://`` objects to a cache)."""
     if not is_s3(uri):

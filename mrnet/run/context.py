@@ -82,8 +82,9 @@ def _overrides(params: dict, mode: str) -> list[str]:
     return out
 
 
-def start_run(params: dict, run_id: str, dag_id: str = "cli", mode: str = "retrain") -> str:
-    """Resolve config + params once for the whole run; write ``run.json``; return its URI."""
+def start_run(params: dict, run_id: str, dag_id: str = "cli", mode: str = "retrain", ui_url: str = "") -> str:
+    """Resolve config + params once for the whole run; write ``run.json``; return its URI.
+    ``ui_url``: the MLflow UI's base URL (Airflow's ``[mrnet] mlflow_ui_url``), for the task logs' links."""
     unknown = set(params) - PARAMS
     if unknown:
         raise ValueError(f"unknown run param(s) {sorted(unknown)}; known: {sorted(PARAMS)}")
@@ -95,7 +96,7 @@ def start_run(params: dict, run_id: str, dag_id: str = "cli", mode: str = "retra
     root = storage.join(home, "runs", safe_run_id(run_id))
     cfg = cfg.model_copy(update={"data": data, "artifact_root": root})
     pg_list(cfg)  # unknown PG names fail here, before any work
-    tracked = _start_tracking(cfg, home, run_id, dag_id, mode) if cfg.tracking.enabled else None
+    tracked = _start_tracking(cfg, home, run_id, dag_id, mode, ui_url) if cfg.tracking.enabled else None
     run = {"run_id": run_id, "dag_id": dag_id, "mode": mode, "home": home, "root": root,
            "promote": bool(params.get("promote", True)), "params": params, "started": time.time(),
            "started_at": utc_now(), "mlflow": tracked, "config": cfg.model_dump(mode="json")}
@@ -105,7 +106,7 @@ def start_run(params: dict, run_id: str, dag_id: str = "cli", mode: str = "retra
     return uri
 
 
-def _start_tracking(cfg: Config, home: str, run_id: str, dag_id: str, mode: str) -> dict:
+def _start_tracking(cfg: Config, home: str, run_id: str, dag_id: str, mode: str, ui_url: str) -> dict:
     """The MLflow parent run of this DAG run (found again by its tags on a retry)."""
     from mrnet.io import tracking as tr
 
@@ -118,7 +119,15 @@ def _start_tracking(cfg: Config, home: str, run_id: str, dag_id: str, mode: str)
     if stale:
         log.warning("MLflow: %d run(s) of an earlier, killed attempt of %s marked KILLED", stale, run_id)
     tr.log_params(uri, parent, cfg)
-    return {"uri": uri, "experiment_id": exp, "parent": parent}
+    tracked = {"uri": uri, "experiment_id": exp, "parent": parent, "ui_url": ui_url.rstrip("/")}
+    log.info("MLflow run %s (parent of %s)%s", parent, run_id, run_url(tracked, parent))
+    return tracked
+
+
+def run_url(tracked: dict, mlflow_run: str) -> str:
+    """": <URL of the run in the MLflow UI>", or "" without a UI base URL (for log lines)."""
+    base = tracked.get("ui_url")
+    return f": {base}/#/experiments/{tracked['experiment_id']}/runs/{mlflow_run}" if base else ""
 
 
 def end_tracking(run_uri: str, status: str) -> None:
@@ -154,8 +163,10 @@ def nested_run(run: Run, kind: str, key: str) -> str | None:
     from mrnet.io import tracking as tr
 
     tags = {"mrnet.run_id": run.run_id, "mrnet.kind": kind, f"mrnet.{'pg' if kind == 'pg' else 'stage'}": key}
-    return tr.find_or_create_run(run.mlflow["uri"], run.mlflow["experiment_id"], tags, f"{kind}:{key}",
-                                 parent=run.mlflow["parent"])
+    mlflow_run = tr.find_or_create_run(run.mlflow["uri"], run.mlflow["experiment_id"], tags, f"{kind}:{key}",
+                                       parent=run.mlflow["parent"])
+    log.info("MLflow run %s (%s %s of %s)%s", mlflow_run, kind, key, run.run_id, run_url(run.mlflow, mlflow_run))
+    return mlflow_run
 
 
 def track_stage(run: Run, stage: str, metrics: dict, artifacts: tuple[tuple[str, str], ...] = (),

@@ -28,6 +28,27 @@ def call(base, path, token=None, method="GET", body=None):
         return None, None
 
 
+def page(base, path, token=None) -> tuple[int, str]:
+    """(status, body) of an HTML page, e.g. the UI plugin's (a token, or none: what a stranger sends)."""
+    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def pg_task_links(base: str, token: str, run_id: str, tis: list[dict]) -> dict[str, dict]:
+    """PG (the mapped train_pg's label) → its task instance's extra links, from the REST API the UI calls."""
+    path = f"/api/v2/dags/mrnet_retrain/dagRuns/{urllib.request.quote(run_id, safe='')}/taskInstances/train_pg/links"
+    out = {}
+    for ti in (t for t in tis if t["task_id"] == "train_pg"):
+        status, body = call(base, f"{path}?map_index={ti['map_index']}", token)
+        assert status == 200, body
+        out[ti["rendered_map_index"]] = body["extra_links"]
+    return out
+
+
 def wait(what, probe, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
