@@ -23,6 +23,11 @@ max_active_tasks             16                  tasks of one run at once (Airfl
                                                  raise it to the GPU workers' slots + a few for
                                                  large shard fan-outs (docs/SCALING.md)
 task_timeout_minutes         60                  every other task's timeout
+mlflow_ui_url                (unset)             MLflow UI base URL a browser reaches: the UI
+                                                 plugin's "MLflow run" links and the task logs'
+                                                 run URLs (docs/UI.md); unset: no links
+config_overrides             (empty)             ``key=value;…`` over ``config`` for the UI
+                                                 plugin's releases pages (e.g. artifact_root)
 ===========================  ==================  ===========================================
 
 Only ``pendulum`` and ``airflow.sdk`` are imported here: parsing stays fast and light.

@@ -145,3 +145,11 @@ def test_every_page_renders_through_the_app(two_runs, monkeypatch):
     assert bad.status_code == 400 and "no-such-product" in bad.text and 'class="error"' in bad.text
     titled = client.get("/neighbors", params={"title": "analog watch for men", "pg": "watches", "k": "2"})
     assert titled.status_code == 200 and "nearest to title" in titled.text
+
+
+def test_task_log_lines_carry_the_mlflow_url_only_with_a_base():
+    from mrnet.run.context import run_url
+
+    tracked = {"experiment_id": "7", "ui_url": "http://mlflow.example:5000"}
+    assert run_url(tracked, "abc") == ": http://mlflow.example:5000/#/experiments/7/runs/abc"
+    assert run_url(tracked | {"ui_url": ""}, "abc") == "" and run_url({"experiment_id": "7"}, "abc") == ""
