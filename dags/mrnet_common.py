@@ -1,4 +1,4 @@
-"""What both mrnet DAGs share: run params, retry/timeout defaults, GPU routing, failure logging.
+"""What the mrnet DAGs share: run params, retry/timeout defaults, GPU routing, failure logging.
 
 Deployment settings come from Airflow's own config, so they are set per environment with
 ``AIRFLOW__MRNET__<KEY>`` variables (or an ``[mrnet]`` section in airflow.cfg), never by
@@ -15,6 +15,7 @@ config                       configs/demo.yaml   default ``config`` param (relat
                                                  relative to $MRNET_HOME or the worker's cwd)
 retrain_cron                 0 2 * * 0           mrnet_retrain: Sundays 02:00 UTC
 refresh_cron                 0 2 * * 3           mrnet_refresh_dynamic: Wednesdays 02:00 UTC
+housekeeping_cron            0 14 * * 0          mrnet_housekeeping (retention, mrnet gc): Sundays 14:00
 catalog_asset_uri            file:///var/lib/mrnet/catalog.parquet   URI of the catalog Asset
 retries                      2                   task retries
 retry_delay_seconds          120                 first retry delay (then exponential)

@@ -143,6 +143,11 @@ def _cmd_promote(cfg: Config, args) -> None:
     print("\n".join(fixed) if fixed else "every champion alias and releases/current.json agree with the champion release")
 
 
+def _cmd_gc(cfg: Config, args) -> None:
+    uri, text = steps.gc_step(cfg, args.dry_run)
+    print(f"{text}\nreport: {uri}")
+
+
 def _cmd_embed(cfg: Config, args) -> None:
     from mrnet.encoder.embed import embed_cold_start
 
@@ -231,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "releases/current.json) at the champion release after an interrupted promotion")
     p.add_argument("--repair", action="store_true", required=True)
     p.set_defaults(fn=_cmd_promote)
+    p = sub.add_parser("gc", parents=[common], help="retention: delete the runs retention.* does not keep "
+                       "(never a champion, ever-champion, challenger or running run), and old checkpoints")
+    p.add_argument("--dry-run", action="store_true", help="print what it would delete and the space, delete nothing")
+    p.set_defaults(fn=_cmd_gc)
     p = sub.add_parser("summary", parents=[common], help="print a run's summary (default: newest run)")
     p.add_argument("--run", help="a run folder (…/runs/<run_id>)")
     p.set_defaults(fn=_cmd_summary)

@@ -105,3 +105,12 @@ def test_public_raw_catalog_runs_end_to_end_through_init(tmp_path):
     assert "brand" in md and "subcategory" not in md  # the configured tasks, not the demo's columns
     assert main(["summary", "--config", str(config), "--set", f"artifact_root={tmp_path / 'art'}"]) == 0
     assert (REPO / "configs" / "demo.yaml").exists()
+
+
+def test_multiclass_keeps_every_value_with_five_products():
+    from mrnet.data.starter import class_count
+
+    values = pd.Series(["a"] * 30 + ["b"] * 5 + ["c"] * 4 + [f"r{i}" for i in range(40)])
+    assert class_count(values) == 2  # a, b; c and the rare ones become "other"
+    assert class_count(pd.Series(["x", "y", "z"])) == 2  # never fewer than two classes
+    assert class_count(pd.Series([f"v{i % 1500}" for i in range(15000)])) == 1000  # capped

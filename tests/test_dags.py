@@ -46,10 +46,10 @@ def dagbag():
 
 def test_dagbag_has_both_dags_and_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert {"mrnet_retrain", "mrnet_refresh_dynamic"} <= set(dagbag.dag_ids)
+    assert {"mrnet_retrain", "mrnet_refresh_dynamic", "mrnet_housekeeping"} <= set(dagbag.dag_ids)
 
 
-@pytest.mark.parametrize("name", ["mrnet_retrain", "mrnet_refresh_dynamic"])
+@pytest.mark.parametrize("name", ["mrnet_retrain", "mrnet_refresh_dynamic", "mrnet_housekeeping"])
 def test_dag_file_parses_fast_without_heavy_imports(name):
     code = (
         "import sys, time, importlib.util\n"
@@ -169,6 +169,19 @@ def test_bad_params_are_rejected(dagbag, conf, message):
         with pytest.raises(ParamValidationError, match=f"Invalid input for param {message}"):
             params.update(conf)  # what the trigger form and `airflow dags trigger/test -c` do
             params.validate()
+
+
+def test_housekeeping_structure(dagbag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = dagbag.dags["mrnet_housekeeping"]
+    assert dag.task_ids == ["gc"] and dag.max_active_runs == 1 and not dag.catchup
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable"
+    assert dag.get_task("gc").retries == 2  # the common defaults: a killed gc is rerun and finishes the job
+    params = copy.deepcopy(dag.params)
+    with pytest.raises(ParamValidationError, match="Invalid input for param dry_run"):
+        params.update({"dry_run": "yes"})
+        params.validate()
 
 
 def test_good_params_validate(dagbag):

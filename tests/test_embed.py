@@ -135,3 +135,18 @@ def test_cold_start_errors_name_file_column_and_row(tmp_path):
     empty.write_text("title\nTea\n   \n")
     with pytest.raises(ValueError, match=r"empty.csv: column 'title' is empty on row\(s\) \[2\]"):
         read_titles_csv(str(empty))
+
+
+def test_float16_storage_round_trips_and_readers_see_float32(tmp_path):
+    from mrnet.encoder.embed import read_embeddings, write_embeddings
+
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((500, 128)).astype(np.float32) * 0.3
+    ids = [f"p{i}" for i in range(500)]
+    full = write_embeddings(str(tmp_path / "f32.parquet"), ids, "watches", "v1", emb)
+    half = write_embeddings(str(tmp_path / "f16.parquet"), ids, "watches", "v1", emb, "float16")
+    (_, x32), (meta, x16) = read_embeddings(full), read_embeddings(half)
+    assert x16.dtype == np.float32 and x16.shape == emb.shape and list(meta["product_id"]) == ids
+    assert np.array_equal(x32, emb)
+    assert np.abs(x16 - emb).max() <= 1e-3 * np.abs(emb).max() + 1e-6  # float16: 11 bits of mantissa
+    assert (tmp_path / "f16.parquet").stat().st_size < 0.7 * (tmp_path / "f32.parquet").stat().st_size

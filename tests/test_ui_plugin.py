@@ -11,7 +11,6 @@ from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
 from mrnet.config.schema import load_config
-from mrnet.data.starter import class_count
 from mrnet.release import history
 from mrnet.run import links
 from mrnet.run import local
@@ -63,15 +62,6 @@ def test_pg_of_a_mapped_task_comes_from_its_map_label():
     assert links.pg_of("train_pg", "watches") == "watches"
     assert links.pg_of("embed_shard", "watches/part-00000-of-00002") == "watches"
     assert links.pg_of("evaluate", None) is None and links.pg_of("train_pg", None) is None
-
-
-def test_multiclass_keeps_every_value_with_ten_products():
-    import pandas as pd
-
-    values = pd.Series(["a"] * 30 + ["b"] * 10 + ["c"] * 9 + [f"r{i}" for i in range(40)])
-    assert class_count(values) == 2  # a, b; c and the rare ones become "other"
-    assert class_count(pd.Series(["x", "y", "z"])) == 2  # never fewer than two classes
-    assert class_count(pd.Series([f"v{i % 700}" for i in range(7000)])) == 500  # capped
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from mrnet.config.base import Frozen, Name, check_segment
 from mrnet.config.evaluation import EvaluationConfig
+from mrnet.config.retention import RetentionConfig
 
 TaskKind = Literal["multiclass", "binary", "regression", "decoding"]
 Transform = Literal["none", "log1p", "standardize", "log1p_standardize"]
@@ -238,6 +239,7 @@ class EmbedConfig(Frozen):
     shard_size: int = Field(default=5_000_000, ge=1)
     tokenize_workers: int = Field(default=0, ge=0)
     parallel_min_titles: int = Field(default=500_000, ge=1)
+    dtype: Literal["float32", "float16"] = "float32"  # stored vectors; readers always get float32 (docs/SCALING.md)
 
 
 class SparseAEConfig(Frozen):
@@ -300,6 +302,7 @@ class Config(Frozen):
     sparse_ae: SparseAEConfig = SparseAEConfig()
     crosslingual: CrossLingualConfig = CrossLingualConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    retention: RetentionConfig = RetentionConfig()
     tasks: list[TaskSpec]
 
     @model_validator(mode="after")
@@ -331,7 +334,7 @@ class Config(Frozen):
         where artifacts go, which PGs run, progress bars, inference batch size."""
         tree = self.model_dump(mode="json", exclude={"artifact_root": True, "pgs": True, "embed": True,
                                                      "tracking": True, "gate": True, "sparse_ae": True,
-                                                     "crosslingual": True, "evaluation": True,
+                                                     "crosslingual": True, "evaluation": True, "retention": True,
                                                      "train": {"progress"}})
         return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
 

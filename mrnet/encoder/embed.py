@@ -66,9 +66,10 @@ def embed_ids(model: MRNet, ids: np.ndarray, lengths: np.ndarray, batch_size: in
     return out
 
 
-def embedding_table(product_ids, pg, version: str, emb: np.ndarray) -> pa.Table:
+def embedding_table(product_ids, pg, version: str, emb: np.ndarray, dtype: str = "float32") -> pa.Table:
     """The embedding Parquet schema: product_id, product_group (one PG or one per row),
-    model_version, embedding (fixed-size list of float32)."""
+    model_version, embedding (fixed-size list of float32, or float16 with ``embed.dtype``:
+    half the bytes; ``read_embeddings`` restores float32, docs/SCALING.md)."""
     n, d = emb.shape
     pgs = [pg] * n if isinstance(pg, str) else list(pg)
     if not isinstance(product_ids, (pd.Series, pd.Index, np.ndarray, list, pa.Array)):
@@ -77,13 +78,15 @@ def embedding_table(product_ids, pg, version: str, emb: np.ndarray) -> pa.Table:
         "product_id": pa.array(product_ids, pa.string()),
         "product_group": pa.array(pgs, pa.string()),
         "model_version": pa.array([version] * n, pa.string()),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel(), pa.float32()), d),
+        "embedding": pa.FixedSizeListArray.from_arrays(
+            pa.array(emb.ravel().astype(np.float16), pa.float16()) if dtype == "float16" else pa.array(emb.ravel(), pa.float32()),
+            d),
     })
 
 
-def write_embeddings(out_uri: str, product_ids, pg, version: str, emb: np.ndarray) -> str:
+def write_embeddings(out_uri: str, product_ids, pg, version: str, emb: np.ndarray, dtype: str = "float32") -> str:
     with storage.atomic_path(out_uri, suffix=".parquet") as tmp:
-        pq.write_table(embedding_table(product_ids, pg, version, emb), tmp)
+        pq.write_table(embedding_table(product_ids, pg, version, emb, dtype), tmp)
     return out_uri
 
 
@@ -195,9 +198,9 @@ def embed_shard(model_uri: str, catalog_uri: str, shard: str, out_uri: str, cfg,
     workers = tokenize_workers(cfg.tokenize_workers, len(rows), cfg.parallel_min_titles)
     emb = embed_titles(model, meta, rows["title"].tolist(), cfg.batch_size, device, workers)
     version = model_version(model_uri)
-    write_embeddings(out_uri, rows["product_id"], pg, version, emb)
+    write_embeddings(out_uri, rows["product_id"], pg, version, emb, cfg.dtype)
     return out_uri, {"pg": pg, "shard": shard, "products": len(rows), "tokenize_workers": workers,
-                     "model_version": version}
+                     "model_version": version, "dtype": cfg.dtype}
 
 
 def commit_dataset(folder_uri: str, parts: list[tuple[str, int]], version: str) -> str:

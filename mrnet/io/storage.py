@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -173,6 +174,116 @@ def children(uri: str) -> list[str]:
             names |= {p["Prefix"][len(key):].rstrip("/") for p in page.get("CommonPrefixes", [])}
             names |= {o["Key"][len(key):] for o in page.get("Contents", [])}
     return sorted(n for n in names if n)
+
+
+def sizes(uri: str) -> dict[str, int]:
+    """Every file under a folder (local) or prefix (S3): {path relative to ``uri``: bytes}."""
+    if not is_s3(uri):
+        root = Path(uri)
+        return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()} if root.is_dir() else {}
+    bucket, key = _split_s3(uri.rstrip("/") + "/")
+    out = {}
+    with _s3_errors(uri, "list"):
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+            out |= {o["Key"][len(key):]: int(o["Size"]) for o in page.get("Contents", [])}
+    return out
+
+
+def delete(uri: str) -> bool:
+    """Remove one file or object; True if it was there (empty local folders stay: remove_empty_dirs)."""
+    if is_s3(uri):
+        if not exists(uri):
+            return False
+        bucket, key = _split_s3(uri)
+        with _s3_errors(uri, "delete"):
+            s3_client().delete_object(Bucket=bucket, Key=key)
+        return True
+    try:
+        Path(uri).unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def remove_empty_dirs(uri: str) -> None:
+    """Local only (S3 has no folders): remove ``uri`` and the empty folders under it, bottom up."""
+    root = Path(uri)
+    if is_s3(uri) or not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    with contextlib.suppress(OSError):
+        root.rmdir()
+
+
+def create_once(uri: str, text: str) -> bool:
+    """Write ``uri`` only if nothing is there, atomically against any other writer (a lock): a new
+    file with O_EXCL locally, a conditional put (If-None-Match) on S3. False if it already exists."""
+    if is_s3(uri):
+        import botocore.exceptions as bx
+
+        bucket, key = _split_s3(uri)
+        try:
+            with _s3_errors(uri, "lock"):
+                s3_client().put_object(Bucket=bucket, Key=key, Body=text.encode(), IfNoneMatch="*")
+            return True
+        except bx.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                return False
+            raise
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_umask())
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return True
+
+
+@contextlib.contextmanager
+def lock(uri: str, stale_seconds: float, what: str, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold the lock object ``uri`` (``create_once``) for the block, waiting up to ``wait_seconds``
+    for a holder to finish. A lock left by a process that died (same host, its pid gone) or older
+    than ``stale_seconds`` is taken over; a live one is a RuntimeError that names its holder, so two
+    writers (gc, a promotion) never interleave."""
+    import socket
+    import time
+
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time(), "what": what}
+    deadline = time.monotonic() + wait_seconds
+    while not create_once(uri, json.dumps(me)):
+        try:
+            held = json.loads(read_text(uri))
+        except (FileNotFoundError, ValueError):
+            held = {}  # released meanwhile (or unreadable): try again
+        dead = held.get("host") == me["host"] and not _alive(int(held.get("pid", 0)))
+        if dead or time.time() - float(held.get("at", 0)) > stale_seconds:
+            delete(uri)  # left by a killed process: take it over
+            continue
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"{uri} is held by {held.get('what', '?')} (pid {held.get('pid')} on {held.get('host')}, "
+                               f"since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(held.get('at', 0)))} UTC); "
+                               "try again once it is done")
+        time.sleep(1.0)
+    try:
+        yield
+    finally:
+        delete(uri)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def local_path(uri: str, cache_dir: str | None = None) -> Path:

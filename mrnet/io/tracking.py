@@ -270,3 +270,43 @@ def resolve_model(uri: str, text: str) -> str:
     if not path.exists():
         raise ValueError(f"{text}: version {version['version']} has no model.safetensors at {version['source']}")
     return str(path)
+
+
+def tracked_bytes(uri: str, exp_id: str, run_id: str) -> int:
+    """Bytes of the artifacts of every MLflow run of DAG run ``run_id`` (parent and nested)."""
+    total = 0
+    for r in find_runs(uri, exp_id, {"mrnet.run_id": run_id}):
+        total += _artifact_bytes(uri, r.info.run_id, "")
+    return total
+
+
+def _artifact_bytes(uri: str, mlflow_run: str, path: str) -> int:
+    total = 0
+    for item in client(uri).list_artifacts(mlflow_run, path or None):
+        total += _artifact_bytes(uri, mlflow_run, item.path) if item.is_dir else int(item.file_size or 0)
+    return total
+
+
+def delete_tracked_run(uri: str, exp_id: str, run_id: str, prefix: str) -> dict[str, int]:
+    """Forget DAG run ``run_id`` in MLflow (retention, release/retention.py): its registry
+    versions first (so no version points at a deleted run; a version that holds an alias is
+    kept and counted), then each run's artifacts and the run itself. Idempotent: a rerun after a
+    kill finds what is left. Returns counts."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    c = client(uri)
+    counts = {"versions": 0, "versions_kept_aliased": 0, "mlflow_runs": 0}
+    for v in c.search_model_versions(f"tags.release = {_quote(run_id)}"):
+        if not v.name.startswith(f"{prefix}-"):
+            continue
+        if v.aliases:
+            counts["versions_kept_aliased"] += 1
+            continue
+        c.delete_model_version(v.name, v.version)
+        counts["versions"] += 1
+    for r in find_runs(uri, exp_id, {"mrnet.run_id": run_id}):
+        with contextlib.suppress(Exception):  # an artifact store that cannot delete (e.g. read-only): the run still goes
+            get_artifact_repository(r.info.artifact_uri).delete_artifacts()
+        c.delete_run(r.info.run_id)
+        counts["mlflow_runs"] += 1
+    return counts

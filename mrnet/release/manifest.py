@@ -96,8 +96,20 @@ def aliased_manifest(cfg, home: str, mlflow_uri: str | None, alias: str) -> dict
     if alias == "champion":
         current = current_uri(home)
         return json.loads(storage.read_text(current)) if storage.exists(current) else None
-    recorded = sorted(storage.local_path(storage.join(home, "runs")).glob("*/release.json"), key=lambda f: f.stat().st_mtime)
-    return json.loads(recorded[-1].read_text()) if recorded else None
+    return newest_release(home)
+
+
+def newest_release(home: str) -> dict | None:
+    """The most recently created release manifest under ``home/runs`` (local or S3), or None."""
+    newest = None
+    for folder in storage.children(storage.join(home, "runs")):
+        try:
+            manifest = json.loads(storage.read_text(storage.join(home, "runs", folder, "release.json")))
+        except FileNotFoundError:  # no release (yet, or a gc just removed it)
+            continue
+        if newest is None or manifest.get("created", "") >= newest.get("created", ""):
+            newest = manifest
+    return newest
 
 
 def manifest_by_alias(cfg, alias: str) -> tuple[dict | None, str]:

@@ -117,6 +117,15 @@ def word2vec_line(summary: dict) -> str:
             f"neighbours: {probes}\n")
 
 
+def space_line(summary: dict) -> str:
+    """Bytes of the run folder by kind at report time (``mrnet gc`` frees the checkpoints later)."""
+    space = summary.get("space")
+    if not space:
+        return ""
+    parts = ", ".join(f"{kind} {n / 1e6:,.1f} MB" for kind, n in space.items())
+    return f"\nspace: {sum(space.values()) / 1e6:,.1f} MB ({parts}); docs/RETENTION.md\n"
+
+
 def write_summary(summary: dict, root: str, log=print) -> None:
     rows = pg_rows(summary)
     table = markdown_table(rows)
@@ -127,7 +136,7 @@ def write_summary(summary: dict, root: str, log=print) -> None:
             f"{summary['seconds']['total']} s\n\n{table}\n\nval_loss: mean normalized validation loss "
             f"over the PG's active tasks (1.0 = label-prior predictor); `<task>.loss`: a decoding task's "
             f"normalized loss; epochs: the epoch whose weights were kept / epochs trained (early stopping).\n"
-            + word2vec_line(summary)
+            + word2vec_line(summary) + space_line(summary)
             + "".join(f"\n{pg}: not trained ({why})\n" for pg, why in (summary.get("skipped") or {}).items()))
     storage.write_text(storage.join(root, "summary.md"), text)
     storage.write_text(storage.join(root, "summary.json"), json.dumps(summary, indent=2, default=str))
@@ -139,5 +148,7 @@ def write_summary(summary: dict, root: str, log=print) -> None:
     log(f"\n{len(summary['pgs'])} PG models trained, {len(summary['failed'])} failed; "
         f"{embedded} products embedded, {q['rows_quarantined']} quarantined "
         f"({storage.join(root, 'catalog', 'quarantine.parquet')}); total {summary['seconds']['total']} s")
+    if line := space_line(summary).strip():
+        log(line)
     log(f"outputs: {root}/  (summary.md, training_curves.png, models/<pg>/model.safetensors, "
         f"embeddings/<pg>/ (one Parquet part per shard))")

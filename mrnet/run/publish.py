@@ -89,6 +89,7 @@ def _track_report(run: Run, summary: dict) -> None:
     for row in pg_rows(summary):
         metrics |= {f"{row['pg']}.val_loss_mean": row["val_loss"], f"{row['pg']}.titles_per_s": row["titles_per_s"]}
     metrics |= {"pgs_trained": len(summary["pgs"]), "pgs_failed": len(summary["failed"])}
+    metrics |= {f"space.{kind}_bytes": float(n) for kind, n in summary["space"].items()}
     tr.log_metrics(uri, parent, metrics)
     for name in ("summary.md", "summary.json", "training_curves.png"):
         if storage.exists(run.path(name)):
@@ -103,6 +104,7 @@ def report(run_uri: str, embeddings) -> str:
 
     ``embeddings``: the part URIs the shard tasks returned. A list, or a single string
     (Airflow resolves a mapped output with a single successful instance to its value)."""
+    from mrnet.release.retention import space
     from mrnet.release.summary import write_summary
 
     embeddings = [embeddings] if isinstance(embeddings, str) else list(embeddings or [])
@@ -123,7 +125,8 @@ def report(run_uri: str, embeddings) -> str:
                "skipped": planned.get("skipped", {}),
                "seconds": {"validate": validated["seconds"],
                            "corpus": corpus and corpus["seconds"], "word2vec": w2v and w2v["seconds"],
-                           "total": round(time.time() - run.started, 2)}}
+                           "total": round(time.time() - run.started, 2)},
+               "space": space(run.root)}  # bytes by kind at report time (release/retention.py)
     write_summary(summary, run.root, log.info)
     _track_report(run, summary)
     if failed:
@@ -143,7 +146,8 @@ def _manifest(run: Run, summary: dict, summary_uri: str, base: dict | None) -> d
                 "base_release": base and base["release"], "summary": summary_uri,
                 "models": {pg: {"uri": r["model"], "version": model_version(r["model"])}
                            for pg, r in summary["pgs"].items()},
-                "embeddings": {pg: r["embeddings"] for pg, r in summary["pgs"].items()}}
+                "embeddings": {pg: r["embeddings"] for pg, r in summary["pgs"].items()},
+                "embedding_dtype": run.cfg.embed.dtype}
     manifest |= _parts(run)
     if base:  # a refresh covers the PGs it refreshed; the others stay as they were released
         for key in ("models", "embeddings", "registry"):
@@ -244,7 +248,8 @@ def publish(run_uri: str, summary_uri: str, parts=()) -> str:
     base = base_manifest(run)
     manifest = _manifest(run, summary, summary_uri, base)
     if run.mlflow:
-        manifest["registry"] = _register(run, manifest, summary_uri)
+        with release_lock(run, "publish"):  # gc reads the challenger alias under the same lock
+            manifest["registry"] = _register(run, manifest, summary_uri)
     uri = run.path("release.json")
     storage.write_text(uri, json.dumps(manifest, indent=2))
     record_stage(run, "publish", {"release": uri})
@@ -258,6 +263,25 @@ def promote(run_uri: str, release_uri: str) -> str:
     run = load_run(run_uri)
     manifest = json.loads(storage.read_text(release_uri))
     summary = json.loads(storage.read_text(manifest["summary"]))
+    with release_lock(run, "promotion_gate"):
+        _promote(run, manifest, summary)
+    if run.mlflow:
+        from mrnet.io import tracking as tr
+
+        tr.finish(run.mlflow["uri"], run.mlflow["parent"])
+    return run.path("gate.json")
+
+
+def release_lock(run: Run, what: str):
+    """The lock gc (release/retention.py) holds while it plans and deletes: a promotion or a new
+    challenger waits for it (up to 30 minutes), so gc never deletes what a pointer just moved to."""
+    from mrnet.release.retention import lock_uri
+
+    return storage.lock(lock_uri(run.home), 60 * run.cfg.retention.lock_stale_minutes, f"{what} of {run.run_id}",
+                        wait_seconds=1800)
+
+
+def _promote(run: Run, manifest: dict, summary: dict) -> dict:
     repair_champion(run.cfg, run.home, run.mlflow and run.mlflow["uri"])
     champion = champion_manifest(run)
     if manifest["base_release"] and champion and champion["release"] != manifest["base_release"]:
@@ -272,8 +296,4 @@ def promote(run_uri: str, release_uri: str) -> str:
     if decision["promote"]:
         publish_champion(run.cfg, run.home, run.mlflow and run.mlflow["uri"], manifest)
         log.info("release %s is the new champion → %s", run.run_id, current_uri(run.home))
-    if run.mlflow:
-        from mrnet.io import tracking as tr
-
-        tr.finish(run.mlflow["uri"], run.mlflow["parent"])
-    return run.path("gate.json")
+    return decision

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 
+from mrnet.config.schema import load_config
 from mrnet.data.pgs import pg_counts, pg_list
 from mrnet.io import storage
 from mrnet.run import steps
@@ -27,7 +28,7 @@ from mrnet.run.publish import base_release, promote, publish, report
 
 __all__ = ["start_run", "validate", "corpus", "word2vec", "plan", "train", "refresh", "plan_embed", "embed_shard",
            "embed_all", "base_release", "report", "sparse_autoencoder", "cross_language", "evaluate", "publish",
-           "promote"]
+           "promote", "housekeeping"]
 log = logging.getLogger(__name__)
 
 def validate(run_uri: str) -> str:
@@ -173,3 +174,16 @@ def embed_all(run_uri: str, models, catalog_uri: str) -> list[str]:
     """Every shard in turn, in this process: the tests' shortcut (``runner.run`` and the DAGs map
     ``embed_shard`` themselves, to record each shard's failure)."""
     return [embed_shard(run_uri, shard, catalog_uri) for shard in plan_embed(run_uri, models, catalog_uri)]
+
+
+def housekeeping(params: dict, dry_run: bool = False) -> str:
+    """The ``mrnet_housekeeping`` DAG's one task: retention (``mrnet gc``) of the config's artifact
+    root; logs what it kept and freed, returns the gc report's URI."""
+    unknown = set(params) - {"config", "overrides", "tiny"}
+    if unknown:
+        raise ValueError(f"unknown housekeeping param(s) {sorted(unknown)}; known: config, overrides, tiny")
+    cfg = load_config(storage.absolute(params.get("config") or "configs/demo.yaml"), list(params.get("overrides") or []),
+                      tiny=bool(params.get("tiny")))
+    uri, text = steps.gc_step(cfg, dry_run)
+    log.info("[housekeeping] %s\n%s", uri, text)
+    return uri

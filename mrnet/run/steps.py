@@ -85,3 +85,22 @@ def latest_run(runs_uri: str) -> str:
     if not runs:
         raise FileNotFoundError(f"no finished run under {runs_uri}")
     return str(runs[-1].parent)
+
+
+def gc_step(cfg: Config, dry_run: bool = False) -> tuple[str, str]:
+    """Retention (release/retention.py): delete what ``retention.*`` does not keep, or only say
+    what (``dry_run``). Writes ``<artifact_root>/gc/<UTC time>.json``; returns (its URI, the text)."""
+    import json
+    from datetime import datetime, timezone
+
+    from mrnet.release import retention
+
+    report = retention.execute(cfg, dry_run=dry_run)
+    text = retention.report_text(report)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
+    record = {k: report[k] for k in ("home", "dry_run", "freed", "mlflow", "planned_at")} | {
+        "deleted": [d["run_id"] for d in report["delete"]], "checkpoints": [c["uri"] for c in report["checkpoints"]],
+        "kept": {k["run_id"]: k["reasons"] for k in report["keep"]}}
+    uri = storage.join(storage.absolute(cfg.artifact_root), "gc", f"{stamp}{'-dry-run' if dry_run else ''}.json")
+    storage.write_text(uri, json.dumps(record, indent=2))
+    return uri, text
