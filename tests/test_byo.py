@@ -107,10 +107,18 @@ def test_public_raw_catalog_runs_end_to_end_through_init(tmp_path):
     assert (REPO / "configs" / "demo.yaml").exists()
 
 
-def test_multiclass_keeps_every_value_with_five_products():
-    from mrnet.data.starter import class_count
+def test_multiclass_keeps_every_value_with_five_products_of_the_pg():
+    from mrnet.config.schema import TaskSpec
+    from mrnet.data.starter import multiclass_task
+    from mrnet.encoder.targets import fit_task
 
     values = pd.Series(["a"] * 30 + ["b"] * 5 + ["c"] * 4 + [f"r{i}" for i in range(40)])
-    assert class_count(values) == 2  # a, b; c and the rare ones become "other"
-    assert class_count(pd.Series(["x", "y", "z"])) == 2  # never fewer than two classes
-    assert class_count(pd.Series([f"v{i % 1500}" for i in range(15000)])) == 1000  # capped
+    task = multiclass_task("brand", "brand", values)
+    assert task == {"name": "brand", "kind": "multiclass", "column": "brand", "top_k": 43, "min_class_size": 5}
+    spec = TaskSpec(**task)
+    assert fit_task(spec, pd.DataFrame({"brand": values}))["classes"] == ["a", "b", "other"]
+    assert fit_task(spec.model_copy(update={"top_k": 1}), pd.DataFrame({"brand": values}))["classes"] == ["a", "other"]
+    rare = pd.DataFrame({"brand": [f"v{i}" for i in range(25)]})  # no value has 5 products: two classes at least
+    assert len(fit_task(spec, rare)["classes"]) == 3
+    with pytest.raises(ValueError, match="min_class_size applies to multiclass only"):
+        TaskSpec(name="p", kind="regression", column="price", min_class_size=5)

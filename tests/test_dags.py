@@ -288,6 +288,18 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
     assert f"champion:   {refresh_id} (version 2)" in shown.stdout and "(the same release)" in shown.stdout
     assert "autoencoders (champion → challenger):" in shown.stdout and "cross-language MRR, autoencoder" in shown.stdout
 
+    # mrnet_housekeeping: nothing here may go (run1 was champion, the refresh is, run3 has no gate decision yet),
+    # only the finished runs' training checkpoints
+    tidy = dags_test("mrnet_housekeeping", {"config": str(REPO / "configs" / "demo.yaml"), "dry_run": False,
+                                            "overrides": [f"artifact_root={home}", "retention.keep_last=1",
+                                                          "retention.keep_days=0"]})
+    assert tidy.returncode == 0, tidy.stdout[-4000:]
+    assert "[housekeeping]" in tidy.stdout + tidy.stderr and "was champion (a rollback target)" in tidy.stdout + tidy.stderr
+    (gc_report,) = (home / "gc").glob("*.json")
+    gc = json.loads(gc_report.read_text())
+    assert gc["deleted"] == [] and gc["checkpoints"] and not list((home / "runs" / run1).rglob("ckpt.pt"))
+    assert list((home / "runs" / run3).rglob("ckpt.pt"))  # in progress: untouched
+
 
 RESUME_DRIVER = """
 import json, sys

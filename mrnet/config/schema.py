@@ -30,8 +30,10 @@ Transform = Literal["none", "log1p", "standardize", "log1p_standardize"]
 class TaskSpec(Frozen):
     """One training task of Table 1, as data (paper §3.1).
 
-    - ``multiclass``: the ``top_k`` most frequent values of ``column`` are classes,
-      the rest is grouped as ``other``.
+    - ``multiclass``: the ``top_k`` most frequent values of ``column`` are classes, the rest is
+      grouped as ``other``; with ``min_class_size``, only values with at least that many of the
+      PG's training products (at most ``top_k``, at least 2): a rule that follows the PG's size
+      (docs/TRAINING.md: a long tail taught as classes lifts the held-out browse scores).
     - ``binary``: ``column`` is a bool, or a number made binary by ``threshold``
       (value >= threshold) or by ``quantile`` (value above the PG's training quantile,
       e.g. High Value = price above the PG's 90th percentile).
@@ -44,6 +46,7 @@ class TaskSpec(Frozen):
     column: str
     signal: Literal["static", "dynamic"] = "static"
     top_k: int | None = Field(default=None, ge=1, le=1_000_000)
+    min_class_size: int | None = Field(default=None, ge=1, le=1_000_000)
     transform: Transform = "none"
     threshold: float | None = None
     quantile: float | None = Field(default=None, gt=0.0, lt=1.0)
@@ -54,6 +57,8 @@ class TaskSpec(Frozen):
     def _check(self) -> "TaskSpec":
         if self.kind == "multiclass" and not self.top_k:
             raise ValueError(f"task {self.name!r}: multiclass needs top_k")
+        if self.min_class_size is not None and self.kind != "multiclass":
+            raise ValueError(f"task {self.name!r}: min_class_size applies to multiclass only")
         if self.kind == "binary" and self.threshold is not None and self.quantile is not None:
             raise ValueError(f"task {self.name!r}: give threshold or quantile, not both")
         if self.kind != "regression" and self.transform != "none":

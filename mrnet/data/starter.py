@@ -8,9 +8,9 @@ title, the description, the product group and the category, and suggests tasks b
   high-value task (above the PG's 90th percentile);
 - a boolean column → a binary task;
 - a low-cardinality text column → a multiclass task over every value with at least
-  ``MIN_CLASS_SIZE`` (5) products, at most ``MAX_CLASSES`` (1000), the rest as one ``other`` class
-  (``class_count``: the more of the catalog a head is taught to tell apart, the better, measured in
-  docs/TRAINING.md);
+  ``MIN_CLASS_SIZE`` (5) products of the PG, at most ``MAX_CLASSES`` (1000), the rest as one
+  ``other`` class (``multiclass_task``: the more of the catalog a head is taught to tell apart,
+  the better, measured in docs/TRAINING.md);
 - the title → the TF-IDF decoding task;
 - a category column is held out of training: it becomes the evaluation's browse tasks
   (docs/EVALUATION.md), so the embeddings are judged on labels they never saw.
@@ -64,22 +64,22 @@ def column_kind(values: pd.Series) -> str:
         return "id" if unique_ints and _id_like(str(values.name)) else "number"
     if distinct == len(values):
         return "id" if values.str.len().mean() < 40 and not values.str.contains(" ").mean() > 0.5 else "text"
-    if distinct <= max(2, len(values) // 3) and values.str.len().mean() < 60:  # multiclass: class_count values
+    if distinct <= max(2, len(values) // 3) and values.str.len().mean() < 60:  # multiclass: multiclass_task
         return "category"
     return "text"
 
 
-MIN_CLASS_SIZE = 5  # products a class needs for its head to learn it (docs/TRAINING.md measures 50 classes, 10 and 5)
+MIN_CLASS_SIZE = 5  # products a class needs for its head to learn it (docs/TRAINING.md measures top 50, 10 and 5)
 MAX_CLASSES = 1000
 
 
-def class_count(values: pd.Series) -> int:
-    """How many of a column's values a multiclass task keeps (``top_k``): those with at least
-    ``MIN_CLASS_SIZE`` products, at least 2 and at most ``MAX_CLASSES``. A fixed top 50 taught
-    BigBasket's brand head only 24 % of the products (50 of 1,753 brands); every brand with 5
-    products covers 78 % and lifted the held-out browse scores most (docs/TRAINING.md)."""
-    counts = values.dropna().astype(str).str.strip().value_counts()
-    return int(min(MAX_CLASSES, max(2, (counts >= MIN_CLASS_SIZE).sum()), max(2, len(counts))))
+def multiclass_task(name: str, column: str, values: pd.Series) -> dict:
+    """A multiclass task over every value with at least ``MIN_CLASS_SIZE`` of a PG's products (at
+    most ``MAX_CLASSES``; the rest one ``other`` class). A fixed top 50 taught BigBasket's brand head
+    only 24 % of the products (50 of 1,753 brands); every brand with 5 products covers 78 % and
+    lifted the held-out browse scores most (docs/TRAINING.md)."""
+    return {"name": name, "kind": "multiclass", "column": column,
+            "top_k": int(min(MAX_CLASSES, max(2, values.nunique()))), "min_class_size": MIN_CLASS_SIZE}
 
 
 def guess(df: pd.DataFrame) -> dict:
@@ -114,8 +114,7 @@ def _tasks(df: pd.DataFrame, found: dict) -> list[dict]:
         elif kind == "bool":
             tasks.append({"name": name, "kind": "binary", "column": column})
         elif kind == "category":
-            tasks.append({"name": name, "kind": "multiclass", "column": column,
-                          "top_k": class_count(df[column])})
+            tasks.append(multiclass_task(name, column, df[column]))
     if roles["title"]:
         tasks.append({"name": "tfidf", "kind": "decoding", "column": "title", "dim": 5000})
     return tasks

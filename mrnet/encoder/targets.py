@@ -110,11 +110,12 @@ def fit_task(spec: TaskSpec, train: pd.DataFrame) -> dict:
         state |= {"threshold": threshold}
     else:
         freq = column.astype(str).value_counts()
-        classes = list(freq.index[: spec.top_k])
-        counts = freq.to_numpy(np.float64)[: spec.top_k]
-        if len(freq) > spec.top_k:
+        k = spec.top_k if spec.min_class_size is None else min(spec.top_k, max(2, int((freq >= spec.min_class_size).sum())))
+        classes = list(freq.index[:k])
+        counts = freq.to_numpy(np.float64)[:k]
+        if len(freq) > k:
             classes.append(OTHER)
-            counts = np.append(counts, freq.to_numpy()[spec.top_k:].sum())
+            counts = np.append(counts, freq.to_numpy()[k:].sum())
     if (counts > 0).sum() < 2:
         return state | {"active": False, "why": "a single class"}
     log_prior = np.log(np.maximum(counts, 0.5) / counts.sum())
