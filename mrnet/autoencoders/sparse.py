@@ -212,9 +212,9 @@ def agnostic(model: SparseAutoencoder, meta: dict, x: np.ndarray, pg: str, batch
     return torch.cat(out).numpy() if out else np.zeros((0, model.hidden), np.float32)
 
 
-def encode_all(model_uri: str, embeddings: dict[str, str], out_uri: str) -> tuple[str, dict]:
-    """The PG-agnostic embedding of every product of every PG → one Parquet (encoder/embed.py's schema),
-    written PG by PG so memory holds one PG at a time."""
+def encode_all(model_uri: str, embeddings: dict[str, str], out_uri: str, dtype: str = "float32") -> tuple[str, dict]:
+    """The PG-agnostic embedding of every product of every PG → one Parquet (encoder/embed.py's schema,
+    stored as ``dtype``: ``embed.dtype``), written PG by PG so memory holds one PG at a time."""
     import pyarrow.parquet as pq
 
     from mrnet.encoder.embed import embedding_table, model_version, read_embeddings
@@ -227,7 +227,7 @@ def encode_all(model_uri: str, embeddings: dict[str, str], out_uri: str) -> tupl
             df, x = read_embeddings(uri)
             if not len(x):
                 continue
-            table = embedding_table(df["product_id"], pg, version, agnostic(model, meta, x, pg))
+            table = embedding_table(df["product_id"], pg, version, agnostic(model, meta, x, pg), dtype)
             writer = writer or pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table)
             n += len(x)

@@ -48,7 +48,8 @@ def sparse_autoencoder(run_uri: str, summary_uri: str) -> str:
         model_uri, report = sparse_ae.train_sparse_ae(
             cfg, embeddings, mapped_pgs(run.cfg) or sorted(embeddings), run.path("agnostic", "sparse_ae.safetensors"),
             run.cfg.train.seed, run_device(run), run.cfg.train.progress, epoch_logger(run, mlflow_run, flatten))
-        out, stats = sparse_ae.encode_all(model_uri, embeddings, run.path("embeddings", "pg_agnostic.parquet"))
+        out, stats = sparse_ae.encode_all(model_uri, embeddings, run.path("embeddings", "pg_agnostic.parquet"),
+                                          run.cfg.embed.dtype)
         metrics_uri = run.path("agnostic", "metrics.json")
         storage.write_text(metrics_uri, json.dumps(report | {"encoded": stats}, indent=2))
         last = report["history"][-1]["val"]
