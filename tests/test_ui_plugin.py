@@ -124,6 +124,7 @@ def test_every_page_renders_through_the_app(two_runs, monkeypatch):
     evaluation = client.get("/evaluation", params={"run": "week1"})
     assert evaluation.status_code == 200 and "Table 2" in evaluation.text and "Skipped tasks" in evaluation.text
     assert client.get("/evaluation", params={"run": "nope"}).status_code == 404
+    assert client.get("/image/curves", params={"run": ".."}).status_code == 404  # never a path out of runs/
     assert client.get("/static/mrnet.css").status_code == 200
     catalog = json.loads((home / "releases" / "current.json").read_text())["catalog"]
     import pandas as pd

@@ -106,7 +106,10 @@ def create_app(auth=None) -> FastAPI:
     def evaluation_neighbors(run: str = Query(..., max_length=250)):
         from mrnet.release import history
 
-        text = history.neighbors_page(config(), run)
+        try:
+            text = history.neighbors_page(config(), run)
+        except ValueError:
+            text = None
         return html(text) if text else html(pages.error_page("Neighbours", f"run {run} has no neighbours page"), 404)
 
     @app.get("/image/{which}")
@@ -115,7 +118,10 @@ def create_app(auth=None) -> FastAPI:
 
         if which not in history.IMAGES:
             return Response(status_code=404)
-        data = history.image(config(), run, which)
+        try:
+            data = history.image(config(), run, which)
+        except ValueError:  # a run id that cannot be a folder name
+            return Response(status_code=404)
         return Response(data, media_type="image/png") if data else Response(status_code=404)
 
     @app.get("/neighbors", response_class=HTMLResponse)
