@@ -16,7 +16,7 @@ import pytest
 from mrnet.config.schema import load_config
 from mrnet.io import storage
 from mrnet.release import retention
-from tests.helpers import REPO, run_params
+from tests.helpers import REPO, moto_s3, run_params
 
 DAY = 86400.0
 NOW = 1_800_000_000.0
@@ -103,21 +103,8 @@ def test_a_live_lock_blocks_and_a_dead_ones_is_taken_over(tmp_path):
 
 @pytest.fixture(scope="module")
 def s3_home(tmp_path_factory):
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1", "MRNET_CACHE": str(tmp_path_factory.mktemp("s3cache"))}
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        storage.s3_client().create_bucket(Bucket="retention")
+    with moto_s3(tmp_path_factory.mktemp("s3cache"), "retention"):
         yield "s3://retention/home"
-    server.stop()
 
 
 # ------------------------------------------------------------------ real tiny runs (MLflow on)

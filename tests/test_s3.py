@@ -6,7 +6,6 @@ from the standard AWS variables; nothing in code or config)."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,33 +14,15 @@ import pytest
 
 from mrnet.encoder.embed import read_embeddings
 from mrnet.io import storage
-from tests.helpers import RAW, REPO
+from tests.helpers import RAW, REPO, moto_s3
 
 BUCKET = "mrnet-test"
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-           "MRNET_CACHE": str(tmp_path_factory.mktemp("s3cache"))}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    storage.s3_client().create_bucket(Bucket=BUCKET)
-    yield env
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    server.stop()
+    with moto_s3(tmp_path_factory.mktemp("s3cache"), BUCKET) as env:
+        yield env
 
 
 def test_upload_download_roundtrip(s3, tmp_path):

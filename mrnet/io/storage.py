@@ -161,18 +161,24 @@ def exists(uri: str) -> bool:
     return Path(uri).exists()
 
 
+def _s3_pages(uri: str, **list_args):
+    """(key prefix, each page of list_objects_v2) under an ``s3://`` folder-like prefix."""
+    bucket, key = _split_s3(uri.rstrip("/") + "/")
+    with _s3_errors(uri, "list"):
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, **list_args):
+            yield key, page
+
+
 def children(uri: str) -> list[str]:
     """The names directly under a folder (local) or prefix (S3), sorted; [] when there is none.
     Readers list run folders with it (e.g. the releases page), so S3 and local disk read alike."""
     if not is_s3(uri):
         path = Path(uri)
         return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
-    bucket, key = _split_s3(uri.rstrip("/") + "/")
     names: set[str] = set()
-    with _s3_errors(uri, "list"):
-        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, Delimiter="/"):
-            names |= {p["Prefix"][len(key):].rstrip("/") for p in page.get("CommonPrefixes", [])}
-            names |= {o["Key"][len(key):] for o in page.get("Contents", [])}
+    for key, page in _s3_pages(uri, Delimiter="/"):
+        names |= {p["Prefix"][len(key):].rstrip("/") for p in page.get("CommonPrefixes", [])}
+        names |= {o["Key"][len(key):] for o in page.get("Contents", [])}
     return sorted(n for n in names if n)
 
 
@@ -181,28 +187,18 @@ def sizes(uri: str) -> dict[str, int]:
     if not is_s3(uri):
         root = Path(uri)
         return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()} if root.is_dir() else {}
-    bucket, key = _split_s3(uri.rstrip("/") + "/")
-    out = {}
-    with _s3_errors(uri, "list"):
-        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
-            out |= {o["Key"][len(key):]: int(o["Size"]) for o in page.get("Contents", [])}
-    return out
+    return {o["Key"][len(key):]: int(o["Size"]) for key, page in _s3_pages(uri) for o in page.get("Contents", [])}
 
 
-def delete(uri: str) -> bool:
-    """Remove one file or object; True if it was there (empty local folders stay: remove_empty_dirs)."""
+def delete(uri: str) -> None:
+    """Remove one file or object; one that is not there is no error (empty local folders stay:
+    remove_empty_dirs). S3 answers a delete of a missing key with success, so no HEAD first."""
     if is_s3(uri):
-        if not exists(uri):
-            return False
         bucket, key = _split_s3(uri)
         with _s3_errors(uri, "delete"):
             s3_client().delete_object(Bucket=bucket, Key=key)
-        return True
-    try:
-        Path(uri).unlink()
-        return True
-    except FileNotFoundError:
-        return False
+        return
+    Path(uri).unlink(missing_ok=True)
 
 
 def remove_empty_dirs(uri: str) -> None:
@@ -257,8 +253,10 @@ def lock(uri: str, stale_seconds: float, what: str, wait_seconds: float = 0.0) -
     while not create_once(uri, json.dumps(me)):
         try:
             held = json.loads(read_text(uri))
-        except (FileNotFoundError, ValueError):
-            held = {}  # released meanwhile (or unreadable): try again
+        except FileNotFoundError:
+            continue  # released meanwhile: try to take it again
+        except ValueError:  # being written this instant (or cut short): wait for it, never take it blindly
+            held = {"what": "a lock being written", "at": time.time()}
         dead = held.get("host") == me["host"] and not _alive(int(held.get("pid", 0)))
         if dead or time.time() - float(held.get("at", 0)) > stale_seconds:
             delete(uri)  # left by a killed process: take it over
@@ -308,6 +306,14 @@ def read_bytes(uri: str) -> bytes:
 
 def read_text(uri: str) -> str:
     return read_bytes(uri).decode("utf-8")
+
+
+def read_json(uri: str) -> dict | list | None:
+    """A JSON file's content, or None when there is none: one read, not a check and a read."""
+    try:
+        return json.loads(read_text(uri))
+    except FileNotFoundError:
+        return None
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -23,10 +23,6 @@ def home_of(cfg) -> str:
     return storage.absolute(cfg.artifact_root)
 
 
-def read_json(uri: str) -> dict | None:
-    return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
-
-
 def run_file(cfg, run_id: str, *parts: str) -> str:
     """A file of one run's folder; ``run_id`` as Airflow spells it or as its folder is named
     (a name that would climb out of ``runs/`` is refused by ``safe_run_id``)."""
@@ -42,10 +38,10 @@ def pointers(cfg) -> tuple[dict | None, dict | None, str]:
 
 def release_row(cfg, folder: str, champion: str | None, challenger: str | None) -> dict | None:
     """One run folder as a releases-page row, or None when the run published no release."""
-    manifest = read_json(storage.join(home_of(cfg), "runs", folder, "release.json"))
+    manifest = storage.read_json(storage.join(home_of(cfg), "runs", folder, "release.json"))
     if manifest is None:
         return None
-    gate = read_json(storage.join(home_of(cfg), "runs", folder, "gate.json"))
+    gate = storage.read_json(storage.join(home_of(cfg), "runs", folder, "gate.json"))
     name = manifest["release"]
     return {"release": name, "folder": folder, "dag_id": manifest.get("dag_id"), "mode": manifest.get("mode"),
             "created": manifest.get("created"), "pgs": sorted(manifest.get("models", {})),
@@ -67,7 +63,7 @@ def releases(cfg) -> dict:
 
 
 def release_manifest(cfg, run_id: str) -> dict:
-    manifest = read_json(run_file(cfg, run_id, "release.json"))
+    manifest = storage.read_json(run_file(cfg, run_id, "release.json"))
     if manifest is None:
         raise FileNotFoundError(f"run {run_id!r} has no release under {home_of(cfg)}/runs (it did not reach publish)")
     return manifest
@@ -92,7 +88,7 @@ def evaluation(cfg, run_id: str) -> dict | None:
     tasks with reasons), or None when the run did not evaluate."""
     from mrnet.evaluation import report
 
-    result = read_json(run_file(cfg, run_id, "evaluation", "metrics.json"))
+    result = storage.read_json(run_file(cfg, run_id, "evaluation", "metrics.json"))
     if result is None:
         return None
     return {"table2": report.table2(result), "rows": result.get("rows", []), "skipped": result.get("skipped", {}),
@@ -102,10 +98,14 @@ def evaluation(cfg, run_id: str) -> dict | None:
 def image(cfg, run_id: str, which: str) -> bytes | None:
     """A run's plot (``table2`` or ``curves``) as PNG bytes, None when the run has none."""
     folder, name = IMAGES[which]
-    uri = run_file(cfg, run_id, folder, name)
-    return storage.read_bytes(uri) if storage.exists(uri) else None
+    try:
+        return storage.read_bytes(run_file(cfg, run_id, folder, name))
+    except FileNotFoundError:
+        return None
 
 
 def neighbors_page(cfg, run_id: str) -> str | None:
-    uri = run_file(cfg, run_id, "evaluation", "neighbors.html")
-    return storage.read_text(uri) if storage.exists(uri) else None
+    try:
+        return storage.read_text(run_file(cfg, run_id, "evaluation", "neighbors.html"))
+    except FileNotFoundError:
+        return None

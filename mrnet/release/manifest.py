@@ -103,9 +103,8 @@ def newest_release(home: str) -> dict | None:
     """The most recently created release manifest under ``home/runs`` (local or S3), or None."""
     newest = None
     for folder in storage.children(storage.join(home, "runs")):
-        try:
-            manifest = json.loads(storage.read_text(storage.join(home, "runs", folder, "release.json")))
-        except FileNotFoundError:  # no release (yet, or a gc just removed it)
+        manifest = storage.read_json(storage.join(home, "runs", folder, "release.json"))
+        if manifest is None:  # no release (yet, or a gc just removed it)
             continue
         if newest is None or manifest.get("created", "") >= newest.get("created", ""):
             newest = manifest

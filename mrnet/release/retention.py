@@ -47,28 +47,34 @@ def kind_of(path: str) -> str:
     return "other"  # the validated catalog, corpora, word vectors, reports, stage records
 
 
-def space(root: str) -> dict[str, int]:
-    """Bytes of one run folder by kind (the run summary and MLflow record it: ``space.*``)."""
+def by_kind(files: dict[str, int]) -> dict[str, int]:
+    """{path: bytes} of a run folder → bytes per kind (models, checkpoints, embeddings, other)."""
     out = dict.fromkeys(KINDS[:4], 0)
-    for path, size in storage.sizes(root).items():
+    for path, size in files.items():
         out[kind_of(path)] += size
     return out
 
 
+def space(root: str) -> dict[str, int]:
+    """Bytes of one run folder by kind (the run summary and MLflow record it: ``space.*``)."""
+    return by_kind(storage.sizes(root))
+
+
 def _run_info(runs: str, folder: str) -> dict:
+    """What plan needs of one run folder, from one listing of it and one read of its run.json."""
     root = storage.join(runs, folder)
-    run = storage.exists(storage.join(root, "run.json")) and json.loads(storage.read_text(storage.join(root, "run.json")))
-    return {"folder": folder, "root": root, "run_id": (run or {}).get("run_id", folder),
-            "started": (run or {}).get("started"), "mlflow": (run or {}).get("mlflow"),
-            "gated": storage.exists(storage.join(root, "gate.json")),
-            "tombstone": storage.exists(storage.join(root, TOMBSTONE))}
+    files = storage.sizes(root)
+    run = (storage.read_json(storage.join(root, "run.json")) if "run.json" in files else None) or {}
+    return {"folder": folder, "root": root, "files": files, "run_id": run.get("run_id", folder),
+            "started": run.get("started"), "mlflow": run.get("mlflow"), "gated": "gate.json" in files,
+            "tombstone": TOMBSTONE in files}
 
 
 def keep_reasons(info: dict, rank: int, protected: dict[str, str], cfg, now: float) -> list[str]:
     r = cfg.retention
     reasons = [why for name, why in protected.items() if name == info["folder"]]
     if info["tombstone"]:
-        return []  # a gc was deleting it when it was killed: finish the job
+        return reasons  # a gc was deleting it when it was killed: finish the job (unless a pointer moved to it)
     age_h = (now - info["started"]) / 3600 if info["started"] else None
     if rank < r.keep_last:
         reasons.append(f"one of the last {r.keep_last}")
@@ -103,17 +109,13 @@ def plan(cfg, now: float | None = None) -> dict:
     keep, delete, checkpoints = [], [], []
     for rank, info in enumerate(infos):
         reasons = keep_reasons(info, rank, protected, cfg, now)
-        files = storage.sizes(info["root"])
         if reasons:
             keep.append(info | {"reasons": reasons})
             if cfg.retention.drop_checkpoints and info["gated"]:
-                checkpoints += [{"uri": storage.join(info["root"], p), "bytes": b} for p, b in files.items()
+                checkpoints += [{"uri": storage.join(info["root"], p), "bytes": b} for p, b in info["files"].items()
                                 if p.endswith("ckpt.pt")]
             continue
-        info["bytes"] = dict.fromkeys(KINDS, 0)
-        for path, size in files.items():
-            info["bytes"][kind_of(path)] += size
-        info["bytes"]["mlflow_artifacts"] = _mlflow_bytes(cfg, info)
+        info["bytes"] = by_kind(info["files"]) | {"mlflow_artifacts": _mlflow_bytes(cfg, info)}
         delete.append(info)
     freed = {k: sum(d["bytes"][k] for d in delete) for k in KINDS}
     freed["checkpoints"] += sum(c["bytes"] for c in checkpoints)
@@ -145,21 +147,19 @@ def delete_run(cfg, info: dict) -> dict[str, int]:
                                        cfg.tracking.registry_prefix)
     for name in MANIFESTS:
         storage.delete(storage.join(root, name))
-    for path in storage.sizes(root):
-        if path != TOMBSTONE:
+    for path in info["files"]:  # the plan's listing: a finished run's folder no longer changes
+        if path != TOMBSTONE and path not in MANIFESTS:
             storage.delete(storage.join(root, path))
     storage.delete(storage.join(root, TOMBSTONE))
     storage.remove_empty_dirs(root)
     return counts
 
 
-def execute(cfg, dry_run: bool = False, now: float | None = None, on_plan=None) -> dict:
+def execute(cfg, dry_run: bool = False, now: float | None = None) -> dict:
     """Plan under the release lock and, unless ``dry_run``, delete; returns the report."""
     home = storage.absolute(cfg.artifact_root)
     with storage.lock(lock_uri(home), 60 * cfg.retention.lock_stale_minutes, "mrnet gc"):
         planned = plan(cfg, now)
-        if on_plan:
-            on_plan(planned)
         mlflow = {"versions": 0, "versions_kept_aliased": 0, "mlflow_runs": 0}
         if not dry_run:
             for info in planned["delete"]:

@@ -10,8 +10,6 @@ Paths are MLflow UI routes (``#/experiments/<id>/runs/<run>``), for a base URL t
 
 from __future__ import annotations
 
-import json
-
 from mrnet.io import storage
 from mrnet.run.context import load_run
 
@@ -57,10 +55,10 @@ def model_version(run_uri: str, task_id: str, map_label: str | None = None) -> t
     """(registered model name, version) that this task's work became, once publish registered
     the release; None for a task that registers nothing, or before publish."""
     run = load_run(run_uri)
-    release = run.path("release.json")
-    if not run.mlflow or not storage.exists(release):
+    release = storage.read_json(run.path("release.json")) if run.mlflow else None
+    if release is None:
         return None
-    registry = json.loads(storage.read_text(release)).get("registry") or {}
+    registry = release.get("registry") or {}
     part = pg_of(task_id, map_label) if task_id in ("train_pg", "refresh_pg") else VERSION_OF.get(task_id)
     version = registry.get(part) if part else None
     return (f"{run.cfg.tracking.registry_prefix}-{part}", str(version)) if version else None

@@ -281,7 +281,7 @@ def release_lock(run: Run, what: str):
                         wait_seconds=1800)
 
 
-def _promote(run: Run, manifest: dict, summary: dict) -> dict:
+def _promote(run: Run, manifest: dict, summary: dict) -> None:
     repair_champion(run.cfg, run.home, run.mlflow and run.mlflow["uri"])
     champion = champion_manifest(run)
     if manifest["base_release"] and champion and champion["release"] != manifest["base_release"]:
@@ -296,4 +296,3 @@ def _promote(run: Run, manifest: dict, summary: dict) -> dict:
     if decision["promote"]:
         publish_champion(run.cfg, run.home, run.mlflow and run.mlflow["uri"], manifest)
         log.info("release %s is the new champion → %s", run.run_id, current_uri(run.home))
-    return decision

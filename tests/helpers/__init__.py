@@ -3,8 +3,12 @@ params of a tiny local run. Fixtures are in conftest.py; tests import no other t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from pathlib import Path
+
+import pytest
 
 from mrnet.config.schema import load_config
 
@@ -27,3 +31,28 @@ def run_params(root, catalog=None, **extra) -> dict:
     overrides = [f"artifact_root={root}", f"data.raw_dir={RAW}", f"data.pg_mapping={REPO / 'configs/pg_mapping.yaml'}",
                  "train.threads=1"] + ([f"data.catalog={catalog}"] if catalog else [])
     return {"config": str(REPO / "configs/demo.yaml"), "tiny": True, "pgs": PGS, "overrides": overrides} | extra
+
+
+@contextlib.contextmanager
+def moto_s3(cache_dir, bucket: str):
+    """A real S3-compatible HTTP endpoint (moto's server mode) on a free localhost port, the AWS
+    variables pointing at it for the block, and ``bucket`` created; yields those variables."""
+    from moto.server import ThreadedMotoServer
+
+    from mrnet.io import storage
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1", "MRNET_CACHE": str(cache_dir)}
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            storage.s3_client().create_bucket(Bucket=bucket)
+            yield env
+    finally:
+        server.stop()
