@@ -4,13 +4,17 @@ scored on held-out category columns against TF-IDF, LSA-256 and all-MiniLM-L6-v2
 Each VARIANT is a JSON object of config overrides over configs/demo.yaml's training defaults; the
 slice's own tasks replace the demo's. Baselines are cached per slice in $TMPDIR.
 
-Usage: .venv/bin/python bench/quality_sweep.py [--cold] SLICE N VARIANT_JSON [VARIANT_JSON ...]
+Usage: .venv/bin/python bench/quality_sweep.py [--cold | --sae SETTINGS_JSON] SLICE N VARIANT_JSON [VARIANT_JSON ...]
 e.g.   .venv/bin/python bench/quality_sweep.py bigbasket 10000 '{}' '{"word2vec.min_count": 10, "word2vec.epochs": 5}'
 
 ``--cold`` (cold start, §6): word vectors and the model see only a seeded half of the products;
 the classifiers are fit on that half's embeddings and scored on the other half's, whose titles
 hold words never seen in training (the share is printed). This is where FastText's subword
 vectors can differ from word2vec's ``<unk>``.
+
+``--sae '[{"beta": 0.01}, {}]'`` scores the PG-agnostic embedding (§3.2) of each variant's one model under
+each of those ``sparse_ae`` settings, so autoencoder settings are compared on the same PG embeddings
+(the columns ``COL:agnostic[i]``, with each autoencoder's validation ``recon_rel`` and mean activation).
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ def slice_frame(name: str, n: int) -> tuple[pd.DataFrame, list[str], list[str]]:
                            "ev_master": raw["masterCategory"], "ev_sub": raw["subCategory"],
                            "ev_usage": raw["usage"], "ev_season": raw["season"]})
         tasks = ["{name: gender, kind: multiclass, column: gender, top_k: 6}",
-                 "{name: color, kind: multiclass, column: color, top_k: 20}"]
+                 "{name: color, kind: multiclass, column: color, top_k: 1000, min_class_size: 5}"]
         evals = ["ev_sub", "ev_usage", "ev_season"]
     else:
         raise SystemExit(f"unknown slice {name}")
@@ -175,7 +179,8 @@ def cold_baselines(df, evals) -> dict:
     return out
 
 
-def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = False) -> dict:
+def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = False,
+                sae: list[dict] | None = None) -> dict:
     from mrnet.data import corpus as C
     from mrnet.data import word2vec as W
     from mrnet.encoder.embed import embed_titles
@@ -202,7 +207,8 @@ def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = Fals
     model, meta = load_model(uri)
     emb = embed_titles(model, meta, df["title"])
     t3 = time.perf_counter()
-    agn = agnostic_embedding(cfg, emb, df["product_id"], work) if not cold else None
+    agn = {} if cold else {i: agnostic_embedding(cfg, emb, df["product_id"], work, o)
+                           for i, o in enumerate(sae or [{}])}
     res = {"w2v": wstats | cstats, "w2v_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1),
            "epochs": len(report["history"]),
            "val_loss": {k: round(v["loss"], 3) for k, v in report["history"][-1]["val"].items()},
@@ -220,26 +226,35 @@ def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = Fals
             res[col] = split_scores(emb[keep], y, new[keep])
         else:
             res[col] = cv_scores(emb[keep], y)
-            res[col + ":agnostic"] = cv_scores(agn[keep], y)
+            for i, (x, _) in agn.items():
+                res[col + (":agnostic" if sae is None else f":agnostic[{i}]")] = cv_scores(x[keep], y)
+    res |= {f"sae[{i}]": stats for i, (_, stats) in agn.items()}
     return res
 
 
-def agnostic_embedding(cfg, emb: np.ndarray, ids, work: Path) -> np.ndarray:
-    """The PG-agnostic embedding (§3.2) of the slice's one PG, by the product's own sparse AE."""
+def agnostic_embedding(cfg, emb: np.ndarray, ids, work: Path, overrides: dict) -> tuple[np.ndarray, dict]:
+    """The PG-agnostic embedding (§3.2) of the slice's one PG, by the product's own sparse AE with the
+    config's ``sparse_ae`` settings plus ``overrides``; and that autoencoder's last validation metrics."""
     from mrnet.autoencoders import sparse as sparse_ae
+    from mrnet.config.schema import SparseAEConfig
     from mrnet.encoder.embed import write_embeddings
 
+    settings = SparseAEConfig(**(cfg.sparse_ae.model_dump() | overrides))
     uri = write_embeddings(str(work / "all.parquet"), ids, "all", "sweep", emb)
-    model_uri, _ = sparse_ae.train_sparse_ae(cfg.sparse_ae, {"all": uri}, ["all"], str(work / "sae.safetensors"),
-                                             progress=False)
+    model_uri, report = sparse_ae.train_sparse_ae(settings, {"all": uri}, ["all"], str(work / "sae.safetensors"),
+                                                  progress=False)
     model, meta = sparse_ae.load(model_uri)
-    return sparse_ae.agnostic(model, meta, emb, "all")
+    val = report["history"][-1]["val"]
+    stats = {"settings": overrides, "recon_rel": round(val["recon_rel"], 3),
+             "mean_activation": round(val["mean_activation"], 3)}
+    return sparse_ae.agnostic(model, meta, emb, "all"), stats
 
 
 def main() -> None:
     args = sys.argv[1:]
     cold = args[0] == "--cold"
-    args = args[1:] if cold else args
+    sae = json.loads(args[1]) if args[0] == "--sae" else None
+    args = args[1:] if cold else args[2:] if sae is not None else args
     name, n, variants = args[0], int(args[1]), [json.loads(v) for v in args[2:]]
     df, tasks, evals = slice_frame(name, n)
     print(f"{name}: {len(df)} products, eval {evals}{' (cold start: half unseen)' if cold else ''}", flush=True)
@@ -247,7 +262,7 @@ def main() -> None:
             else baselines(df, evals, Path(tempfile.gettempdir()) / f"qlab_base_{name}_{n}.json"))
     for overrides in variants:
         with tempfile.TemporaryDirectory() as work:
-            res = run_variant(df, tasks, evals, overrides, Path(work), cold)
+            res = run_variant(df, tasks, evals, overrides, Path(work), cold, sae)
         print(json.dumps({"variant": overrides} | res), flush=True)
     print(json.dumps({"baselines": base}))
 

@@ -257,6 +257,20 @@ def test_products_without_an_embedding_leave_the_task_for_every_feature(tmp_path
     assert {k: v.shape for k, v in features.items()} == {"pg": (160, 8), "agnostic": (160, 16), "pg_only": (160, 1)}
 
 
+def test_interpretation_skips_a_task_whose_products_have_no_agnostic_embedding(tmp_path):
+    """A run over a PG subset: the training task's labelled products are all in other PGs."""
+    catalog, emb, agnostic = tiny_release(tmp_path)
+    cfg = load_config("configs/demo.yaml", tiny=True, overrides=[
+        "evaluation.interpret=[{training_task: high_value, evaluation_task: plugs}]",
+        "evaluation.tasks=[{name: plugs, kind: rules, rules: [{path: 'flipkart: Mobiles & Accessories > Mobile "
+        "Accessories > Chargers', label: 1}, {path: 'flipkart:', label: 0}]}]"])
+    ids = catalog["product_id"].to_numpy(str)
+    elsewhere = catalog.assign(product_id=np.char.add("gone_", ids))  # no agnostic embedding for any of them
+    rows = E.interpretation(cfg, elsewhere, {"agnostic": E.read_table(agnostic)}, {})
+    assert rows == [{"training_task": "high_value", "evaluation_task": "plugs",
+                     "skipped": "no two classes of labelled products with an embedding for ['high_value', 'plugs']"}]
+
+
 def test_config_errors_name_the_task():
     with pytest.raises(ValueError, match="'b' .browse. needs"):
         EvalTask(name="b", kind="browse")

@@ -99,3 +99,42 @@ def test_training_lowers_the_loss_and_blocks_follow_the_pg_mapping(tmp_path):
     assert df.groupby("product_group").size().to_dict() == {"b": 300, "d": 300}
     with pytest.raises(ValueError, match="PG 'x' has no block"):
         sparse_ae.agnostic(model, meta, x, "x")
+
+
+def test_aligned_init_starts_axis_aligned_and_training_keeps_each_unit_on_its_dimension(tmp_path):
+    """``sparse_ae.init: aligned``: unit j starts as sigmoid(s·x_j), unit d+j as sigmoid(−s·x_j), and after
+    training each still ranks the products by its own input dimension (what RF's splits need); a random
+    init mixes the dimensions."""
+    import numpy as np
+
+    from mrnet.autoencoders import sparse as sparse_ae
+    from mrnet.config.schema import SparseAEConfig
+
+    fresh = SparseAutoencoder(n_groups=3, d=4, aligned_scale=4.0)
+    x = torch.randn(5, 4)
+    h = fresh.encode(x, torch.full((5,), 2))
+    assert torch.allclose(h, torch.sigmoid(torch.cat([4 * x, -4 * x], 1)), atol=1e-6)
+    assert SparseAutoencoder(1, 4, hidden=3, aligned_scale=2.0).w_enc[0].tolist() == \
+        (torch.eye(4) * 2)[:, :3].tolist()                     # narrower than 2d: the first columns
+
+    def rank_corr(a, b):
+        ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+        return float(np.corrcoef(ra, rb)[0, 1])
+
+    d = 8
+    x = np.tanh(np.random.default_rng(0).normal(size=(800, d)) * 0.7).astype(np.float32)
+    emb = {"a": _write_pg(tmp_path / "a.parquet", [f"p{i}" for i in range(800)], x, "a")}
+    own = {}
+    for init in ("aligned", "random"):
+        cfg = SparseAEConfig(epochs=30, batch_size=64, init=init)
+        uri, _ = sparse_ae.train_sparse_ae(cfg, emb, ["a"], str(tmp_path / f"{init}.safetensors"), progress=False)
+        model, meta = sparse_ae.load(uri)
+        h = sparse_ae.agnostic(model, meta, x, "a")
+        own[init] = [rank_corr(h[:, j], x[:, j]) for j in range(d)] + [-rank_corr(h[:, d + j], x[:, j])
+                                                                        for j in range(d)]
+    assert min(own["aligned"]) > 0.9, own["aligned"]
+    assert np.median(own["random"]) < 0.7, own["random"]
+    # auto: aligned with one PG block, random with several (where the blocks must come apart)
+    assert sparse_ae.init_scale_for(SparseAEConfig(), 1) == 4.0
+    assert sparse_ae.init_scale_for(SparseAEConfig(), 23) is None
+    assert sparse_ae.init_scale_for(SparseAEConfig(init="aligned", init_scale=2.0), 23) == 2.0

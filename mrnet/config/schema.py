@@ -263,6 +263,14 @@ class SparseAEConfig(Frozen):
     lr: float = Field(default=3e-3, gt=0.0, le=1.0)
     rho: float = Field(default=0.05, gt=0.0, lt=1.0)  # target mean activation
     beta: float = Field(default=0.1, ge=0.0)  # weight of the KL sparsity penalty
+    # encoder init: "aligned" starts each block as [s·I | −s·I] (unit j ~ +x_j, unit d+j ~ −x_j), so the
+    # code starts as a per-dimension monotone map that RF is invariant to; "random" mixes the dimensions,
+    # which cost RF 1.5–3 points on single-PG columns but separates PGs, which the tasks across PGs need.
+    # "auto": aligned with one PG block, random with several (docs/AUTOENCODERS.md). s = 4 puts a BiLSTM
+    # state in (−1, 1) across the sigmoid's curved range and keeps the weights well above Adam's per-step
+    # drift, so training does not wash the alignment out (s = 1 did).
+    init: Literal["auto", "aligned", "random"] = "auto"
+    init_scale: float = Field(default=4.0, gt=0.0, le=64.0)
     val_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
 
 

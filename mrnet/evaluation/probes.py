@@ -96,7 +96,8 @@ def interpret(pairs: list[tuple[str, str]], labelled: dict[str, tuple[np.ndarray
                 stable[name] = stable_important(*labelled[name], repeats, seed, trees)[0]
         if train_task not in stable or eval_task not in stable:
             missing = [n for n in (train_task, eval_task) if n not in stable]
-            rows.append({"training_task": train_task, "evaluation_task": eval_task, "skipped": f"no labels for {missing}"})
+            rows.append({"training_task": train_task, "evaluation_task": eval_task,
+                         "skipped": f"no two classes of labelled products with an embedding for {missing}"})
             continue
         a, b = stable[train_task], stable[eval_task]
         dim = labelled[eval_task][0].shape[1]

@@ -241,7 +241,9 @@ def training_labels(cfg, catalog, name: str):
     return rows["product_id"].to_numpy(str)[target.has], target.y[target.has]
 
 
-def _interpret(cfg, catalog, tables, tasks: dict) -> list[dict]:
+def interpretation(cfg, catalog, tables, tasks: dict) -> list[dict]:
+    """§4.3 on the agnostic embedding: the configured (training task, evaluation task) pairs; a task with
+    fewer than two classes of embedded, labelled products (a run over a PG subset) is skipped with a reason."""
     ecfg = cfg.evaluation
     if not ecfg.interpret or "agnostic" not in tables:
         return []
@@ -254,7 +256,9 @@ def _interpret(cfg, catalog, tables, tasks: dict) -> list[dict]:
                 None if is_eval else training_labels(cfg, catalog, name))
             if found is not None:
                 rows = tables["agnostic"].rows(found[0])
-                labelled[name] = (tables["agnostic"].x[rows[rows >= 0]], found[1][rows >= 0])
+                y = found[1][rows >= 0]
+                if len(np.unique(y)) > 1:  # a run over a PG subset may embed none (or one class) of them
+                    labelled[name] = (tables["agnostic"].x[rows[rows >= 0]], y)
     from mrnet.evaluation.probes import interpret
 
     return interpret([(p.training_task, p.evaluation_task) for p in ecfg.interpret], labelled,
@@ -316,8 +320,8 @@ def evaluate(cfg, catalog, embeddings: dict[str, str], agnostic: str | None, wor
     t1 = time.perf_counter()
     neighbors = _neighbors(cfg, catalog, tables)
     t2 = time.perf_counter()
-    interpretation = _interpret(cfg, catalog, tables, kept_tasks)
-    return {"tasks": info, "skipped": skipped, "rows": rows, "neighbors": neighbors, "interpret": interpretation,
+    interpreted = interpretation(cfg, catalog, tables, kept_tasks)
+    return {"tasks": info, "skipped": skipped, "rows": rows, "neighbors": neighbors, "interpret": interpreted,
             "features": {name: int(t.x.shape[1]) for name, t in tables.items()},
             "throughput": {name: round(n / max(sec, 1e-9), 1) for name, (n, sec) in speed.items()},
             "seconds": {"total": round(time.perf_counter() - t0, 2), "neighbors": round(t2 - t1, 2),
