@@ -32,6 +32,7 @@ def main() -> None:
     summary = str(root / "summary.json")
     embeddings = release_embeddings(run, json.loads(Path(summary).read_text()))
     order = mapped_pgs(run.cfg) or sorted(embeddings)
+    run_cfg = run.cfg.model_copy(update={"train": run.cfg.train.model_copy(update={"progress": False})})
     for overrides in settings:
         cfg = SparseAEConfig(**(run.cfg.sparse_ae.model_dump() | overrides))
         with tempfile.TemporaryDirectory() as work:
@@ -40,7 +41,6 @@ def main() -> None:
                                                           run.cfg.train.seed, progress=False)
             uri, _ = sparse_ae.encode_all(model_uri, embeddings, f"{work}/pg_agnostic.parquet")
             seconds = time.perf_counter() - t0
-            run_cfg = run.cfg.model_copy(update={"train": run.cfg.train.model_copy(update={"progress": False})})
             result, _ = evaluate_run(run, summary, f"{work}/evaluation", run_cfg, agnostic=uri)
         val = report["history"][-1]["val"]
         print(json.dumps({"settings": overrides, "recon_rel": round(val["recon_rel"], 3),

@@ -207,8 +207,13 @@ def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = Fals
     model, meta = load_model(uri)
     emb = embed_titles(model, meta, df["title"])
     t3 = time.perf_counter()
-    agn = {} if cold else {i: agnostic_embedding(cfg, emb, df["product_id"], work, o)
-                           for i, o in enumerate(sae or [{}])}
+    if cold:
+        agn = {}
+    else:
+        from mrnet.encoder.embed import write_embeddings
+
+        pg_uri = write_embeddings(str(work / "all.parquet"), df["product_id"], "all", "sweep", emb)  # once for all
+        agn = {i: agnostic_embedding(cfg, emb, pg_uri, work, o) for i, o in enumerate(sae or [{}])}
     res = {"w2v": wstats | cstats, "w2v_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1),
            "epochs": len(report["history"]),
            "val_loss": {k: round(v["loss"], 3) for k, v in report["history"][-1]["val"].items()},
@@ -232,16 +237,14 @@ def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = Fals
     return res
 
 
-def agnostic_embedding(cfg, emb: np.ndarray, ids, work: Path, overrides: dict) -> tuple[np.ndarray, dict]:
+def agnostic_embedding(cfg, emb: np.ndarray, pg_uri: str, work: Path, overrides: dict) -> tuple[np.ndarray, dict]:
     """The PG-agnostic embedding (§3.2) of the slice's one PG, by the product's own sparse AE with the
     config's ``sparse_ae`` settings plus ``overrides``; and that autoencoder's last validation metrics."""
     from mrnet.autoencoders import sparse as sparse_ae
     from mrnet.config.schema import SparseAEConfig
-    from mrnet.encoder.embed import write_embeddings
 
     settings = SparseAEConfig(**(cfg.sparse_ae.model_dump() | overrides))
-    uri = write_embeddings(str(work / "all.parquet"), ids, "all", "sweep", emb)
-    model_uri, report = sparse_ae.train_sparse_ae(settings, {"all": uri}, ["all"], str(work / "sae.safetensors"),
+    model_uri, report = sparse_ae.train_sparse_ae(settings, {"all": pg_uri}, ["all"], str(work / "sae.safetensors"),
                                                   progress=False)
     model, meta = sparse_ae.load(model_uri)
     val = report["history"][-1]["val"]

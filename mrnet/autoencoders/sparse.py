@@ -103,7 +103,7 @@ def init_scale_for(cfg: SparseAEConfig, n_groups: int) -> float | None:
     """The aligned init's scale, or None for a random init. ``auto``: aligned for one block only.
     With one PG there is nothing to tell apart, and an RF-friendly code keeps what the PG-specific
     embedding has; with several, every block would start as the same map, the decoder could not tell
-    the PGs apart, and the tasks across PGs lost up to 3.7 points of RF AUC on the demo."""
+    the PGs apart, and the tasks across PGs lost up to 2.7 points of RF AUC on the demo."""
     aligned = cfg.init == "aligned" or (cfg.init == "auto" and n_groups == 1)
     return cfg.init_scale if aligned else None
 
