@@ -26,7 +26,7 @@ from mrnet.data.word2vec import load_vectors, train_word2vec  # noqa: E402
 from mrnet.encoder import targets as T  # noqa: E402
 from mrnet.encoder.embed import embed_titles, write_embeddings  # noqa: E402
 from mrnet.encoder.model import build_model  # noqa: E402
-from mrnet.encoder.train import alternating_optimization, init_weights, prepare, task_loss  # noqa: E402
+from mrnet.encoder.train import alternating_optimization, batch_size_for, init_weights, prepare, task_loss  # noqa: E402
 from mrnet.run import steps  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def bench_train(cfg, catalog, words, vectors, pg: str, steps: int, repeats: int)
     active = {s["name"]: s for s in states if s["active"]}
     data = prepare(cfg, df, words, states)
     meta = {"config": cfg.model_dump(mode="json"), "vocab": words, "tasks": states}
-    device, batch = torch.device("cpu"), cfg.train.batch_size
+    device, batch = torch.device("cpu"), batch_size_for(cfg.train, len(df))
 
     def ours():
         model = build_model(meta)
@@ -86,7 +86,7 @@ def bench_train(cfg, catalog, words, vectors, pg: str, steps: int, repeats: int)
             opt.step()
 
     ours_s, ref_s = side_by_side(ours, packed, repeats)
-    return {"ours": steps * batch / ours_s, "ref": steps * batch / ref_s}
+    return {"ours": steps * batch / ours_s, "ref": steps * batch / ref_s, "batch": batch}
 
 
 def bench_embed(catalog, model, meta, n: int, n_ref: int, repeats: int, out_dir: str) -> dict:
@@ -147,7 +147,7 @@ def main() -> None:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     print(f"machine: {machine}; median of {args.repeats} runs\n")
     print("| benchmark | mrnet | reference | ratio |\n|---|---|---|---|")
-    print(f"| BiLSTM training, PG {args.pg}, batch {cfg.train.batch_size} (titles/s) | {tr['ours']:,.0f} "
+    print(f"| BiLSTM training, PG {args.pg}, batch {tr['batch']} (titles/s) | {tr['ours']:,.0f} "
           f"| {tr['ref']:,.0f} (pack_padded_sequence) | {tr['ours'] / tr['ref']:.2f}x |")
     print(f"| embedding end to end: tokenize + infer + Parquet, 50k titles (titles/s) | {em['ours']:,.0f} "
           f"| {em['ref']:,.0f} (per-title inference) | {em['ours'] / em['ref']:.1f}x |")

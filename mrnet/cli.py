@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--title", help="a free-text title (cold start through the --pg model)")
     p.add_argument("--pg", help="product group (needed for --title and --space pg with a title)")
     p.add_argument("--space", choices=["pg", "agnostic"], default="pg",
-                   help="PG-specific (128-d) or PG-agnostic (256-d) embeddings (default: %(default)s)")
+                   help="PG-specific (d-dim, 256 by default) or PG-agnostic (2d) embeddings (default: %(default)s)")
     p.add_argument("-k", type=int, default=10, help="neighbours to show (default: %(default)s)")
     p.add_argument("--release", help="release.json or run folder (default: the champion release)")
     p.add_argument("--ann", action="store_true", help="approximate search with a faiss HNSW index (large catalogs)")

@@ -94,7 +94,7 @@ def test_builtin_pairs_run_end_to_end_without_leakage(tmp_path):
     assert "NOT retail product titles" in report and "strongest linear baseline" in report
     assert len(result["examples"]) == 5 and all(len(e["top"]) == 5 for e in result["examples"])
     model, meta = crosslingual.load(result["model"])
-    assert meta["locale_a"] == "en" and model.d_a == model.d_b == 128 and model.hidden == 256
+    assert meta["locale_a"] == "en" and model.d_a == model.d_b == 256 and model.hidden == 256
     assert (tmp_path / "xl" / "retrieval.png").stat().st_size > 0
 
 

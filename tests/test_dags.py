@@ -235,7 +235,7 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
     assert _stage(home, run1, "corpus")["cache_hit"] is False
     # both autoencoder stages ran as tasks and are part of the promoted, registered release
     agnostic = pd.read_parquet(current["agnostic"]["embeddings"])
-    assert set(agnostic["product_group"]) == set(PGS) and len(agnostic["embedding"][0]) == 256
+    assert set(agnostic["product_group"]) == set(PGS) and len(agnostic["embedding"][0]) == 512
     assert set(current["crosslingual"]["mrr"]) >= {"random", "autoencoder", "least_squares", "no_projection"}
     assert {"sparse_ae", "crosslingual_ae"} <= set(current["registry"])
     assert "NOT retail product titles" in (home / "runs" / run1 / "crosslingual" / "report.md").read_text()
@@ -244,7 +244,7 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
     report = Path(current["evaluation"]["report"]).read_text()
     assert "| task | metric | MRNet (dim) | MRNet-RF | MRNet-LR | TF-IDF-RF | LSA-256 (best) | MiniLM (best) " in report
     assert "| PG only LR | TF-IDF-LR |" in report
-    assert "| ingestible | auc | agnostic (256) |" in report and "**sioc**: no public labels" in report
+    assert "| ingestible | auc | agnostic (512) |" in report and "**sioc**: no public labels" in report
     assert current["evaluation"]["gated"] and "[evaluate]" in first.stdout + first.stderr
     near = subprocess.run([sys.executable, "-m", "mrnet", "neighbors", "--set", f"artifact_root={home}", "--title",
                            "Titan men analog steel watch", "--pg", "watches", "--space", "agnostic", "-k", "3"],

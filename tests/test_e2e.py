@@ -34,7 +34,7 @@ def test_mrnet_run_tiny_end_to_end(tmp_path):
     summary_cmd = [sys.executable, "-m", "mrnet", "summary", "--set", f"artifact_root={home}"]
     shown = subprocess.run(summary_cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and "| watches |" in shown.stdout and str(root) in shown.stdout
-    assert "PG-agnostic embeddings (sparse autoencoder, §3.2): 256-d, val recon_rel" in shown.stdout
+    assert "PG-agnostic embeddings (sparse autoencoder, §3.2): 512-d, val recon_rel" in shown.stdout
     assert "cross-language autoencoder (§5), held-out MRR: random" in shown.stdout
     agnostic = pd.read_parquet(root / "embeddings" / "pg_agnostic.parquet")
     assert len(agnostic) == sum(len(pd.read_parquet(root / "embeddings" / pg)) for pg in summary["pgs"])

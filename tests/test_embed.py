@@ -27,13 +27,13 @@ def trained(tiny_artifacts):
     return cfg, catalog_uri, model_uri
 
 
-def test_pg_embeddings_parquet_has_one_float32_128_vector_per_product(trained):
+def test_pg_embeddings_parquet_has_one_float32_d_vector_per_product(trained):
     cfg, catalog_uri, model_uri = trained
     uri, stats = steps.embed_step(cfg, model_uri, catalog_uri, "beverages")
     table = pq.read_table(uri)
     assert table.column_names == ["product_id", "product_group", "model_version", "embedding"]
     kind = table.schema.field("embedding").type
-    assert pa.types.is_fixed_size_list(kind) and kind.list_size == 128 and kind.value_type == pa.float32()
+    assert pa.types.is_fixed_size_list(kind) and kind.list_size == cfg.model.embed_dim == 256 and kind.value_type == pa.float32()
     df = table.to_pandas()
     catalog = pd.read_parquet(catalog_uri)
     assert set(df.product_id) == set(catalog.loc[catalog.product_group == "beverages", "product_id"])
@@ -123,7 +123,7 @@ def test_cold_start_cli_embeds_new_titles(trained, tmp_path):
                              "--titles", str(titles), "--out", str(out)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     df = pd.read_parquet(out)
-    assert df.product_id.tolist() == ["row-1", "row-2"] and len(df.embedding[0]) == 128
+    assert df.product_id.tolist() == ["row-1", "row-2"] and len(df.embedding[0]) == cfg.model.embed_dim
 
 
 def test_cold_start_errors_name_file_column_and_row(tmp_path):

@@ -179,7 +179,7 @@ def test_embed_titles_without_extension_writesbeside_the_file():
 def test_every_count_size_and_fraction_in_the_config_has_bounds():
     """Walk the typed config: every int / float field carries a lower bound (annotated_types Ge/Gt).
     The exceptions: values in data units (a task's label threshold, a rule's 0/1 label), and
-    word2vec's int-or-'auto' fields, which its model validator bounds (checked below)."""
+    the int-or-'auto' fields of word2vec and train.batch_size, which their model validators bound (checked below)."""
     import typing
 
     import annotated_types
@@ -188,7 +188,7 @@ def test_every_count_size_and_fraction_in_the_config_has_bounds():
     from mrnet.config.schema import Config
 
     values = {("TaskSpec", "threshold"), ("LabelRule", "label"), ("Word2VecConfig", "min_count"),
-              ("Word2VecConfig", "epochs")}
+              ("Word2VecConfig", "epochs"), ("TrainConfig", "batch_size")}
     unbounded, seen = [], set()
 
     def walk(model: type[BaseModel]) -> None:
@@ -210,7 +210,7 @@ def test_every_count_size_and_fraction_in_the_config_has_bounds():
 
     walk(Config)
     assert len(seen) > 10 and not unbounded, unbounded
-    for override in ("word2vec.epochs=0", "word2vec.min_count=-3"):
+    for override in ("word2vec.epochs=0", "word2vec.min_count=-3", "train.batch_size=0"):
         with pytest.raises(ValueError, match="must be 'auto' or an integer"):
             load_config(REPO / "configs" / "demo.yaml", [override])
 

@@ -5,6 +5,7 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -108,3 +109,56 @@ def test_skip_gram_on_small_corpora_cbow_on_large_ones():
     cfg = Word2VecConfig()
     assert resolve_sg(cfg, 600_000) == 1 and resolve_sg(cfg, 2_000_000_000) == 0
     assert resolve_sg(Word2VecConfig(sg=0), 600_000) == 0 and resolve_sg(Word2VecConfig(sg=1), 10**10) == 1
+
+
+def test_a_task_that_overfits_is_retired_and_a_plateau_is_not():
+    from mrnet.encoder.stopping import Stopper
+
+    model = torch.nn.Linear(2, 2)
+    stopper = Stopper(patience=5, min_delta=0.0, task_patience=2, retire_delta=0.05)
+    # gender saturates and wobbles near its best; review overfits (its loss climbs above the prior)
+    epochs = [{"gender": 0.10, "review": 0.95}, {"gender": 0.02, "review": 1.01}, {"gender": 0.03, "review": 1.08},
+              {"gender": 0.025, "review": 0.90}, {"gender": 0.02, "review": 0.80}]
+    stops = [stopper.update(e, {k: {"loss": v} for k, v in losses.items()}, model)
+             for e, losses in enumerate(epochs, 1)]
+    # review: 0.06 and 0.13 above its best (0.95) at epochs 2 and 3 -> retired at 3; gender never is
+    assert stopper.retired == {"review": 3} and not any(stops)
+    assert stopper.best_epoch == 5  # the weights kept: the best mean over all tasks
+    resumed = Stopper(patience=5, min_delta=0.0, task_patience=2)
+    resumed.load(stopper.state())
+    assert resumed.retired == stopper.retired and resumed.task_best == stopper.task_best
+    # once every task is retired the PG stops
+    assert stopper.update(6, {"gender": {"loss": 0.2}, "review": {"loss": 0.8}}, model) is False
+    assert stopper.update(7, {"gender": {"loss": 0.2}, "review": {"loss": 0.8}}, model) is True
+    assert stopper.retired == {"review": 3, "gender": 7}
+    off = Stopper(patience=5, min_delta=0.0)
+    assert not any(off.update(e, {k: {"loss": v} for k, v in losses.items()}, model)
+                   for e, losses in enumerate(epochs, 1)) and off.retired == {}
+
+
+def test_a_retired_task_is_no_longer_drawn(tiny_artifacts, tmp_path):
+    from mrnet.data.catalog import read_catalog
+    from mrnet.data.word2vec import load_vectors
+
+    cfg, catalog_uri, vectors_uri = tiny_artifacts
+    words, vectors = load_vectors(vectors_uri)
+    retiring = cfg.model_copy(update={"train": cfg.train.model_copy(update={
+        "epochs": 8, "patience": None, "task_patience": 1, "retire_delta": 0.0, "steps_per_epoch": 20,
+        "batch_size": 16, "lr": 0.02})})
+    _, report = train_pg(retiring, "watches", read_catalog(catalog_uri), words, vectors, str(tmp_path / "r"))
+    assert report["retired"], report["history"][-1]["val"]
+    for entry in report["history"]:
+        drawn = set(entry["train_loss"])
+        assert not drawn & {t for t, e in report["retired"].items() if e < entry["epoch"]}
+        assert entry["retired"] == sorted(t for t, e in report["retired"].items() if e <= entry["epoch"])
+
+
+def test_batch_size_auto_follows_the_pg_size():
+    from mrnet.config.schema import TrainConfig
+    from mrnet.encoder.train import batch_size_for
+
+    auto = TrainConfig()
+    assert [batch_size_for(auto, n) for n in (60, 9_000, 20_000, 40_000, 5_000_000)] == [64, 64, 128, 256, 256]
+    assert batch_size_for(TrainConfig(batch_size=32), 5_000_000) == 32
+    with pytest.raises(ValueError, match="train.batch_size must be 'auto' or an integer"):
+        TrainConfig(batch_size=0)

@@ -3,8 +3,8 @@
 For every task of ``evaluation.tasks`` (evaluation/labels.py) and every feature set, a logistic
 regression (LR) and a random forest (RF) are scored on fixed folds:
 
-- features: ``agnostic`` (the sparse autoencoder's PG-agnostic 256-d embedding, §3.2),
-  ``pg`` (the PG-specific 128-d embedding of the product's own PG model), ``tfidf`` (titles,
+- features: ``agnostic`` (the sparse autoencoder's PG-agnostic 2d-dim embedding, §3.2),
+  ``pg`` (the PG-specific d-dim embedding of the product's own PG model; d = 256 by default), ``tfidf`` (titles,
   fit on the training fold only; its dimension is reported), and the extras
   ``word2vec_mean`` (mean word vector of the title), ``pg_only`` (a one-hot of the product
   group: how much of the task the PG alone decides), ``lsa256`` (TruncatedSVD of the fold's

@@ -9,7 +9,7 @@ each PG gets a *nested* run. Every run is found by its tags before it is created
 A retried Airflow task therefore reattaches to its run instead of creating a duplicate.
 Metric names are the same in every run, so the MLflow compare view lines runs up:
 ``val.<task>.loss`` (normalized), ``val.<task>.<metric>``, ``train.<task>.loss``,
-``titles_per_s``, ``epoch_seconds``, ``val_loss_mean`` and ``seconds``.
+``titles_per_s``, ``epoch_seconds``, ``tasks_retired``, ``val_loss_mean`` and ``seconds``.
 
 Registry (MLflow 3 aliases, no stages):
 - ``<prefix>-<pg>`` holds one version per trained PG encoder. Its source is the PG run's
@@ -173,7 +173,8 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int = 0)
 
 def epoch_metrics(entry: dict) -> dict[str, float]:
     """One history entry of train.fit → flat, consistently named metrics."""
-    out = {"titles_per_s": entry["titles_per_s"], "epoch_seconds": entry["seconds"]}
+    out = {"titles_per_s": entry["titles_per_s"], "epoch_seconds": entry["seconds"],
+           "tasks_retired": len(entry.get("retired", []))}
     out |= {f"train.{task}.loss": loss for task, loss in entry["train_loss"].items()}
     for task, values in entry["val"].items():
         out |= {f"val.{task}.{name}": value for name, value in values.items() if name != "n"}

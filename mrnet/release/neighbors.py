@@ -1,5 +1,5 @@
 """``mrnet neighbors``: the k nearest products by Euclidean distance (paper §4.2) in a release's
-PG-specific space (one PG's 128-d embeddings) or PG-agnostic space (every product's 256-d
+PG-specific space (one PG's d-dim embeddings) or PG-agnostic space (every product's 2d-dim
 embedding from the sparse autoencoder, §3.2).
 
 A query is a product id of the release, or a free-text title: cold start (§6) through the

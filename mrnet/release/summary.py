@@ -41,6 +41,7 @@ def pg_rows(summary: dict) -> list[dict]:
         val = final_val(rep)
         row = {"pg": pg, "train": rep["n_train"], "val": rep["n_val"], "tasks": len(val),
                "epochs": f"{rep.get('best_epoch') or len(rep['history'])}/{len(rep['history'])}",
+               "retired": ",".join(f"{t}@{e}" for t, e in sorted(rep.get("retired", {}).items())) or None,
                "val_loss": float(np.mean([v["loss"] for v in val.values()])) if val else float("nan")}
         for task, metric in columns.items():
             row[f"{task}.{metric}"] = val.get(task, {}).get(metric)
@@ -135,7 +136,8 @@ def write_summary(summary: dict, root: str, log=print) -> None:
     text = (f"# mrnet run summary\n\nconfig hash `{summary['config_hash']}`, total "
             f"{summary['seconds']['total']} s\n\n{table}\n\nval_loss: mean normalized validation loss "
             f"over the PG's active tasks (1.0 = label-prior predictor); `<task>.loss`: a decoding task's "
-            f"normalized loss; epochs: the epoch whose weights were kept / epochs trained (early stopping).\n"
+            f"normalized loss; epochs: the epoch whose weights were kept / epochs trained (early stopping); "
+            f"retired: tasks no longer drawn once their own validation loss climbed (overfitting), @ epoch.\n"
             + word2vec_line(summary) + space_line(summary)
             + "".join(f"\n{pg}: not trained ({why})\n" for pg, why in (summary.get("skipped") or {}).items()))
     storage.write_text(storage.join(root, "summary.md"), text)

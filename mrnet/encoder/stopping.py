@@ -1,0 +1,83 @@
+"""Early stopping for a PG model (encoder/train.fit): the best epoch by mean normalized validation loss,
+whose weights are restored, and task retirement, which stops drawing a task that overfits (alternating
+optimization, paper §3.1, with far fewer labels per task than the paper's million). Its state travels in the
+training checkpoint, so a run killed and resumed stops where an uninterrupted one would."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+
+
+def val_score(val: dict) -> float | None:
+    """Early-stopping score of one epoch: the mean normalized validation loss over its tasks."""
+    losses = [v["loss"] for v in val.values() if np.isfinite(v["loss"])]
+    return float(np.mean(losses)) if losses else None
+
+
+@dataclass
+class Stopper:
+    """Early stopping with best-weight restore, and task retirement; its state lives in the checkpoint,
+    so a resumed run stops at the same epoch with the same weights as an uninterrupted one.
+
+    The PG's score is the mean normalized validation loss over all its tasks. With ``task_patience``,
+    each task also keeps its own best loss: a task that overfits (``retire``) is retired
+    (``retired``: task → epoch) and is no longer drawn by the training loop."""
+
+    patience: int | None
+    min_delta: float
+    task_patience: int | None = None
+    retire_delta: float = 0.05
+    best: float = float("inf")
+    best_epoch: int = 0
+    best_state: dict | None = None
+    waited: int = 0
+    task_best: dict = field(default_factory=dict)
+    task_waited: dict = field(default_factory=dict)
+    retired: dict = field(default_factory=dict)
+
+    def update(self, epoch: int, val: dict, model: nn.Module) -> bool:
+        """Record an epoch's validation metrics; True when training should stop."""
+        self.retire(epoch, val)
+        score = val_score(val)
+        if score is None or (self.patience is None and self.task_patience is None):
+            return False
+        self.improve(epoch, score, model)
+        every_task_retired = self.task_patience is not None and all(name in self.retired for name in val)
+        return every_task_retired or (self.patience is not None and self.waited >= self.patience)
+
+    def improve(self, epoch: int, score: float | None, model: nn.Module) -> None:
+        if score is not None and score < self.best - self.min_delta:
+            self.best, self.best_epoch, self.waited = score, epoch, 0
+            self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            self.waited += 1
+
+    def retire(self, epoch: int, val: dict) -> None:
+        """Retire each task whose validation loss has been more than ``retire_delta`` above its own best
+        for ``task_patience`` epochs in a row: it overfits (a plateau, or a slow decline, is not retired,
+        so a saturated task such as gender keeps anchoring the encoder)."""
+        if self.task_patience is None:
+            return
+        for name, metrics in sorted(val.items()):
+            loss = metrics["loss"]
+            if name in self.retired or not np.isfinite(loss):
+                continue
+            best = min(self.task_best.get(name, float("inf")), loss)
+            self.task_best[name] = best
+            self.task_waited[name] = self.task_waited.get(name, 0) + 1 if loss > best + self.retire_delta else 0
+            if self.task_waited[name] >= self.task_patience:
+                self.retired[name] = epoch
+
+    def state(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "waited": self.waited,
+                "best_state": self.best_state, "task_best": self.task_best, "task_waited": self.task_waited,
+                "retired": self.retired}
+
+    def load(self, state: dict) -> None:
+        self.best, self.best_epoch, self.waited = state["best"], state["best_epoch"], state["waited"]
+        self.best_state = state["best_state"]
+        self.task_best, self.task_waited = state.get("task_best", {}), state.get("task_waited", {})
+        self.retired = state.get("retired", {})
