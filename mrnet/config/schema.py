@@ -213,7 +213,6 @@ class TrainConfig(Frozen):
         return self
 
 
-
 class RefreshConfig(Frozen):
     """Periodic refresh (paper §6): warm-start each PG model from the latest release and
     fine-tune on refreshed dynamic labels. ``tasks: all`` keeps sampling the static tasks
