@@ -39,14 +39,16 @@ class Stopper:
     retired: dict = field(default_factory=dict)
 
     def update(self, epoch: int, val: dict, model: nn.Module) -> bool:
-        """Record an epoch's validation metrics; True when training should stop."""
+        """Record an epoch's validation metrics; True when training should stop: every task retired, or
+        (with ``patience``) no better mean for ``patience`` epochs. Without ``patience`` no best epoch is
+        kept: the PG trains to the cap (or until every task is retired) and keeps its last weights."""
         self.retire(epoch, val)
+        every_task_retired = self.task_patience is not None and bool(val) and all(n in self.retired for n in val)
         score = val_score(val)
-        if score is None or (self.patience is None and self.task_patience is None):
-            return False
+        if score is None or self.patience is None:
+            return every_task_retired
         self.improve(epoch, score, model)
-        every_task_retired = self.task_patience is not None and all(name in self.retired for name in val)
-        return every_task_retired or (self.patience is not None and self.waited >= self.patience)
+        return every_task_retired or self.waited >= self.patience
 
     def improve(self, epoch: int, score: float | None, model: nn.Module) -> None:
         if score is not None and score < self.best - self.min_delta:
