@@ -187,8 +187,8 @@ class TrainConfig(Frozen):
     task_patience: int | None = Field(default=2, ge=1, le=1000)
     retire_delta: float = Field(default=0.05, ge=0.0, le=10.0)
     # ``auto``: by the PG's size (encoder/train.batch_size_for): its training products / 128, rounded down to
-    # a power of two within [64, 256], so a small PG gets at least ~128 updates per task and epoch and a large
-    # one keeps the paper-scale 256 (docs/TRAINING.md: 64 against 256 on 10k-product slices, 128 on 27k)
+    # a power of two within [64, 256], so a small PG gets up to 4x the updates per epoch and a large one
+    # keeps the paper-scale 256 (docs/TRAINING.md: 64 against 256 on 10k-product slices, 128 on 27k)
     batch_size: int | Literal["auto"] = "auto"
     lr: float = Field(default=2e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)  # AdamW's decoupled decay
