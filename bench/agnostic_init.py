@@ -23,7 +23,7 @@ from mrnet.autoencoders import sparse as sparse_ae  # noqa: E402
 from mrnet.config.schema import SparseAEConfig  # noqa: E402
 from mrnet.data.pgs import mapped_pgs  # noqa: E402
 from mrnet.run.context import load_run  # noqa: E402
-from mrnet.run.derived import evaluate_run, release_embeddings  # noqa: E402
+from mrnet.run.derived import evaluate_run, release_embeddings, title_anchors  # noqa: E402
 
 
 def main() -> None:
@@ -38,13 +38,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as work:
             t0 = time.perf_counter()
             model_uri, report = sparse_ae.train_sparse_ae(cfg, embeddings, order, f"{work}/sae.safetensors",
-                                                          run.cfg.train.seed, progress=False)
+                                                          run.cfg.train.seed, progress=False,
+                                                          anchors=title_anchors(run))
             uri, _ = sparse_ae.encode_all(model_uri, embeddings, f"{work}/pg_agnostic.parquet")
             seconds = time.perf_counter() - t0
             result, _ = evaluate_run(run, summary, f"{work}/evaluation", run_cfg, agnostic=uri)
         val = report["history"][-1]["val"]
         print(json.dumps({"settings": overrides, "recon_rel": round(val["recon_rel"], 3),
-                          "mean_activation": round(val["mean_activation"], 3), "seconds": round(seconds, 1),
+                          "mean_activation": round(val["mean_activation"], 3),
+                          "anchor_rel": round(val.get("anchor_rel", float("nan")), 3), "seconds": round(seconds, 1),
                           "tasks": scores(result)}), flush=True)
 
 

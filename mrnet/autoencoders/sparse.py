@@ -20,6 +20,12 @@ materialized here:
   activation ρ and each hidden unit's mean activation ρ̂ over the batch, as in Ng's sparse
   autoencoder notes, weighted by β. The hidden units are sigmoids, so ρ̂ ∈ (0, 1).
 
+- shared anchor (``sparse_ae.anchor_weight``; not in the paper): one extra linear decoder, the same
+  for every PG, predicts the title's z-scored mean word vector from h. The paper's loss lets each
+  block put a concept anywhere in h; the anchor lines the PGs up along the shared word vectors, which
+  is what a classifier across PGs and a category unseen in training need (docs/AUTOENCODERS.md).
+  Training only: the saved model and the encoding are unchanged.
+
 Training (``train_sparse_ae``) reads every PG's embedding Parquet, samples up to
 ``sparse_ae.products_per_pg`` products per PG (the paper: 500K), holds out a seeded
 ``val_fraction`` by product id, and runs Adam on large shuffled batches. The block index g of
@@ -35,6 +41,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -108,6 +115,12 @@ def init_scale_for(cfg: SparseAEConfig, n_groups: int) -> float | None:
     return cfg.init_scale if aligned else None
 
 
+def uses_anchor(cfg: SparseAEConfig, n_groups: int) -> bool:
+    """The shared anchor (``Anchor``) aligns PG blocks with one another: on with a weight > 0 and
+    several blocks; with one block there is nothing to align, and the paper's loss stays alone."""
+    return cfg.anchor_weight > 0 and n_groups > 1
+
+
 def aligned_block(d: int, width: int, scale: float) -> torch.Tensor:
     """(d, width) encoder block [s·I | −s·I], cut to ``width`` ≤ 2d columns."""
     eye = torch.eye(d) * scale
@@ -125,12 +138,48 @@ def kl_to_target(rho_hat: torch.Tensor, rho: float) -> torch.Tensor:
 
 
 def sparse_ae_loss(model: SparseAutoencoder, x: torch.Tensor, group: torch.Tensor,
-                   rho: float = 0.05, beta: float = 0.1) -> torch.Tensor:
-    """Mean over the batch of the exact G·d squared reconstruction error, plus β·KL sparsity."""
+                   rho: float = 0.05, beta: float = 0.1, anchor: Anchor | None = None,
+                   target: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the batch of the exact G·d squared reconstruction error, plus β·KL sparsity, plus
+    (with an ``anchor`` and the batch's anchor ``target``) the anchor's weighted error."""
     h = model.encode(x, group)
+    loss = reconstruction_error(model, h, x, group).mean() + beta * kl_sparsity(h, rho)
+    return loss if anchor is None else loss + anchor.weight * anchor.error(h, target).mean()
+
+
+def reconstruction_error(model: SparseAutoencoder, h: torch.Tensor, x: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Per-row exact squared error of the G·d reconstruction of the block input: (B,)."""
     block = model.decode_block(h, group)
-    err = (block - x).pow(2).sum(1) + model.output_sq_norm(h) - block.pow(2).sum(1)
-    return err.mean() + beta * kl_sparsity(h, rho)
+    return (block - x).pow(2).sum(1) + model.output_sq_norm(h) - block.pow(2).sum(1)
+
+
+class Anchor(nn.Module):
+    """A target every PG shares, decoded from the hidden code by one linear map for all PGs.
+
+    The paper's loss only asks each block to be reconstructed: W_enc[g] of each PG is free to put
+    "food" or "summer" anywhere in the hidden space, so a classifier across PGs has to learn each PG's
+    directions apart, and a category never seen in training (the unseen tasks) lands where nothing was
+    learned. The anchor is the title's mean word vector (the word vectors are shared by all PG models),
+    z-scored per dimension: asking one decoder ``h W + b`` to predict it from every PG's code aligns the
+    PGs' hidden spaces along the same word-vector directions. Training only: the saved model and the
+    encoding are the paper's (docs/AUTOENCODERS.md has the measurements)."""
+
+    def __init__(self, hidden: int, width: int, weight: float):
+        super().__init__()
+        self.decoder = nn.Linear(hidden, width)            # (2d → k), one for every PG
+        self.weight = weight
+
+    def error(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-row squared error of the anchor decoded from h (B, 2d) against target (B, k): (B,).
+        A row whose target is unknown (NaN: no title in today's catalog) counts 0."""
+        known = ~target.isnan().any(1)
+        return (self.decoder(h) - target.nan_to_num()).pow(2).sum(1) * known
+
+
+def standardize(a: np.ndarray) -> np.ndarray:
+    """Z-score each column over the known rows (a constant column stays 0; NaN rows stay NaN): every
+    anchor dimension weighs the same."""
+    return ((a - np.nanmean(a, 0)) / np.maximum(np.nanstd(a, 0), 1e-6)).astype(np.float32)
 
 
 # ------------------------------------------------------------------ training and inference
@@ -162,26 +211,34 @@ def _val_mask(ids: list[str], fraction: float, seed: int) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate(model: SparseAutoencoder, x: torch.Tensor, group: torch.Tensor, cfg: SparseAEConfig,
-             batch: int = 65_536) -> dict[str, float]:
-    """Validation: mean exact G·d reconstruction error, relative to mean ||x||², and KL."""
+             batch: int = 65_536, anchor: Anchor | None = None, target: torch.Tensor | None = None) -> dict[str, float]:
+    """Validation: mean exact G·d reconstruction error, relative to mean ||x||², and KL; with an anchor,
+    its error relative to the z-scored target's (``anchor_rel``: 1.0 = predicting the mean)."""
     if len(x) == 0:
         return {}
-    err, h_sum = 0.0, torch.zeros(model.hidden, device=x.device)
+    err, anchor_err, h_sum = 0.0, 0.0, torch.zeros(model.hidden, device=x.device)
     for s in range(0, len(x), batch):
         xb, gb = x[s:s + batch], group[s:s + batch]
         h = model.encode(xb, gb)
-        block = model.decode_block(h, gb)
-        err += float(((block - xb).pow(2).sum(1) + model.output_sq_norm(h) - block.pow(2).sum(1)).sum())
+        err += float(reconstruction_error(model, h, xb, gb).sum())
         h_sum += h.sum(0)
+        if anchor is not None:
+            anchor_err += float(anchor.error(h, target[s:s + batch]).sum())
     kl = float(kl_to_target(h_sum / len(x), cfg.rho))
     recon = err / len(x)
-    return {"recon": recon, "recon_rel": recon / max(float(x.pow(2).sum(1).mean()), 1e-12), "kl": kl,
-            "mean_activation": float(h_sum.sum() / (len(x) * model.hidden))}
+    out = {"recon": recon, "recon_rel": recon / max(float(x.pow(2).sum(1).mean()), 1e-12), "kl": kl,
+           "mean_activation": float(h_sum.sum() / (len(x) * model.hidden))}
+    if anchor is not None:
+        out["anchor_rel"] = anchor_err / max(float(target.nan_to_num().pow(2).sum(1).sum()), 1e-12)
+    return out
 
 
 def train_sparse_ae(cfg: SparseAEConfig, embeddings: dict[str, str], pg_order: list[str], out_uri: str,
-                    seed: int = 13, device: str = "cpu", progress: bool = True, on_epoch=None) -> tuple[str, dict]:
-    """Train on the PGs' embeddings; write the model (safetensors) to ``out_uri``; (uri, report)."""
+                    seed: int = 13, device: str = "cpu", progress: bool = True, on_epoch=None,
+                    anchors: Callable[[list[str]], np.ndarray] | None = None) -> tuple[str, dict]:
+    """Train on the PGs' embeddings; write the model (safetensors) to ``out_uri``; (uri, report).
+    ``anchors(product ids) → (N, k)`` gives the shared anchor target (``Anchor``); it is used when
+    ``uses_anchor``."""
     torch.manual_seed(seed)
     ids, x_np, g_np = load_embeddings(embeddings, pg_order, cfg.products_per_pg, seed)
     val = _val_mask(ids, cfg.val_fraction, seed)
@@ -189,7 +246,16 @@ def train_sparse_ae(cfg: SparseAEConfig, embeddings: dict[str, str], pg_order: l
     x_tr, g_tr, x_va, g_va = x[~val], group[~val], x[val], group[val]
     d = x.shape[1]
     model = SparseAutoencoder(len(pg_order), d, cfg.hidden, init_scale_for(cfg, len(pg_order))).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    anchor, a_tr, a_va = None, None, None
+    if anchors is not None and uses_anchor(cfg, len(pg_order)):
+        a = torch.from_numpy(standardize(np.asarray(anchors(ids), np.float32))).to(device)
+        a_tr, a_va = a[~val], a[val]
+        # in relative units: weight 1 makes the anchor's error at its prior (||a||², a z-scored) weigh what
+        # the reconstruction's error at its prior (||x||²) weighs, whatever d and the word-vector size are
+        scale = float(x_tr.pow(2).sum(1).mean()) / max(float(a_tr.nan_to_num().pow(2).sum(1).mean()), 1e-12)
+        anchor = Anchor(model.hidden, a.shape[1], cfg.anchor_weight * scale).to(device)
+    params = list(model.parameters()) + (list(anchor.parameters()) if anchor is not None else [])
+    opt = torch.optim.Adam(params, lr=cfg.lr)
     gen = torch.Generator().manual_seed(seed)
     steps = math.ceil(len(x_tr) / cfg.batch_size)
     history = []
@@ -199,23 +265,27 @@ def train_sparse_ae(cfg: SparseAEConfig, embeddings: dict[str, str], pg_order: l
         for s in progress_bar(range(steps), desc=f"sparse AE epoch {epoch}/{cfg.epochs}", unit="step", leave=False,
                               progress=progress):
             rows = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            loss = sparse_ae_loss(model, x_tr[rows], g_tr[rows], cfg.rho, cfg.beta)
+            loss = sparse_ae_loss(model, x_tr[rows], g_tr[rows], cfg.rho, cfg.beta, anchor,
+                                  None if anchor is None else a_tr[rows])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(rows)
         seconds = time.perf_counter() - t0
         history.append({"epoch": epoch, "seconds": round(seconds, 3), "train_loss": total / len(x_tr),
-                        "products_per_s": round(len(x_tr) / seconds, 1), "val": evaluate(model, x_va, g_va, cfg)})
-        log.info("[sparse_ae] epoch %d/%d: train loss %.4f, val recon_rel %s", epoch, cfg.epochs,
-                 history[-1]["train_loss"], history[-1]["val"].get("recon_rel"))
+                        "products_per_s": round(len(x_tr) / seconds, 1),
+                        "val": evaluate(model, x_va, g_va, cfg, anchor=anchor, target=a_va)})
+        log.info("[sparse_ae] epoch %d/%d: train loss %.4f, val recon_rel %s%s", epoch, cfg.epochs,
+                 history[-1]["train_loss"], history[-1]["val"].get("recon_rel"),
+                 f", anchor_rel {history[-1]['val']['anchor_rel']:.3f}" if "anchor_rel" in history[-1]["val"] else "")
         if on_epoch is not None:
             on_epoch(history[-1])
     meta = {"kind": "sparse_ae", "config": cfg.model_dump(mode="json"), "pg_order": pg_order, "d": d,
             "hidden": model.hidden, "history": history}
     save_model(model.cpu(), meta, out_uri)
     report = {"n_train": int(len(x_tr)), "n_val": int(len(x_va)), "pgs": sorted(embeddings), "d": d,
-              "hidden": model.hidden, "blocks": len(pg_order), "history": history}
+              "hidden": model.hidden, "blocks": len(pg_order), "history": history,
+              "anchor_weight": anchor.weight if anchor is not None else 0.0}
     return out_uri, report
 
 

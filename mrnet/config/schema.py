@@ -288,6 +288,11 @@ class SparseAEConfig(Frozen):
     # drift, so training does not wash the alignment out (s = 1 did).
     init: Literal["auto", "aligned", "random"] = "auto"
     init_scale: float = Field(default=4.0, gt=0.0, le=64.0)
+    # weight of the shared anchor (autoencoders/sparse.py Anchor): one decoder for every PG predicts the
+    # title's z-scored mean word vector from the hidden code, which aligns the PGs' hidden spaces. Relative
+    # to the reconstruction (1 = the two errors weigh the same at their priors); off with one PG block;
+    # 0 = the paper's loss alone. 25: the cross-PG tasks plateau from 8 to 50 on the demo (docs/AUTOENCODERS.md)
+    anchor_weight: float = Field(default=25.0, ge=0.0, le=100.0)
     val_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
 
 

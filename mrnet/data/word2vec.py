@@ -219,3 +219,15 @@ def unseen_words(words: list[str], titles, max_tokens: int) -> list[str]:
             if token not in known:
                 out.setdefault(token)
     return list(out)
+
+
+def word2vec_mean(titles, words: list[str], vectors: np.ndarray) -> np.ndarray:
+    """Mean of each title's word vectors (the <unk> vector when it has no known word): (N, vector_size).
+    The evaluation's word2vec-mean baseline, and the sparse autoencoder's shared anchor target (§3.2)."""
+    index = {w: i for i, w in enumerate(words)}
+    unk = index.get(UNK, 0)
+    out = np.empty((len(titles), vectors.shape[1]), np.float32)
+    for r, title in enumerate(titles):
+        ids = [index[t] for t in tokenize(title) if t in index]
+        out[r] = vectors[ids].mean(axis=0) if ids else vectors[unk]
+    return out

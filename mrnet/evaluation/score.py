@@ -30,7 +30,8 @@ import numpy as np
 
 from mrnet.config.evaluation import EvaluationConfig
 from mrnet.data.sample import hash_rank
-from mrnet.data.text import tokenize, vectorizer
+from mrnet.data.text import vectorizer
+from mrnet.data.word2vec import word2vec_mean
 from mrnet.evaluation.labels import TaskData
 from mrnet.io.progress import bar as progress_bar
 
@@ -61,19 +62,6 @@ def read_table(uris) -> Table:
     parts = [read_embeddings(u) for u in ([uris] if isinstance(uris, str) else uris)]
     return Table(np.concatenate([df["product_id"].to_numpy(str) for df, _ in parts]),
                  np.concatenate([x for _, x in parts]))
-
-
-def word2vec_mean(titles, words: list[str], vectors: np.ndarray) -> np.ndarray:
-    """Mean of the title's word vectors (the <unk> vector when it has no known word)."""
-    from mrnet.data.text import UNK
-
-    index = {w: i for i, w in enumerate(words)}
-    unk = index.get(UNK, 0)
-    out = np.empty((len(titles), vectors.shape[1]), np.float32)
-    for r, title in enumerate(titles):
-        ids = [index[t] for t in tokenize(title) if t in index]
-        out[r] = vectors[ids].mean(axis=0) if ids else vectors[unk]
-    return out
 
 
 def one_hot(values) -> np.ndarray:

@@ -143,8 +143,10 @@ def parts_summary(manifest: dict) -> str:
     """Two lines on the release's autoencoders, for ``mrnet summary`` (empty if it has none)."""
     lines = []
     if agnostic := manifest.get("agnostic"):
+        anchor = agnostic["val"].get("anchor_rel")
         lines.append(f"PG-agnostic embeddings (sparse autoencoder, §3.2): {agnostic['dim']}-d, val recon_rel "
-                     f"{agnostic['val'].get('recon_rel', float('nan')):.3f} → {agnostic['embeddings']}")
+                     f"{agnostic['val'].get('recon_rel', float('nan')):.3f}"
+                     + ("" if anchor is None else f", anchor_rel {anchor:.3f}") + f" → {agnostic['embeddings']}")
     if ev := manifest.get("evaluation"):
         lines.append(f"downstream evaluation (§4, Table 2): {len(ev['gated'])} gated MRNet metrics, "
                      f"{len(ev['skipped'])} task(s) skipped → {ev['report']}")
@@ -163,6 +165,7 @@ def parts_table(challenger: dict, champion: dict | None) -> str:
         return "–" if v is None else f"{v:.4f}"
 
     rows = [("sparse AE val recon_rel (lower is better)", "agnostic", "recon_rel"),
+            ("sparse AE val anchor_rel (lower is better)", "agnostic", "anchor_rel"),
             ("cross-language MRR, autoencoder", "crosslingual", "autoencoder"),
             ("cross-language MRR, least squares", "crosslingual", "least_squares")]
     lines = [f"  {label:<42} {value(champion, part, key):>10} → {value(challenger, part, key)}"

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
+
 from mrnet.data.pgs import mapped_pgs
 from mrnet.io import storage
 from mrnet.run.context import (Run, base_manifest, cached_catalog, cached_vectors, epoch_logger, load_run, nested_run,
@@ -44,10 +46,12 @@ def sparse_autoencoder(run_uri: str, summary_uri: str) -> str:
     mlflow_run = nested_run(run, "stage", "sparse_autoencoder")
     flatten = lambda e: {"train_loss": e["train_loss"], "products_per_s": e["products_per_s"],  # noqa: E731
                          "epoch_seconds": e["seconds"]} | {f"val.{k}": v for k, v in e["val"].items()}
+    order = mapped_pgs(run.cfg) or sorted(embeddings)
     with timed_stage(run, "sparse_autoencoder") as stage:
         model_uri, report = sparse_ae.train_sparse_ae(
-            cfg, embeddings, mapped_pgs(run.cfg) or sorted(embeddings), run.path("agnostic", "sparse_ae.safetensors"),
-            run.cfg.train.seed, run_device(run), run.cfg.train.progress, epoch_logger(run, mlflow_run, flatten))
+            cfg, embeddings, order, run.path("agnostic", "sparse_ae.safetensors"), run.cfg.train.seed, run_device(run),
+            run.cfg.train.progress, epoch_logger(run, mlflow_run, flatten),
+            title_anchors(run) if sparse_ae.uses_anchor(cfg, len(order)) else None)
         out, stats = sparse_ae.encode_all(model_uri, embeddings, run.path("embeddings", "pg_agnostic.parquet"),
                                           run.cfg.embed.dtype)
         metrics_uri = run.path("agnostic", "metrics.json")
@@ -82,6 +86,31 @@ def cross_language(run_uri: str) -> str:
         stage.artifacts += [(result["model"], "model")] * run.cfg.tracking.log_weights
     log.info("[cross_language_autoencoder] %s", crosslingual.verdict(result["retrieval"]))
     return uri
+
+
+def title_anchors(run: Run):
+    """product ids → their titles' mean word vectors: the sparse autoencoder's shared anchor (§3.2,
+    autoencoders/sparse.py Anchor). None when the run has no word vectors."""
+    from mrnet.data.word2vec import word2vec_mean
+
+    vectors = _word_vectors(run)
+    if vectors is None:
+        log.warning("[sparse_autoencoder] no word vectors: trained without the anchor (sparse_ae.anchor_weight)")
+        return None
+    titles = cached_catalog(read_stage(run, "validate")["uri"]).set_index("product_id")["title"]
+
+    def anchors(ids: list[str]) -> np.ndarray:
+        """(N, k); NaN rows for products today's catalog lacks (a refresh's base PGs): no anchor for them."""
+        found = titles.reindex(ids)
+        known = found.notna().to_numpy()
+        out = np.full((len(ids), vectors[1].shape[1]), np.nan, np.float32)
+        out[known] = word2vec_mean(found[known].tolist(), *vectors)
+        if not known.all():
+            log.info("[sparse_autoencoder] %d of %d products have no title in this catalog: no anchor for them",
+                     (~known).sum(), len(ids))
+        return out
+
+    return anchors
 
 
 def _word_vectors(run: Run):
