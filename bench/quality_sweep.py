@@ -4,7 +4,7 @@ scored on held-out category columns against TF-IDF, LSA-256 and all-MiniLM-L6-v2
 Each VARIANT is a JSON object of config overrides over configs/demo.yaml's training defaults; the
 slice's own tasks replace the demo's. Baselines are cached per slice in $TMPDIR.
 
-Usage: .venv/bin/python bench/quality_sweep.py [--cold | --sae SETTINGS_JSON] SLICE N VARIANT_JSON [VARIANT_JSON ...]
+Usage: .venv/bin/python bench/quality_sweep.py [--cold | --sae SETTINGS_JSON] [--pgs COLUMN] SLICE N VARIANT_JSON [...]
 e.g.   .venv/bin/python bench/quality_sweep.py bigbasket 10000 '{}' '{"word2vec.min_count": 10, "word2vec.epochs": 5}'
 
 ``--cold`` (cold start, §6): word vectors and the model see only a seeded half of the products;
@@ -15,6 +15,11 @@ vectors can differ from word2vec's ``<unk>``.
 ``--sae '[{"beta": 0.01}, {}]'`` scores the PG-agnostic embedding (§3.2) of each variant's one model under
 each of those ``sparse_ae`` settings, so autoencoder settings are compared on the same PG embeddings
 (the columns ``COL:agnostic[i]``, with each autoencoder's validation ``recon_rel`` and mean activation).
+
+``--pgs COLUMN`` makes the slice multi-PG: one PG model per value of that held-out column (values with fewer
+than 300 products pooled into one PG), the sparse autoencoder across them (with its shared anchor, the titles'
+mean word vectors), and the other held-out columns scored on the PG-agnostic embedding, beside a PG-only LR
+(``COL:pg_only``). The PG-specific column stacks each product's own PG embedding (different spaces per PG).
 """
 
 from __future__ import annotations
@@ -180,7 +185,7 @@ def cold_baselines(df, evals) -> dict:
 
 
 def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = False,
-                sae: list[dict] | None = None) -> dict:
+                sae: list[dict] | None = None, pg_column: str | None = None) -> dict:
     from mrnet.data import corpus as C
     from mrnet.data import word2vec as W
     from mrnet.encoder.embed import embed_titles
@@ -202,14 +207,21 @@ def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = Fals
     vec_uri, wstats = W.train_word2vec(corpus, cfg.word2vec, str(work / "vectors.bin"), progress=False)
     words, vectors = W.load_vectors(vec_uri)
     t1 = time.perf_counter()
-    uri, report = train_pg(cfg, "all", known, words, vectors, str(work / "model"), subwords=W.load_subwords(vec_uri))
-    t2 = time.perf_counter()
-    model, meta = load_model(uri)
-    emb = embed_titles(model, meta, df["title"])
-    t3 = time.perf_counter()
+    if pg_column is not None:
+        emb, report, pg_uris = train_pgs(cfg, df, words, vectors, work)
+        t2 = t3 = time.perf_counter()
+        anchors = lambda ids: W.word2vec_mean(df.set_index("product_id").loc[ids, "title"].tolist(), words, vectors)  # noqa: E731
+        agn = {i: agnostic_embedding(cfg, emb, pg_uris, work, o, df["product_group"].to_numpy(), anchors)
+               for i, o in enumerate(sae or [{}])}
+    else:
+        uri, report = train_pg(cfg, "all", known, words, vectors, str(work / "model"), subwords=W.load_subwords(vec_uri))
+        t2 = time.perf_counter()
+        model, meta = load_model(uri)
+        emb = embed_titles(model, meta, df["title"])
+        t3 = time.perf_counter()
     if cold:
         agn = {}
-    else:
+    elif pg_column is None:
         from mrnet.encoder.embed import write_embeddings
 
         pg_uri = write_embeddings(str(work / "all.parquet"), df["product_id"], "all", "sweep", emb)  # once for all
@@ -231,26 +243,66 @@ def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = Fals
             res[col] = split_scores(emb[keep], y, new[keep])
         else:
             res[col] = cv_scores(emb[keep], y)
+            if pg_column is not None:
+                res[col + ":pg_only"] = cv_scores(pd.get_dummies(df["product_group"][keep]).to_numpy(float), y, rf=False)
             for i, (x, _) in agn.items():
                 res[col + (":agnostic" if sae is None else f":agnostic[{i}]")] = cv_scores(x[keep], y)
     res |= {f"sae[{i}]": stats for i, (_, stats) in agn.items()}
     return res
 
 
-def agnostic_embedding(cfg, emb: np.ndarray, pg_uri: str, work: Path, overrides: dict) -> tuple[np.ndarray, dict]:
-    """The PG-agnostic embedding (§3.2) of the slice's one PG, by the product's own sparse AE with the
-    config's ``sparse_ae`` settings plus ``overrides``; and that autoencoder's last validation metrics."""
+def assign_pgs(df: pd.DataFrame, pg_column: str, minimum: int = 300) -> pd.DataFrame:
+    """``product_group`` = one PG per value of ``pg_column`` with ``minimum`` products; the rest pooled into
+    ``pg_other`` when they reach ``minimum`` together, else left out (the count is printed)."""
+    values = df[pg_column].fillna("").astype(str)
+    counts = values.value_counts()
+    names = {v: f"pg{i}" for i, v in enumerate(counts[counts >= minimum].index)}
+    df = df.assign(product_group=values.map(names).fillna("pg_other").to_numpy())
+    if (df["product_group"] == "pg_other").sum() < minimum:
+        print(f"{(df['product_group'] == 'pg_other').sum()} products of {pg_column} values under {minimum} left out")
+        df = df[df["product_group"] != "pg_other"].reset_index(drop=True)
+    print(f"PGs by {pg_column}: " + ", ".join(f"{pg} {n} ({v})" for v, pg in names.items()
+                                               for n in [int((df['product_group'] == pg).sum())]), flush=True)
+    return df
+
+
+def train_pgs(cfg, df: pd.DataFrame, words, vectors, work: Path):
+    """One PG model per ``product_group`` (``assign_pgs``): every product's own PG embedding (N, d), the
+    largest PG's training report, and {PG: embedding Parquet}."""
+    from mrnet.encoder.embed import embed_titles, write_embeddings
+    from mrnet.encoder.model import load_model
+    from mrnet.encoder.train import train_pg
+
+    emb, uris, reports = np.zeros((len(df), cfg.model.embed_dim), np.float32), {}, {}
+    for pg, rows in df.groupby("product_group").indices.items():
+        uri, reports[pg] = train_pg(cfg, pg, df.iloc[rows], words, vectors, str(work / pg))
+        model, meta = load_model(uri)
+        emb[rows] = embed_titles(model, meta, df["title"].iloc[rows])
+        uris[pg] = write_embeddings(str(work / f"{pg}.parquet"), df["product_id"].iloc[rows], pg, "sweep", emb[rows])
+    return emb, reports[df["product_group"].value_counts().index[0]], uris
+
+
+def agnostic_embedding(cfg, emb: np.ndarray, pg_uris, work: Path, overrides: dict, groups=None,
+                       anchors=None) -> tuple[np.ndarray, dict]:
+    """The PG-agnostic embedding (§3.2) of the slice, by its own sparse AE with the config's ``sparse_ae``
+    settings plus ``overrides``; and that autoencoder's last validation metrics. ``pg_uris``: one PG's
+    Parquet, or {PG: Parquet} with ``groups`` (each row's PG) and the anchor targets."""
     from mrnet.autoencoders import sparse as sparse_ae
     from mrnet.config.schema import SparseAEConfig
 
     settings = SparseAEConfig(**(cfg.sparse_ae.model_dump() | overrides))
-    model_uri, report = sparse_ae.train_sparse_ae(settings, {"all": pg_uri}, ["all"], str(work / "sae.safetensors"),
-                                                  progress=False)
+    pg_uris = {"all": pg_uris} if isinstance(pg_uris, str) else pg_uris
+    groups = np.full(len(emb), "all") if groups is None else groups
+    model_uri, report = sparse_ae.train_sparse_ae(settings, pg_uris, sorted(pg_uris), str(work / "sae.safetensors"),
+                                                  progress=False, anchors=anchors)
     model, meta = sparse_ae.load(model_uri)
+    out = np.zeros((len(emb), model.hidden), np.float32)
+    for pg in pg_uris:
+        out[groups == pg] = sparse_ae.agnostic(model, meta, emb[groups == pg], pg)
     val = report["history"][-1]["val"]
     stats = {"settings": overrides, "recon_rel": round(val["recon_rel"], 3),
-             "mean_activation": round(val["mean_activation"], 3)}
-    return sparse_ae.agnostic(model, meta, emb, "all"), stats
+             "mean_activation": round(val["mean_activation"], 3), "anchor_rel": val.get("anchor_rel")}
+    return out, stats
 
 
 def main() -> None:
@@ -258,14 +310,18 @@ def main() -> None:
     cold = args[0] == "--cold"
     sae = json.loads(args[1]) if args[0] == "--sae" else None
     args = args[1:] if cold else args[2:] if sae is not None else args
+    pg_column = args[1] if args[0] == "--pgs" else None
+    args = args[2:] if pg_column else args
     name, n, variants = args[0], int(args[1]), [json.loads(v) for v in args[2:]]
     df, tasks, evals = slice_frame(name, n)
+    evals = [c for c in evals if c != pg_column]
+    df = assign_pgs(df, pg_column) if pg_column else df
     print(f"{name}: {len(df)} products, eval {evals}{' (cold start: half unseen)' if cold else ''}", flush=True)
     base = (cold_baselines(df, evals) if cold
-            else baselines(df, evals, Path(tempfile.gettempdir()) / f"qlab_base_{name}_{n}.json"))
+            else baselines(df, evals, Path(tempfile.gettempdir()) / f"qlab_base_{name}_{n}_{'_'.join(evals)}.json"))
     for overrides in variants:
         with tempfile.TemporaryDirectory() as work:
-            res = run_variant(df, tasks, evals, overrides, Path(work), cold, sae)
+            res = run_variant(df, tasks, evals, overrides, Path(work), cold, sae, pg_column)
         print(json.dumps({"variant": overrides} | res), flush=True)
     print(json.dumps({"baselines": base}))
 
