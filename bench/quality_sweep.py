@@ -318,7 +318,7 @@ def main() -> None:
     df = assign_pgs(df, pg_column) if pg_column else df
     print(f"{name}: {len(df)} products, eval {evals}{' (cold start: half unseen)' if cold else ''}", flush=True)
     base = (cold_baselines(df, evals) if cold
-            else baselines(df, evals, Path(tempfile.gettempdir()) / f"qlab_base_{name}_{n}_{'_'.join(evals)}.json"))
+            else baselines(df, evals, Path(tempfile.gettempdir()) / f"qlab_base_{name}_{n}_{'_'.join(evals)}_{pg_column or 'one_pg'}.json"))
     for overrides in variants:
         with tempfile.TemporaryDirectory() as work:
             res = run_variant(df, tasks, evals, overrides, Path(work), cold, sae, pg_column)
