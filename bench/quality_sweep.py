@@ -208,7 +208,7 @@ def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = Fals
     words, vectors = W.load_vectors(vec_uri)
     t1 = time.perf_counter()
     if pg_column is not None:
-        emb, report, pg_uris = train_pgs(cfg, df, words, vectors, work)
+        emb, report, pg_uris = train_pgs(cfg, df, words, vectors, W.load_subwords(vec_uri), work)
         t2 = t3 = time.perf_counter()
         anchors = lambda ids: W.word2vec_mean(df.set_index("product_id").loc[ids, "title"].tolist(), words, vectors)  # noqa: E731
         agn = {i: agnostic_embedding(cfg, emb, pg_uris, work, o, df["product_group"].to_numpy(), anchors)
@@ -266,7 +266,7 @@ def assign_pgs(df: pd.DataFrame, pg_column: str, minimum: int = 300) -> pd.DataF
     return df
 
 
-def train_pgs(cfg, df: pd.DataFrame, words, vectors, work: Path):
+def train_pgs(cfg, df: pd.DataFrame, words, vectors, subwords, work: Path):
     """One PG model per ``product_group`` (``assign_pgs``): every product's own PG embedding (N, d), the
     largest PG's training report, and {PG: embedding Parquet}."""
     from mrnet.encoder.embed import embed_titles, write_embeddings
@@ -275,7 +275,7 @@ def train_pgs(cfg, df: pd.DataFrame, words, vectors, work: Path):
 
     emb, uris, reports = np.zeros((len(df), cfg.model.embed_dim), np.float32), {}, {}
     for pg, rows in df.groupby("product_group").indices.items():
-        uri, reports[pg] = train_pg(cfg, pg, df.iloc[rows], words, vectors, str(work / pg))
+        uri, reports[pg] = train_pg(cfg, pg, df.iloc[rows], words, vectors, str(work / pg), subwords=subwords)
         model, meta = load_model(uri)
         emb[rows] = embed_titles(model, meta, df["title"].iloc[rows])
         uris[pg] = write_embeddings(str(work / f"{pg}.parquet"), df["product_id"].iloc[rows], pg, "sweep", emb[rows])
@@ -312,6 +312,8 @@ def main() -> None:
     args = args[1:] if cold else args[2:] if sae is not None else args
     pg_column = args[1] if args[0] == "--pgs" else None
     args = args[2:] if pg_column else args
+    if cold and pg_column:
+        raise SystemExit("--cold and --pgs do not combine: the PG models would see the unseen half")
     name, n, variants = args[0], int(args[1]), [json.loads(v) for v in args[2:]]
     df, tasks, evals = slice_frame(name, n)
     evals = [c for c in evals if c != pg_column]

@@ -285,7 +285,7 @@ def train_sparse_ae(cfg: SparseAEConfig, embeddings: dict[str, str], pg_order: l
     save_model(model.cpu(), meta, out_uri)
     report = {"n_train": int(len(x_tr)), "n_val": int(len(x_va)), "pgs": sorted(embeddings), "d": d,
               "hidden": model.hidden, "blocks": len(pg_order), "history": history,
-              "anchor_weight": anchor.weight if anchor is not None else 0.0}
+              "anchor_weight_absolute": anchor.weight if anchor is not None else 0.0}   # cfg weight × scale
     return out_uri, report
 
 
