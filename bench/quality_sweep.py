@@ -37,7 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RAW = REPO.parent / "shared" / "data"
 
-from mrnet.config.schema import load_config  # noqa: E402
+from mrnet.config.schema import ModelConfig, load_config  # noqa: E402
+
+TYPED_D = ModelConfig().embed_dim  # a BYO catalog's d (configs/demo.yaml trims it to 256 for its budget)
 
 RETAIL_TASKS = ["{name: brand, kind: multiclass, column: brand, top_k: 1000, min_class_size: 5}",  # the BYO trial's
                 "{name: high_value, kind: binary, column: price, quantile: 0.9}",
@@ -195,7 +197,7 @@ def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = Fals
     tree = [f"tasks=[{', '.join(tasks)}]", "evaluation.enabled=false", "train.progress=false",
             "evaluation.interpret=[]", f"artifact_root={work}",
             # the typed defaults, not the demo's time-budget trims (cap 6, patience 2, 6 AE epochs)
-            "train.epochs=30", "train.patience=3", "sparse_ae.epochs=10"]
+            "train.epochs=30", "train.patience=3", "sparse_ae.epochs=10", f"model.embed_dim={TYPED_D}"]
     tree += [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
     cfg = load_config(REPO / "configs" / "demo.yaml", tree)
     t0 = time.perf_counter()

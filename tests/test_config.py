@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from mrnet.config.schema import Config, TaskSpec, config_from_json, load_config, parse_overrides
+from mrnet.config.schema import Config, ModelConfig, TaskSpec, config_from_json, load_config, parse_overrides
 from tests.helpers import REPO
 
 DEMO = REPO / "configs" / "demo.yaml"
@@ -10,7 +10,8 @@ DEMO = REPO / "configs" / "demo.yaml"
 def test_demo_config_has_paper_defaults():
     cfg = load_config(DEMO)
     assert cfg.word2vec.vector_size == 128 and cfg.word2vec.min_count == "auto"
-    assert cfg.model.embed_dim == 256  # twice the paper's 128 (docs/TRAINING.md)
+    assert cfg.model.embed_dim == 256  # twice the paper's 128, the demo's budget (docs/TRAINING.md)
+    assert ModelConfig().embed_dim == 512  # a BYO catalog's d (mrnet init writes no model section)
     assert {t.kind for t in cfg.tasks} == {"multiclass", "binary", "regression", "decoding"}
     assert {t.signal for t in cfg.tasks} == {"static", "dynamic"}
     tfidf = next(t for t in cfg.tasks if t.kind == "decoding")
@@ -73,6 +74,7 @@ def test_a_config_extends_another_and_overrides_its_keys(tmp_path):
     demo = load_config("configs/demo.yaml")
     assert prod.artifact_root == "s3://mrnet/artifacts" and prod.data.raw_dir == "/opt/mrnet/shared/data"
     assert prod.tasks == demo.tasks and prod.evaluation == demo.evaluation and prod.train == demo.train
+    assert prod.model.embed_dim == 512 and demo.model.embed_dim == 256  # GPU workers get the typed default d
     (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
     with pytest.raises(ValueError, match="`extends` loops"):
