@@ -1,7 +1,8 @@
 """Quality sweep (a benchmark, not a test): one PG model on a public slice nobody tuned for,
 scored on held-out category columns against TF-IDF, LSA-256 and all-MiniLM-L6-v2 (docs/TRAINING.md).
 
-Each VARIANT is a JSON object of config overrides over configs/demo.yaml's training defaults; the
+Each VARIANT is a JSON object of config overrides over the typed training defaults a BYO catalog gets
+(configs/demo.yaml's tasks and settings, less its time-budget trims: 30 epochs, patience 3, d 512); the
 slice's own tasks replace the demo's. Baselines are cached per slice in $TMPDIR.
 
 Usage: .venv/bin/python bench/quality_sweep.py [--cold | --sae SETTINGS_JSON] [--pgs COLUMN] SLICE N VARIANT_JSON [...]
