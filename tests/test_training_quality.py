@@ -118,22 +118,25 @@ def test_a_task_that_overfits_is_retired_and_a_plateau_is_not():
     stopper = Stopper(patience=5, min_delta=0.0, task_patience=2, retire_delta=0.05)
     # gender saturates and wobbles near its best; review overfits (its loss climbs above the prior)
     epochs = [{"gender": 0.10, "review": 0.95}, {"gender": 0.02, "review": 1.01}, {"gender": 0.03, "review": 1.08},
-              {"gender": 0.025, "review": 0.90}, {"gender": 0.02, "review": 0.80}]
+              {"gender": 0.025, "review": 0.60}, {"gender": 0.015, "review": 0.95}]
     stops = [stopper.update(e, {k: {"loss": v} for k, v in losses.items()}, model)
              for e, losses in enumerate(epochs, 1)]
     # review: 0.06 and 0.13 above its best (0.95) at epochs 2 and 3 -> retired at 3; gender never is
     assert stopper.retired == {"review": 3} and not any(stops)
-    assert stopper.best_epoch == 5  # the weights kept: the best mean over all tasks
+    # the weights kept: the best of the tasks still trained (gender's 0.015 at 5), not of the mean over all
+    # tasks, which the retired review's 0.60 would put at epoch 4 (the ``off`` stopper below)
+    assert stopper.best_epoch == 5 and stopper.best == 0.015
     resumed = Stopper(patience=5, min_delta=0.0, task_patience=2)
     resumed.load(stopper.state())
     assert resumed.retired == stopper.retired and resumed.task_best == stopper.task_best
+    assert resumed.best_val == stopper.best_val == {"gender": {"loss": 0.015}, "review": {"loss": 0.95}}
     # once every task is retired the PG stops
     assert stopper.update(6, {"gender": {"loss": 0.2}, "review": {"loss": 0.8}}, model) is False
     assert stopper.update(7, {"gender": {"loss": 0.2}, "review": {"loss": 0.8}}, model) is True
     assert stopper.retired == {"review": 3, "gender": 7}
     off = Stopper(patience=5, min_delta=0.0)
     assert not any(off.update(e, {k: {"loss": v} for k, v in losses.items()}, model)
-                   for e, losses in enumerate(epochs, 1)) and off.retired == {}
+                   for e, losses in enumerate(epochs, 1)) and off.retired == {} and off.best_epoch == 4
 
 
 def test_a_retired_task_is_no_longer_drawn(tiny_artifacts, tmp_path):

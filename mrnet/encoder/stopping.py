@@ -11,9 +11,10 @@ import numpy as np
 from torch import nn
 
 
-def val_score(val: dict) -> float | None:
-    """Early-stopping score of one epoch: the mean normalized validation loss over its tasks."""
-    losses = [v["loss"] for v in val.values() if np.isfinite(v["loss"])]
+def val_score(val: dict, retired=()) -> float | None:
+    """Early-stopping score of one epoch: the mean normalized validation loss over its tasks still trained
+    (``retired`` ones left out: an overfit head that is no longer drawn must not end the others' training)."""
+    losses = [v["loss"] for name, v in val.items() if name not in retired and np.isfinite(v["loss"])]
     return float(np.mean(losses)) if losses else None
 
 
@@ -22,9 +23,11 @@ class Stopper:
     """Early stopping with best-weight restore, and task retirement; its state lives in the checkpoint,
     so a resumed run stops at the same epoch with the same weights as an uninterrupted one.
 
-    The PG's score is the mean normalized validation loss over all its tasks. With ``task_patience``,
+    The PG's score is the mean normalized validation loss over its tasks. With ``task_patience``,
     each task also keeps its own best loss: a task that overfits (``retire``) is retired
-    (``retired``: task → epoch) and is no longer drawn by the training loop."""
+    (``retired``: task → epoch), is no longer drawn by the training loop, and leaves the score: the best
+    epoch kept so far is re-scored on the remaining tasks (``best_val`` holds its per-task losses), so
+    epochs are compared on the same tasks, and the heads still learning decide when to stop."""
 
     patience: int | None
     min_delta: float
@@ -33,6 +36,7 @@ class Stopper:
     best: float = float("inf")
     best_epoch: int = 0
     best_state: dict | None = None
+    best_val: dict = field(default_factory=dict)
     waited: int = 0
     task_best: dict = field(default_factory=dict)
     task_waited: dict = field(default_factory=dict)
@@ -42,18 +46,23 @@ class Stopper:
         """Record an epoch's validation metrics; True when training should stop: every task retired, or
         (with ``patience``) no better mean for ``patience`` epochs. Without ``patience`` no best epoch is
         kept: the PG trains to the cap (or until every task is retired) and keeps its last weights."""
+        before = len(self.retired)
         self.retire(epoch, val)
         every_task_retired = self.task_patience is not None and bool(val) and all(n in self.retired for n in val)
-        score = val_score(val)
+        score = val_score(val, self.retired)
         if score is None or self.patience is None:
             return every_task_retired
-        self.improve(epoch, score, model)
+        if len(self.retired) > before and self.best_val:  # the kept best, on the tasks still trained
+            rescored = val_score(self.best_val, self.retired)
+            self.best = rescored if rescored is not None else float("inf")
+        self.improve(epoch, score, model, val)
         return every_task_retired or self.waited >= self.patience
 
-    def improve(self, epoch: int, score: float | None, model: nn.Module) -> None:
+    def improve(self, epoch: int, score: float | None, model: nn.Module, val: dict | None = None) -> None:
         if score is not None and score < self.best - self.min_delta:
             self.best, self.best_epoch, self.waited = score, epoch, 0
             self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            self.best_val = {name: {"loss": float(v["loss"])} for name, v in (val or {}).items()}
         else:
             self.waited += 1
 
@@ -75,11 +84,11 @@ class Stopper:
 
     def state(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch, "waited": self.waited,
-                "best_state": self.best_state, "task_best": self.task_best, "task_waited": self.task_waited,
+                "best_state": self.best_state, "best_val": self.best_val, "task_best": self.task_best, "task_waited": self.task_waited,
                 "retired": self.retired}
 
     def load(self, state: dict) -> None:
         self.best, self.best_epoch, self.waited = state["best"], state["best_epoch"], state["waited"]
-        self.best_state = state["best_state"]
+        self.best_state, self.best_val = state["best_state"], state.get("best_val", {})
         self.task_best, self.task_waited = state.get("task_best", {}), state.get("task_waited", {})
         self.retired = state.get("retired", {})
