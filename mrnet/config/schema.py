@@ -154,7 +154,8 @@ class ModelConfig(Frozen):
     """d = embed_dim = forward ⊕ backward final states, so each direction has d/2 units. The default d is
     512, four times the paper's 128: on three public 10k-product slices the TF-IDF decoding head, which
     carries most of what held-out category columns need, was capacity-bound at 128 and still at 256, and
-    d 512 raised the held-out scores on all three (docs/TRAINING.md, ninth session). It costs about twice
+    d 512 raised the held-out scores on BigBasket and Myntra (at 5k and 10k products) and left Flipkart
+    level (docs/TRAINING.md, ninth session). It costs about twice
     256's training time and embedding bytes; configs/demo.yaml keeps 256 for its 10-minute budget."""
 
     embed_dim: int = Field(default=512, ge=2, le=4096)
