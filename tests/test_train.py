@@ -69,11 +69,25 @@ def test_training_is_deterministic_and_reports_per_task_validation(tiny_artifact
     assert all(expected[kinds[name]] in metrics and metrics["n"] > 0 for name, metrics in val.items())
 
 
-def test_joint_optimization_runs(tiny_artifacts, tmp_path):
+@pytest.mark.parametrize("optimization", ["joint", "alternating"])
+@pytest.mark.parametrize("amp", [False, True])
+def test_both_loops_run_in_fp32_and_bf16_autocast(tiny_artifacts, tmp_path, optimization, amp):
     cfg, catalog, words, vectors = _inputs(tiny_artifacts)
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"optimization": "joint"})})
-    _, report = train_pg(cfg, "automotive", catalog, words, vectors, str(tmp_path / "j"))
-    assert report["history"][-1]["train_loss"]
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"optimization": optimization, "amp": amp})})
+    uri, report = train_pg(cfg, "automotive", catalog, words, vectors, str(tmp_path / "j"))
+    assert report["history"][-1]["train_loss"] and report["bf16_autocast"] is amp
+    assert all(v.dtype == torch.float32 for k, v in load_file(uri).items() if k != "subwords")  # fp32 weights kept
+
+
+def test_amp_auto_is_bf16_on_a_cpu_with_native_bf16_only(monkeypatch):
+    from mrnet.encoder import train
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for native in (False, True):
+        monkeypatch.setattr(train, "cpu_has_bf16", lambda native=native: native)
+        assert train.use_amp("auto", cpu) is native
+        assert train.use_amp("auto", cuda) is False  # slower there (docs/BENCHMARKS.md, GPU)
+        assert train.use_amp(True, cpu) is True and train.use_amp(False, cpu) is False
 
 
 KILL_SCRIPT = """

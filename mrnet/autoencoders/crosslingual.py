@@ -32,7 +32,7 @@ from torch import nn
 
 from mrnet.config.schema import CrossLingualConfig
 from mrnet.data.sample import hash_sample
-from mrnet.encoder.model import load_weights, read_meta, save_model
+from mrnet.encoder.model import adamw, load_weights, read_meta, save_model
 from mrnet.evaluation import retrieval
 from mrnet.io import storage
 from mrnet.io.progress import bar as progress_bar
@@ -84,7 +84,7 @@ def train_ae(cfg: CrossLingualConfig, x_a: np.ndarray, x_b: np.ndarray, seed: in
     torch.manual_seed(seed)
     inputs, targets = (torch.from_numpy(a).to(device) for a in three_part_examples(x_a, x_b))
     model = CrossLingualAE(x_a.shape[1], x_b.shape[1], cfg.hidden).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = adamw(model.parameters(), cfg.lr)
     gen = torch.Generator().manual_seed(seed)
     steps, history = math.ceil(len(inputs) / cfg.batch_size), []
     for epoch in range(1, cfg.epochs + 1):

@@ -49,7 +49,7 @@ from torch import nn
 
 from mrnet.config.schema import SparseAEConfig
 from mrnet.data.sample import hash_rank
-from mrnet.encoder.model import load_weights, read_meta, save_model
+from mrnet.encoder.model import adamw, load_weights, read_meta, save_model
 from mrnet.io import storage
 from mrnet.io.progress import bar as progress_bar
 
@@ -255,7 +255,7 @@ def train_sparse_ae(cfg: SparseAEConfig, embeddings: dict[str, str], pg_order: l
         scale = float(x_tr.pow(2).sum(1).mean()) / max(float(a_tr.nan_to_num().pow(2).sum(1).mean()), 1e-12)
         anchor = Anchor(model.hidden, a.shape[1], cfg.anchor_weight * scale).to(device)
     params = list(model.parameters()) + (list(anchor.parameters()) if anchor is not None else [])
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    opt = adamw(params, cfg.lr)
     gen = torch.Generator().manual_seed(seed)
     steps = math.ceil(len(x_tr) / cfg.batch_size)
     history = []

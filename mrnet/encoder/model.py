@@ -67,6 +67,16 @@ def build_model(meta: dict) -> MRNet:
                  (meta.get("subwords") or {}).get("bucket", 0))
 
 
+def adamw(params, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """AdamW (Adam when ``weight_decay`` is 0) with the fused kernel on CPU and CUDA: one kernel
+    over all tensors instead of a loop of small ops per tensor (bench/optimizer.py: the sparse AE
+    step 1.10x, the PG step 1.04x on 2 cores). Every mrnet model (PG encoder, sparse and
+    cross-language autoencoders) trains with it."""
+    params = list(params)
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def save_model(model: nn.Module, meta: dict, uri: str) -> str:
     """One self-describing safetensors file (atomic write): the weights, and ``meta`` as JSON in
     the header. Every mrnet model (PG encoder, sparse and cross-language autoencoders) uses it."""

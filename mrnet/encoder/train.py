@@ -33,7 +33,7 @@ from mrnet.data import word2vec as W
 from mrnet.data.sample import hash_rank
 from mrnet.data.text import Vocab, length_buckets
 from mrnet.encoder import targets as T
-from mrnet.encoder.model import MRNet, build_model, save_model
+from mrnet.encoder.model import MRNet, adamw, build_model, save_model
 from mrnet.encoder.stopping import Stopper
 from mrnet.io import storage
 from mrnet.io.progress import bar as progress_bar
@@ -139,17 +139,17 @@ def joint_optimization(model: MRNet, opt, data: PGData,
     for _ in range(steps):
         idx = draw_batch(everyone, batch_size, gen)
         ids = torch.from_numpy(data.ids[idx, : data.lengths[idx[0]]]).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            h = model(ids)
         total = 0.0
-        for name, state in states.items():
-            sel = data.targets[name].has[idx]
-            if sel.any():
-                keep = torch.from_numpy(sel).to(device)
-                loss = task_loss(state, model.head(name, h[keep]),
-                                 _target_rows(data.targets[name], idx[sel], device))
-                total = total + loss
-                losses[name].append(loss.detach())
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):  # the heads too: h is bf16
+            h = model(ids)
+            for name, state in states.items():
+                sel = data.targets[name].has[idx]
+                if sel.any():
+                    keep = torch.from_numpy(sel).to(device)
+                    loss = task_loss(state, model.head(name, h[keep]),
+                                     _target_rows(data.targets[name], idx[sel], device))
+                    total = total + loss
+                    losses[name].append(loss.detach())
         opt.zero_grad(set_to_none=True)
         if torch.is_tensor(total):
             total.backward()
@@ -223,6 +223,22 @@ def pick_device(cfg: Config) -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles); without it autocast
+    emulates bf16 and is slower than fp32."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without the probes: stay in fp32
+        return False
+
+
+def use_amp(setting: bool | str, device: torch.device) -> bool:
+    """``train.amp``: ``auto`` = bf16 autocast on a CPU with native bf16 only (schema.TrainConfig says why)."""
+    if setting == "auto":
+        return device.type == "cpu" and cpu_has_bf16()
+    return bool(setting)
+
+
 def _load_checkpoint(uri: str, config_hash: str) -> dict | None:
     if not storage.exists(uri):
         return None
@@ -268,11 +284,9 @@ def make_optimizers(model: MRNet, active: dict[str, dict], cfg) -> dict[str, tor
     everything (``shared``, the same object under every task name). ``cfg``: the TrainConfig."""
     encoder = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("heads.")]
     if cfg.optimizer_state == "shared":
-        shared = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                   weight_decay=cfg.weight_decay)
+        shared = adamw([p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay)
         return {name: shared for name in active}
-    return {name: torch.optim.AdamW(encoder + list(model.heads[name].parameters()), lr=cfg.lr,
-                                    weight_decay=cfg.weight_decay) for name in active}
+    return {name: adamw(encoder + list(model.heads[name].parameters()), cfg.lr, cfg.weight_decay) for name in active}
 
 
 def _optimizer_states(opts: dict) -> dict:
@@ -317,7 +331,7 @@ def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: p
         history, start, stopped = json.loads(ckpt["history"]), int(ckpt["epoch"]), bool(ckpt["stopped"])
     batch = batch_size_for(cfg.train, len(train_df))
     loop = alternating_optimization if cfg.train.optimization == "alternating" else joint_optimization
-    amp = cfg.train.amp and device.type == "cuda"
+    amp = use_amp(cfg.train.amp, device)
     t_start = time.perf_counter()
     for epoch in range(start + 1, cfg.train.epochs + 1):
         if stopped:
@@ -354,7 +368,7 @@ def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: p
     model_uri = save_model(model, meta, storage.join(out_dir, "model.safetensors"))
     report = {"pg": pg, "n_train": len(train_df), "n_val": len(val_df), "history": history,
               "best_epoch": best, "early_stopped": bool(stopped), "resumed_from_epoch": start,
-              "batch_size": batch, "retired": dict(stopper.retired),
+              "batch_size": batch, "bf16_autocast": amp, "retired": dict(stopper.retired),
               "inactive_tasks": {s["name"]: s["why"] for s in meta["tasks"] if not s["active"]}}
     storage.write_text(storage.join(out_dir, "metrics.json"), json.dumps(report, indent=2))
     return model_uri, report
