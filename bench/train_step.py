@@ -3,8 +3,8 @@ process, runs interleaved.
 
 - bf16 autocast (``train.amp``) against fp32 for the PG model's alternating optimization (paper
   §3.1) on one demo PG, one AdamW per task (``train.optimizer_state: per_task``), at the PG's own
-  batch size (``batch_size: auto``); both models then report their validation losses, so a speed-up
-  that costs accuracy shows;
+  batch size (``batch_size: auto``); both models then report each task's validation loss, so a
+  speed-up that costs accuracy shows;
 - the fused AdamW kernel (``encoder.model.adamw``) against the per-tensor loop AdamW that torch
   picks on CPU by default: the same PG step, and the sparse autoencoder's step (paper §3.2) at the
   demo's shape (23 PG blocks of d 256, 2d = 512 hidden units, the shared anchor, batches of 1,024).
@@ -41,7 +41,7 @@ def loop_adamw(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam
 
 def pg_runner(data_dir: Path, steps: int, make, amp: bool = False):
     """(a closure running ``steps`` alternating-optimization steps with optimizers from ``make``,
-    the batch size, a closure returning the mean validation loss over the PG's tasks)."""
+    the batch size, a closure returning the validation loss of each of the PG's tasks)."""
     import gpu
 
     from mrnet.encoder.train import alternating_optimization, batch_size_for, validate
@@ -55,7 +55,7 @@ def pg_runner(data_dir: Path, steps: int, make, amp: bool = False):
     gen = torch.Generator().manual_seed(0)
     run = lambda: alternating_optimization(model, opts, train, active, steps, batch, gen,  # noqa: E731
                                            torch.device("cpu"), amp)
-    val_loss = lambda: statistics.mean(v["loss"] for v in validate(model, val, active, torch.device("cpu")).values())  # noqa: E731
+    val_loss = lambda: {k: v["loss"] for k, v in sorted(validate(model, val, active, torch.device("cpu")).items())}  # noqa: E731
     return run, batch, val_loss
 
 
@@ -120,8 +120,9 @@ def main() -> None:
     for name, ours, ref, steps in rows:
         print(f"| {name} | {ms(ours, steps)} | {ms(ref, steps)} | {ref / ours:.2f}x |")
     steps = (args.repeats + 1) * args.pg_steps
-    print(f"\nmean validation loss after {steps} steps (1.0 = the label prior): bf16 autocast {bf16_val():.4f}, "
-          f"fp32 {fp32_val():.4f}")
+    print(f"\nnormalized validation loss per task after {steps} steps (1.0 = the label prior), bf16 autocast / fp32:")
+    for (task, b), f in zip(bf16_val().items(), fp32_val().values()):
+        print(f"- {task}: {b:.4f} / {f:.4f}")
 
 
 if __name__ == "__main__":
