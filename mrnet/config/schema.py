@@ -205,9 +205,9 @@ class TrainConfig(Frozen):
     threads: int = Field(default=0, ge=0)  # 0 = all cores
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # bf16 autocast of the training steps (weights, optimizer state, validation and embeddings stay fp32).
-    # ``auto``: on a CPU with native bf16 (AVX512-BF16 / AMX), where it trained the demo's PG 1.3x as fast
-    # at the same validation losses; fp32 on CUDA, where an H200 ran this small BiLSTM 0.68-0.74x as fast
-    # in bf16, and on CPUs without it (docs/BENCHMARKS.md). true / false force it on any device
+    # ``auto``: on a CPU with native bf16 (AVX512-BF16 / AMX), where a demo PG's step ran 1.15x as fast at
+    # the same validation losses (bench/train_step.py); fp32 on CUDA, where an H200 ran the BiLSTM at d 128
+    # 0.68-0.74x as fast in bf16, and on CPUs without it (docs/BENCHMARKS.md). true / false force it anywhere
     amp: bool | Literal["auto"] = "auto"
     progress: bool = True
 

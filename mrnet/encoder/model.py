@@ -69,8 +69,8 @@ def build_model(meta: dict) -> MRNet:
 
 def adamw(params, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
     """AdamW (Adam when ``weight_decay`` is 0) with the fused kernel on CPU and CUDA: one kernel
-    over all tensors instead of a loop of small ops per tensor (bench/optimizer.py: the sparse AE
-    step 1.10x, the PG step 1.04x on 2 cores). Every mrnet model (PG encoder, sparse and
+    over all tensors instead of a loop of small ops per tensor (bench/train_step.py: 1.08x on the PG
+    step and on the sparse AE step, 2 cores). Every mrnet model (PG encoder, sparse and
     cross-language autoencoders) trains with it."""
     params = list(params)
     fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
