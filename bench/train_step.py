@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -78,15 +76,12 @@ def sparse_runner(steps: int, make, groups: int = 23, d: int = 256, batch: int =
 
 
 def interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    times: dict[str, list] = {k: [] for k in fns}
+    """One warm-up each, then bench/gpu.py's median of interleaved runs."""
+    import gpu
+
     for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+        fn()
+    return gpu.timed(fns, repeats)
 
 
 def main() -> None:
