@@ -15,7 +15,8 @@ from mrnet.data.catalog import read_catalog
 from mrnet.data.word2vec import load_vectors
 from mrnet.encoder import targets as T
 from mrnet.encoder.model import build_model
-from mrnet.encoder.train import alternating_optimization, prepare, split_train_val, train_pg
+from mrnet.encoder.train import (alternating_optimization, epoch_steps, joint_optimization, make_optimizers,
+                                 prepare, split_train_val, train_pg)
 from tests.helpers import REPO
 
 
@@ -69,9 +70,33 @@ def test_training_is_deterministic_and_reports_per_task_validation(tiny_artifact
     assert all(expected[kinds[name]] in metrics and metrics["n"] > 0 for name, metrics in val.items())
 
 
+
+def test_joint_step_updates_every_labelled_head_and_an_epoch_sees_each_product_once(tiny_artifacts):
+    cfg, catalog, words, vectors = _inputs(tiny_artifacts)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"optimization": "joint"})})
+    df = catalog[catalog.product_group == "watches"]
+    states = [T.fit_task(s, df) for s in cfg.tasks]
+    active = {s["name"]: s for s in states if s["active"]}
+    data = prepare(cfg, df, words, states)
+    model = build_model({"config": cfg.model_dump(mode="json"), "vocab": words, "tasks": states})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opts = make_optimizers(model, active, cfg.train)  # per_task in the config: joint still gets one optimizer
+    assert len({id(o) for o in opts.values()}) == 1
+    losses, _ = joint_optimization(model, opts, data, active, 3, len(df), torch.Generator().manual_seed(0),
+                                   torch.device("cpu"), amp=False)
+    trained = {k for k, v in losses.items() if v}
+    changed = {k.split(".")[1] for k, v in model.state_dict().items()
+               if k.startswith("heads.") and not torch.equal(v, before[k])}
+    assert len(trained) > 1 and changed == trained
+    assert epoch_steps(data, 16, joint=True) == -(-len(df) // 16) < epoch_steps(data, 16)
+
 @pytest.mark.parametrize("optimization", ["joint", "alternating"])
 @pytest.mark.parametrize("amp", [False, True])
 def test_both_loops_run_in_fp32_and_bf16_autocast(tiny_artifacts, tmp_path, optimization, amp):
+    from mrnet.encoder.train import cpu_has_bf16
+
+    if amp and not cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16: amp=true trains in fp32 (test_amp_auto_is_bf16_...)")
     cfg, catalog, words, vectors = _inputs(tiny_artifacts)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"optimization": optimization, "amp": amp})})
     uri, report = train_pg(cfg, "automotive", catalog, words, vectors, str(tmp_path / "j"))
@@ -87,7 +112,8 @@ def test_amp_auto_is_bf16_on_a_cpu_with_native_bf16_only(monkeypatch):
         monkeypatch.setattr(train, "cpu_has_bf16", lambda native=native: native)
         assert train.use_amp("auto", cpu) is native
         assert train.use_amp("auto", cuda) is False  # slower there (docs/BENCHMARKS.md, GPU)
-        assert train.use_amp(True, cpu) is True and train.use_amp(False, cpu) is False
+        assert train.use_amp(True, cpu) is native and train.use_amp(False, cpu) is False  # no bf16 LSTM without
+        assert train.use_amp(True, cuda) is True and train.use_amp(False, cuda) is False
 
 
 KILL_SCRIPT = """

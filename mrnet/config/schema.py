@@ -207,7 +207,8 @@ class TrainConfig(Frozen):
     # bf16 autocast of the training steps (weights, optimizer state, validation and embeddings stay fp32).
     # ``auto``: on a CPU with native bf16 (AVX512-BF16 / AMX), where a demo PG's step ran 1.15x as fast at
     # the same validation losses (bench/train_step.py); fp32 on CUDA, where an H200 ran the BiLSTM at d 128
-    # 0.68-0.74x as fast in bf16, and on CPUs without it (docs/BENCHMARKS.md). true / false force it anywhere
+    # 0.68-0.74x as fast in bf16, and on CPUs without it (docs/BENCHMARKS.md). true forces it on CUDA and on a
+    # CPU with native bf16 (elsewhere oneDNN has no bf16 LSTM: fp32 and a warning); false is fp32 everywhere
     amp: bool | Literal["auto"] = "auto"
     progress: bool = True
 

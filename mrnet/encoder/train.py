@@ -130,7 +130,9 @@ def alternating_optimization(model: MRNet, opt, data: PGData,
 def joint_optimization(model: MRNet, opt, data: PGData,
                        states: dict[str, dict], steps: int, batch_size: int,
                        gen: torch.Generator, device, amp: bool, bar=None) -> tuple[dict[str, list], int]:
-    """Eq. 3: one batch of any products, the sum of the labelled tasks' normalized losses."""
+    """Eq. 3: one batch of any products, the sum of the labelled tasks' normalized losses.
+    ``opt``: one optimizer over the encoder and every head (``make_optimizers`` gives the joint
+    loop the same object under every task name), so every head that saw a label is stepped."""
     opt = next(iter(opt.values())) if isinstance(opt, dict) else opt
     everyone = list(length_buckets(data.lengths).values())
     losses: dict[str, list] = {n: [] for n in states}
@@ -162,25 +164,27 @@ def joint_optimization(model: MRNet, opt, data: PGData,
 
 @torch.inference_mode()
 def validate(model: MRNet, data: PGData, states: dict[str, dict], device, batch: int = 4096) -> dict:
-    """Per-task normalized loss and metrics on the validation split."""
+    """Per-task normalized loss and metrics on the validation split. Each product is encoded once
+    and every head reads the same embedding (a pass per task cost a joint epoch a third of its time)."""
     model.eval()
-    out: dict[str, dict] = {}
+    h = None
+    for group in length_buckets(data.lengths).values():
+        for start in range(0, len(group), batch):
+            part = group[start:start + batch]
+            ids = torch.from_numpy(data.ids[part, : data.lengths[part[0]]]).to(device)
+            out = model(ids).float()                                      # (B, d)
+            h = h if h is not None else torch.empty(len(data.lengths), out.shape[1], device=out.device)
+            h[torch.from_numpy(part).to(out.device)] = out
+    result: dict[str, dict] = {}
     for name, state in states.items():
-        if not data.buckets[name]:
+        rows = np.flatnonzero(data.targets[name].has)
+        if not len(rows):
             continue
-        outputs, rows = [], []
-        for group in data.buckets[name]:
-            for start in range(0, len(group), batch):
-                part = group[start:start + batch]
-                ids = torch.from_numpy(data.ids[part, : data.lengths[part[0]]]).to(device)
-                outputs.append(model.heads[name](model(ids)).float().cpu())
-                rows.append(part)
-        order = np.concatenate(rows)
-        output = torch.cat(outputs)
-        target = _target_rows(data.targets[name], order, "cpu")
-        out[name] = {"loss": float(task_loss(state, output, target)), "n": len(order),
-                     **T.metrics(state, output.numpy(), target.numpy())}
-    return out
+        output = model.heads[name](h[torch.from_numpy(rows).to(h.device)]).float().cpu()
+        target = _target_rows(data.targets[name], rows, "cpu")
+        result[name] = {"loss": float(task_loss(state, output, target)), "n": len(rows),
+                        **T.metrics(state, output.numpy(), target.numpy())}
+    return result
 
 
 def batch_size_for(cfg, n_train: int) -> int:
@@ -194,8 +198,11 @@ def batch_size_for(cfg, n_train: int) -> int:
     return int(min(256, max(64, 2 ** math.floor(math.log2(max(n_train, 1) / 128)))))
 
 
-def epoch_steps(data: PGData, batch_size: int, tasks=None) -> int:
-    """One epoch = every labelled (product, task) pair of ``tasks`` (default all) once, in expectation."""
+def epoch_steps(data: PGData, batch_size: int, tasks=None, joint: bool = False) -> int:
+    """One epoch = every labelled (product, task) pair of ``tasks`` (default all) once, in expectation.
+    A joint step (eq. 3) trains every task labelled in its batch, so there an epoch is every product once."""
+    if joint:
+        return max(1, math.ceil(len(data.lengths) / batch_size))
     pairs = sum(int(t.has.sum()) for name, t in data.targets.items() if tasks is None or name in tasks)
     return max(1, math.ceil(pairs / batch_size))
 
@@ -233,10 +240,15 @@ def cpu_has_bf16() -> bool:
 
 
 def use_amp(setting: bool | str, device: torch.device) -> bool:
-    """``train.amp``: ``auto`` = bf16 autocast on a CPU with native bf16 only (schema.TrainConfig says why)."""
-    if setting == "auto":
-        return device.type == "cpu" and cpu_has_bf16()
-    return bool(setting)
+    """``train.amp``: ``auto`` = bf16 autocast on a CPU with native bf16 only (schema.TrainConfig says why).
+    ``true`` on a CPU without it trains in fp32 with a warning: oneDNN has no bf16 LSTM there (it raises
+    "could not create a primitive descriptor" on every shape)."""
+    if device.type == "cpu" and not cpu_has_bf16():
+        if setting is True:
+            logging.getLogger("mrnet").warning("train.amp=true: this CPU has no native bf16 (AVX512-BF16 or AMX), "
+                                               "which oneDNN's bf16 LSTM needs; training in fp32")
+        return False
+    return device.type == "cpu" if setting == "auto" else bool(setting)
 
 
 def _load_checkpoint(uri: str, config_hash: str) -> dict | None:
@@ -281,9 +293,10 @@ def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vect
 
 def make_optimizers(model: MRNet, active: dict[str, dict], cfg) -> dict[str, torch.optim.Optimizer]:
     """AdamW per task over the encoder + that task's head (``per_task``), or one AdamW over
-    everything (``shared``, the same object under every task name). ``cfg``: the TrainConfig."""
+    everything (``shared``, the same object under every task name). ``cfg``: the TrainConfig.
+    The joint loop (eq. 3) takes one step on the sum of the losses, so it always gets the shared one."""
     encoder = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("heads.")]
-    if cfg.optimizer_state == "shared":
+    if cfg.optimizer_state == "shared" or cfg.optimization == "joint":
         shared = adamw([p for p in model.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay)
         return {name: shared for name in active}
     return {name: adamw(encoder + list(model.heads[name].parameters()), cfg.lr, cfg.weight_decay) for name in active}
@@ -337,7 +350,7 @@ def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: p
         if stopped:
             break
         drawn = {name: state for name, state in active.items() if name not in stopper.retired}
-        steps = cfg.train.steps_per_epoch or epoch_steps(train, batch, drawn)
+        steps = cfg.train.steps_per_epoch or epoch_steps(train, batch, drawn, loop is joint_optimization)
         bar = progress_bar(total=steps, desc=f"{pg} epoch {epoch}/{cfg.train.epochs}", unit="step", leave=False,
                            progress=cfg.train.progress)
         t0 = time.perf_counter()
