@@ -26,23 +26,30 @@ def _inputs(tiny_artifacts):
     return cfg, read_catalog(catalog_uri), words, vectors
 
 
-def test_alternating_step_updates_encoder_and_one_head_only(tiny_artifacts):
-    cfg, catalog, words, vectors = _inputs(tiny_artifacts)
+def _watches_model(cfg, catalog, words):
+    """The watches PG's rows, active task states, prepared data, an untrained model and its weights."""
     df = catalog[catalog.product_group == "watches"]
     states = [T.fit_task(s, df) for s in cfg.tasks]
     active = {s["name"]: s for s in states if s["active"]}
-    data = prepare(cfg, df, words, states)
     model = build_model({"config": cfg.model_dump(mode="json"), "vocab": words, "tasks": states})
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    return df, active, prepare(cfg, df, words, states), model, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _changed_heads(model, before) -> set[str]:
+    return {k.split(".")[1] for k, v in model.state_dict().items()
+            if k.startswith("heads.") and not torch.equal(v, before[k])}
+
+
+def test_alternating_step_updates_encoder_and_one_head_only(tiny_artifacts):
+    cfg, catalog, words, vectors = _inputs(tiny_artifacts)
+    df, active, data, model, before = _watches_model(cfg, catalog, words)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
     losses, titles = alternating_optimization(model, opt, data, active, 1, 8, torch.Generator().manual_seed(0),
                                               torch.device("cpu"), amp=False)
     chosen = [k for k, v in losses.items() if v]
     assert 0 < titles <= 8
     assert len(chosen) == 1
-    changed = {k.split(".")[1] for k, v in model.state_dict().items()
-               if k.startswith("heads.") and not torch.equal(v, before[k])}
-    assert changed == set(chosen)
+    assert _changed_heads(model, before) == set(chosen)
     assert not torch.equal(model.lstm.weight_hh_l0, before["lstm.weight_hh_l0"])
     assert torch.equal(model.words.weight, before["words.weight"])  # frozen word2vec
 
@@ -70,24 +77,16 @@ def test_training_is_deterministic_and_reports_per_task_validation(tiny_artifact
     assert all(expected[kinds[name]] in metrics and metrics["n"] > 0 for name, metrics in val.items())
 
 
-
 def test_joint_step_updates_every_labelled_head_and_an_epoch_sees_each_product_once(tiny_artifacts):
     cfg, catalog, words, vectors = _inputs(tiny_artifacts)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"optimization": "joint"})})
-    df = catalog[catalog.product_group == "watches"]
-    states = [T.fit_task(s, df) for s in cfg.tasks]
-    active = {s["name"]: s for s in states if s["active"]}
-    data = prepare(cfg, df, words, states)
-    model = build_model({"config": cfg.model_dump(mode="json"), "vocab": words, "tasks": states})
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    df, active, data, model, before = _watches_model(cfg, catalog, words)
     opts = make_optimizers(model, active, cfg.train)  # per_task in the config: joint still gets one optimizer
     assert len({id(o) for o in opts.values()}) == 1
     losses, _ = joint_optimization(model, opts, data, active, 3, len(df), torch.Generator().manual_seed(0),
                                    torch.device("cpu"), amp=False)
     trained = {k for k, v in losses.items() if v}
-    changed = {k.split(".")[1] for k, v in model.state_dict().items()
-               if k.startswith("heads.") and not torch.equal(v, before[k])}
-    assert len(trained) > 1 and changed == trained
+    assert len(trained) > 1 and _changed_heads(model, before) == trained
     assert epoch_steps(data, 16, joint=True) == -(-len(df) // 16) < epoch_steps(data, 16)
 
 @pytest.mark.parametrize("optimization", ["joint", "alternating"])

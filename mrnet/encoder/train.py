@@ -165,7 +165,7 @@ def joint_optimization(model: MRNet, opt, data: PGData,
 @torch.inference_mode()
 def validate(model: MRNet, data: PGData, states: dict[str, dict], device, batch: int = 4096) -> dict:
     """Per-task normalized loss and metrics on the validation split. Each product is encoded once
-    and every head reads the same embedding (a pass per task cost a joint epoch a third of its time)."""
+    and every head reads the same embedding, instead of one pass over the split per task."""
     model.eval()
     h = None
     for group in length_buckets(data.lengths).values():
