@@ -15,8 +15,8 @@ from mrnet.data.catalog import read_catalog
 from mrnet.data.word2vec import load_vectors
 from mrnet.encoder import targets as T
 from mrnet.encoder.model import build_model
-from mrnet.encoder.train import (alternating_optimization, epoch_steps, joint_optimization, make_optimizers,
-                                 prepare, split_train_val, train_pg)
+from mrnet.encoder.train import (alternating_optimization, cpu_has_bf16, epoch_steps, joint_optimization,
+                                 make_optimizers, prepare, split_train_val, train_pg)
 from tests.helpers import REPO
 
 
@@ -89,13 +89,12 @@ def test_joint_step_updates_every_labelled_head_and_an_epoch_sees_each_product_o
     assert len(trained) > 1 and _changed_heads(model, before) == trained
     assert epoch_steps(data, 16, joint=True) == -(-len(df) // 16) < epoch_steps(data, 16)
 
+
 @pytest.mark.parametrize("optimization", ["joint", "alternating"])
 @pytest.mark.parametrize("amp", [False, True])
 def test_both_loops_run_in_fp32_and_bf16_autocast(tiny_artifacts, tmp_path, optimization, amp):
-    from mrnet.encoder.train import cpu_has_bf16
-
     if amp and not cpu_has_bf16():
-        pytest.skip("this CPU has no native bf16: amp=true trains in fp32 (test_amp_auto_is_bf16_...)")
+        pytest.skip("this CPU has no native bf16: amp=true trains in fp32 there (test_amp_auto_is_bf16_on_a_cpu_...)")
     cfg, catalog, words, vectors = _inputs(tiny_artifacts)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"optimization": optimization, "amp": amp})})
     uri, report = train_pg(cfg, "automotive", catalog, words, vectors, str(tmp_path / "j"))

@@ -167,14 +167,12 @@ def validate(model: MRNet, data: PGData, states: dict[str, dict], device, batch:
     """Per-task normalized loss and metrics on the validation split. Each product is encoded once
     and every head reads the same embedding, instead of one pass over the split per task."""
     model.eval()
-    h = None
+    h = torch.empty(len(data.lengths), 2 * model.lstm.hidden_size, device=device)    # (N, d)
     for group in length_buckets(data.lengths).values():
         for start in range(0, len(group), batch):
             part = group[start:start + batch]
             ids = torch.from_numpy(data.ids[part, : data.lengths[part[0]]]).to(device)
-            out = model(ids).float()                                      # (B, d)
-            h = h if h is not None else torch.empty(len(data.lengths), out.shape[1], device=out.device)
-            h[torch.from_numpy(part).to(out.device)] = out
+            h[torch.from_numpy(part).to(device)] = model(ids).float()             # (B, d)
     result: dict[str, dict] = {}
     for name, state in states.items():
         rows = np.flatnonzero(data.targets[name].has)
