@@ -39,6 +39,23 @@ def test_length_bucketed_batches_equal_packed_sequences():
     assert np.abs(packed - bucketed).max() < 1e-5
 
 
+def test_word_dropout_turns_words_into_unk_in_training_only():
+    """``word_dropout`` (cold start, §6): in training about p of the real words read as <unk>;
+    <pad>/<unk> stay; in eval mode the title is read as it is."""
+    torch.manual_seed(3)
+    model = MRNet(vocab_size=50, word_dim=16, embed_dim=12, head_dims={"color": 5}, word_dropout=0.3)
+    seen = []
+    model.words.register_forward_hook(lambda mod, args, out: seen.append(args[0].clone()))
+    ids = torch.randint(2, 50, (200, 10))
+    ids[:, 0] = 1  # an <unk> stays one
+    model.train()(ids)
+    model.eval()(ids)
+    dropped = seen[0] != ids
+    assert torch.all(seen[0][dropped] == 1) and torch.all(seen[0][:, 0] == 1)
+    assert 0.25 < dropped[:, 1:].float().mean() < 0.35
+    assert torch.equal(seen[1], ids)
+
+
 def test_save_load_roundtrip_is_self_describing_and_pickle_free(tmp_path):
     model = _model(2).eval()
     meta = {"pg": "watches", "vocab": Vocab([f"w{i}" for i in range(48)]).words,

@@ -162,6 +162,7 @@ class ModelConfig(Frozen):
     max_tokens: int = Field(default=32, ge=1, le=1024)
     freeze_word_vectors: bool = True
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # on h_T before the heads, in training only
+    word_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # training: a word → <unk> (cold start, §6)
 
     @model_validator(mode="after")
     def _even(self) -> "ModelConfig":

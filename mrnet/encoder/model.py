@@ -23,14 +23,16 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from mrnet.data.text import UNK_ID
 from mrnet.io import storage
 
 
 class MRNet(nn.Module):
     def __init__(self, vocab_size: int, word_dim: int, embed_dim: int,
                  head_dims: dict[str, int], freeze_word_vectors: bool = True, dropout: float = 0.0,
-                 subword_buckets: int = 0):
+                 subword_buckets: int = 0, word_dropout: float = 0.0):
         super().__init__()
+        self.word_dropout = word_dropout  # training only: a word becomes <unk> with this probability
         self.words = nn.Embedding(vocab_size, word_dim, padding_idx=0)
         self.words.weight.requires_grad_(not freeze_word_vectors)
         if subword_buckets:  # FastText n-gram rows (bucket, word_dim), float16: vectors for unseen words
@@ -45,7 +47,11 @@ class MRNet(nn.Module):
 
     def forward(self, ids: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """ids (B, T), every row a real title of length T → h_T (B, d). ``table`` (V', word_dim)
-        replaces the word rows (the vocabulary plus FastText vectors of unseen words)."""
+        replaces the word rows (the vocabulary plus FastText vectors of unseen words). In training,
+        ``word_dropout`` turns words into ``<unk>`` at random, as unseen words are at cold start (§6)."""
+        if self.training and self.word_dropout:   # drawn on the CPU generator: a resume replays it
+            drop = (torch.rand(ids.shape) < self.word_dropout).to(ids.device)
+            ids = ids.masked_fill(drop & (ids > UNK_ID), UNK_ID)
         x = self.words(ids) if table is None else nn.functional.embedding(ids, table)  # (B, T, word_dim)
         _, (h_n, _) = self.lstm(x)                # h_n (2, B, d/2): final forward, final backward
         return torch.cat([h_n[0], h_n[1]], dim=-1)  # (B, d)
@@ -64,7 +70,7 @@ def build_model(meta: dict) -> MRNet:
     heads = {t["name"]: t["out_dim"] for t in meta["tasks"] if t["active"]}
     return MRNet(len(meta["vocab"]), cfg["word2vec"]["vector_size"], cfg["model"]["embed_dim"],
                  heads, cfg["model"]["freeze_word_vectors"], cfg["model"].get("dropout", 0.0),
-                 (meta.get("subwords") or {}).get("bucket", 0))
+                 (meta.get("subwords") or {}).get("bucket", 0), cfg["model"].get("word_dropout", 0.0))
 
 
 def adamw(params, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
