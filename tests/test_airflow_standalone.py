@@ -57,9 +57,9 @@ def standalone(tmp_path_factory):
               lambda: True if call(base, "/api/v2/dags/mrnet_retrain", token)[0] == 200 else None, 120)
         yield base, token, home
     finally:  # SIGINT is standalone's own shutdown path; then nothing of the group may outlive the test
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
+        os.killpg(proc.pid, signal.SIGINT)  # (standalone did not exit within 60 s of it here: the temp home
+        try:                                 # is thrown away, so 10 s of grace, then SIGKILL)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
         try:
