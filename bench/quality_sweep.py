@@ -5,7 +5,7 @@ Each VARIANT is a JSON object of config overrides over the typed training defaul
 (configs/demo.yaml's tasks and settings, less its time-budget trims: 30 epochs, patience 3, d 512); the
 slice's own tasks replace the demo's. Baselines are cached per slice in $TMPDIR.
 
-Usage: .venv/bin/python bench/quality_sweep.py [--cold | --sae SETTINGS_JSON] [--pgs COLUMN] SLICE N VARIANT_JSON [...]
+Usage: .venv/bin/python bench/quality_sweep.py [--save DIR] [--cold | --sae SETTINGS_JSON] [--pgs COLUMN] SLICE N VARIANT_JSON [...]
 e.g.   .venv/bin/python bench/quality_sweep.py bigbasket 10000 '{}' '{"word2vec.min_count": 10, "word2vec.epochs": 5}'
 
 ``--cold`` (cold start, §6): word vectors and the model see only a seeded half of the products;
@@ -16,6 +16,9 @@ vectors can differ from word2vec's ``<unk>``.
 ``--sae '[{"beta": 0.01}, {}]'`` scores the PG-agnostic embedding (§3.2) of each variant's one model under
 each of those ``sparse_ae`` settings, so autoencoder settings are compared on the same PG embeddings
 (the columns ``COL:agnostic[i]``, with each autoencoder's validation ``recon_rel`` and mean activation).
+
+``--save DIR`` writes each variant's embeddings (``DIR/variantI/pg.npy``, ``agnostic0.npy``, rows in the
+slice's order) for bench/lr_c_sweep.py.
 
 ``--pgs COLUMN`` makes the slice multi-PG: one PG model per value of that held-out column (values with fewer
 than 300 products pooled into one PG), the sparse autoencoder across them (with its shared anchor, the titles'
@@ -188,7 +191,7 @@ def cold_baselines(df, evals) -> dict:
 
 
 def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = False,
-                sae: list[dict] | None = None, pg_column: str | None = None) -> dict:
+                sae: list[dict] | None = None, pg_column: str | None = None, save: Path | None = None) -> dict:
     from mrnet.data import corpus as C
     from mrnet.data import word2vec as W
     from mrnet.encoder.embed import embed_titles
@@ -240,6 +243,11 @@ def run_variant(df, tasks, evals, overrides: dict, work: Path, cold: bool = Fals
 
         res["new_titles_with_unseen_words"] = round(float(np.mean(
             [any(t not in vocab for t in tokenize(title)) for title in df["title"][new]])), 3)
+    if save is not None:  # the embeddings, for bench/lr_c_sweep.py
+        save.mkdir(parents=True, exist_ok=True)
+        np.save(save / "pg.npy", emb)
+        for i, (x, _) in agn.items():
+            np.save(save / f"agnostic{i}.npy", x)
     for col in evals:
         keep, y = labels(df, col)
         if cold:
@@ -310,6 +318,8 @@ def agnostic_embedding(cfg, emb: np.ndarray, pg_uris, work: Path, overrides: dic
 
 def main() -> None:
     args = sys.argv[1:]
+    save = Path(args[1]) if args[0] == "--save" else None
+    args = args[2:] if save else args
     cold = args[0] == "--cold"
     sae = json.loads(args[1]) if args[0] == "--sae" else None
     args = args[1:] if cold else args[2:] if sae is not None else args
@@ -324,9 +334,10 @@ def main() -> None:
     print(f"{name}: {len(df)} products, eval {evals}{' (cold start: half unseen)' if cold else ''}", flush=True)
     base = (cold_baselines(df, evals) if cold
             else baselines(df, evals, Path(tempfile.gettempdir()) / f"qlab_base_{name}_{n}_{'_'.join(evals)}_{pg_column or 'one_pg'}.json"))
-    for overrides in variants:
+    for i, overrides in enumerate(variants):
         with tempfile.TemporaryDirectory() as work:
-            res = run_variant(df, tasks, evals, overrides, Path(work), cold, sae, pg_column)
+            res = run_variant(df, tasks, evals, overrides, Path(work), cold, sae, pg_column,
+                              save=save / f"variant{i}" if save else None)
         print(json.dumps({"variant": overrides} | res), flush=True)
     print(json.dumps({"baselines": base}))
 
