@@ -92,24 +92,23 @@ def slice_frame(name: str, n: int) -> tuple[pd.DataFrame, list[str], list[str]]:
     return df, tasks + ["{name: tfidf, kind: decoding, column: title, dim: 5000}"], evals
 
 
-def cv_scores(x, y, folds=5, rf=True) -> dict:
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
+def classifiers(x, y, train, rf=True) -> dict:
+    """Fitted LR (+ RF) as the product's evaluation fits them (evaluation/score.py: LR's C chosen on the
+    training rows from ``lr_c_grid``; RF 100 trees, half-size bootstraps), seed 0."""
+    from mrnet.config.evaluation import EvaluationConfig
+    from mrnet.evaluation.score import fit
 
+    cfg, sparse = EvaluationConfig(seed=0), hasattr(x, "tocsr")
+    return {"lr": fit("lr", cfg, x[train], y[train], sparse)} | (
+        {"rf": fit("rf", cfg, x[train], y[train], sparse)} if rf else {})
+
+
+def cv_scores(x, y, folds=5, rf=True) -> dict:
     fold = np.arange(len(y)) % folds
     out = {"lr": [], "rf": []}
     for f in range(folds):
-        tr, te = fold != f, fold == f
-        with threadpool_limits(1):
-            lr = (LogisticRegression(max_iter=2000) if hasattr(x, "tocsr")
-                  else make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)))
-            out["lr"].append((lr.fit(x[tr], y[tr]).predict(x[te]) == y[te]).mean())
-        if rf:
-            m = RandomForestClassifier(100, max_samples=0.5, n_jobs=-1, random_state=0).fit(x[tr], y[tr])
-            out["rf"].append((m.predict(x[te]) == y[te]).mean())
+        for k, m in classifiers(x, y, fold != f, rf).items():
+            out[k].append((m.predict(x[fold == f]) == y[fold == f]).mean())
     return {k: round(float(np.mean(v)), 4) for k, v in out.items() if v}
 
 
@@ -157,18 +156,7 @@ def cold_split(df: pd.DataFrame) -> np.ndarray:
 
 def split_scores(x, y, new: np.ndarray, rf=True) -> dict:
     """LR (+ RF) fit on the known products, accuracy on the new ones."""
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    lr = (LogisticRegression(max_iter=2000) if hasattr(x, "tocsr")
-          else make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)))
-    out = {"lr": float((lr.fit(x[~new], y[~new]).predict(x[new]) == y[new]).mean())}
-    if rf:
-        m = RandomForestClassifier(100, max_samples=0.5, n_jobs=-1, random_state=0).fit(x[~new], y[~new])
-        out["rf"] = float((m.predict(x[new]) == y[new]).mean())
-    return {k: round(v, 4) for k, v in out.items()}
+    return {k: round(float((m.predict(x[new]) == y[new]).mean()), 4) for k, m in classifiers(x, y, ~new, rf).items()}
 
 
 def cold_baselines(df, evals) -> dict:
@@ -332,8 +320,8 @@ def main() -> None:
     evals = [c for c in evals if c != pg_column]
     df = assign_pgs(df, pg_column) if pg_column else df
     print(f"{name}: {len(df)} products, eval {evals}{' (cold start: half unseen)' if cold else ''}", flush=True)
-    base = (cold_baselines(df, evals) if cold
-            else baselines(df, evals, Path(tempfile.gettempdir()) / f"qlab_base_{name}_{n}_{'_'.join(evals)}_{pg_column or 'one_pg'}.json"))
+    cache = Path(tempfile.gettempdir()) / f"qlab_base_cauto_{name}_{n}_{'_'.join(evals)}_{pg_column or 'one_pg'}.json"
+    base = cold_baselines(df, evals) if cold else baselines(df, evals, cache)
     for i, overrides in enumerate(variants):
         with tempfile.TemporaryDirectory() as work:
             res = run_variant(df, tasks, evals, overrides, Path(work), cold, sae, pg_column,

@@ -188,6 +188,37 @@ def test_cross_validation_on_fixed_folds_is_reproducible_and_train_size_caps_the
     assert by[("agnostic", "lr")]["dim"] == 8
 
 
+def test_lr_c_auto_picks_strong_regularization_for_many_noise_dimensions():
+    """400 products, 300 dimensions of which 5 carry the label: a small C wins on the inner split."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    x = rng.normal(size=(400, 300))
+    x[:, :5] += 0.7 * y[:, None]
+    cfg = EvaluationConfig(lr_c_grid=(100.0, 1.0, 0.01))
+    assert E.choose_c(cfg, "binary", x, y, False) == 0.01
+    assert E.lr_c_of(E.fit("lr", cfg, x, y, False, "binary")) == 0.01
+    assert E.lr_c_of(E.fit("lr", EvaluationConfig(lr_c=2.5), x, y, False)) == 2.5  # a number fixes C
+    assert E.lr_c_of(E.fit("rf", EvaluationConfig(rf_trees=5), x, y, False)) is None
+
+
+def test_lr_c_auto_takes_the_best_inner_score_ties_to_the_smaller_c_and_never_sees_the_rest(monkeypatch):
+    seen = []
+
+    def fake_score(kind, model, x_val, y_val):
+        seen.append(len(y_val))
+        return {0.01: 0.5, 0.1: 0.9, 1.0: 0.9, 10.0: 0.7}[model.C]
+
+    monkeypatch.setattr(E, "score", fake_score)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(400, 4)), rng.integers(0, 2, 400)
+    assert E.choose_c(EvaluationConfig(), "binary", x, y, False) == 0.1
+    assert len(seen) == 4 and 60 < seen[0] < 140  # scored on about 25 % of the rows it was given
+    y_one = np.zeros(8, int)
+    y_one[0] = 1  # one class on one side of the inner split: the paper's C = 1, no error
+    monkeypatch.setattr(E, "score", lambda kind, model, x_val, y_val: float("nan") if len(set(y_val)) < 2 else 1.0)
+    assert E.choose_c(EvaluationConfig(), "binary", x[:8], y_one, False) == 1.0
+
+
 def tiny_release(tmp_path):
     """A catalog of two PGs with embeddings that carry the label, written like a run's."""
     rng = np.random.default_rng(1)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from mrnet.config.evaluation import EvalTask, EvaluationConfig
-from mrnet.config.schema import GateConfig
+from mrnet.config.schema import GateConfig, load_config
 from mrnet.evaluation import labels as D
 from mrnet.evaluation import report as R
 from mrnet.evaluation import score as E
@@ -98,3 +98,18 @@ def test_gate_holds_weighted_tasks_to_a_tighter_tolerance():
     new = {"eval.hard.pg.lr": 0.785, "eval.easy.pg.lr": 0.785}  # both fell by 0.015
     _, reasons = gate.evaluation_rows(new, old, GateConfig().eval_tolerance, {"hard": 2.0})
     assert len(reasons) == 1 and reasons[0].startswith("eval.hard.pg.lr") and "weight 2" in reasons[0]
+
+
+def test_gate_compares_downstream_metrics_only_under_equal_evaluation_settings():
+    cfg = load_config("configs/demo.yaml", tiny=True)
+    fixed = load_config("configs/demo.yaml", tiny=True, overrides=["evaluation.lr_c=1.0"])
+    assert cfg.section_hash("evaluation") != fixed.section_hash("evaluation")
+    assert cfg.section_hash("evaluation") == load_config("configs/demo.yaml", tiny=True,
+                                                         overrides=["gate.tolerance=0.5"]).section_hash("evaluation")
+    old = {"gated": {"eval.a.pg.lr": 0.9}, "settings": fixed.section_hash("evaluation")}
+    new = {"gated": {"eval.a.pg.lr": 0.5}, "settings": cfg.section_hash("evaluation")}
+    assert gate.comparable(new, old | {"settings": new["settings"]}) == ((new["gated"], old["gated"]), None)
+    (pair, note) = gate.comparable(new, old)
+    assert pair == (None, None) and "evaluation settings changed" in note and old["settings"] in note
+    assert gate.comparable(new, {"gated": old["gated"]})[1].endswith("the loss gate decides")  # a release from before
+    assert gate.comparable(new, None) == ((new["gated"], None), None)  # no champion evaluation: nothing to compare

@@ -371,6 +371,12 @@ class Config(Frozen):
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    def section_hash(self, section: str) -> str:
+        """Content hash of one section (the promotion gate compares downstream metrics only under equal
+        ``evaluation`` settings)."""
+        blob = json.dumps(getattr(self, section).model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
     def training_hash(self) -> str:
         """Hash of what changes a PG model's training (resume key); run-only fields excluded:
         where artifacts go, which PGs run, progress bars, inference batch size."""

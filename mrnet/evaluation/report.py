@@ -120,6 +120,7 @@ def markdown(result: dict, title: str) -> str:
                 r = next((r for r in rows if (r["task"], r["feature"], r["classifier"]) == (task, f, c)), None)
                 cells.append("–" if r is None else f"{_num(r['mean'], 3)} ± {_num(r['std'], 3)}")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    lines += _lr_c_lines(result, features)
     lines += ["", "## Tasks", "", "| task | products | folds | train per fold | dropped (no embedding) | seconds |",
               "|---|---|---|---:|---:|---:|"]
     for task, info in result["tasks"].items():
@@ -134,6 +135,21 @@ def markdown(result: dict, title: str) -> str:
     s = result["seconds"]
     lines += ["", f"Evaluation time: {s['total']} s (neighbours {s['neighbors']} s, interpretation {s['interpret']} s)."]
     return "\n".join(lines) + "\n"
+
+
+def _lr_c_lines(result: dict, features: list[str]) -> list[str]:
+    """LR's C per fold for each (task, feature): chosen on the training fold when ``lr_c`` is auto."""
+    chosen = {(r["task"], r["feature"]): r["lr_c"] for r in result["rows"] if r.get("lr_c")}
+    if not chosen:
+        return []
+    lines = ["", "## LR regularization: C per fold", "",
+             "`evaluation.lr_c: auto` picks C per fold from `lr_c_grid` on a seeded 25 % of the training fold "
+             "(docs/EVALUATION.md); a number fixes it.", "",
+             "| task | " + " | ".join(LABELS[f] for f in features) + " |", "|---|" + "---:|" * len(features)]
+    for task in result["tasks"]:
+        cells = ["/".join(f"{c:g}" for c in chosen[task, f]) if (task, f) in chosen else "–" for f in features]
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _label_notes(tasks: dict) -> list[str]:

@@ -88,7 +88,8 @@ def splits(data: TaskData, cfg: EvaluationConfig):
     return parts
 
 
-def classifier(name: str, cfg: EvaluationConfig, sparse_input: bool):
+def classifier(name: str, cfg: EvaluationConfig, sparse_input: bool, c: float = 1.0):
+    """RF, or LR with inverse regularization ``c`` (scaled first unless the input is sparse TF-IDF)."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -97,17 +98,49 @@ def classifier(name: str, cfg: EvaluationConfig, sparse_input: bool):
     if name == "rf":
         return RandomForestClassifier(n_estimators=cfg.rf_trees, max_samples=cfg.rf_max_samples, n_jobs=-1,
                                       random_state=cfg.seed)
-    lr = LogisticRegression(C=cfg.lr_c, max_iter=2000)
+    lr = LogisticRegression(C=c, max_iter=2000)
     return lr if sparse_input else make_pipeline(StandardScaler(), lr)
 
 
-def fit(name: str, cfg: EvaluationConfig, x, y, sparse_input: bool):
-    """Fit one classifier. LR runs on one BLAS thread: its lbfgs steps are small matrix
-    products that multi-threading slows down (4.3× on the demo's browse task, 2 cores)."""
+def choose_c(cfg: EvaluationConfig, kind: str, x, y, sparse_input: bool) -> float:
+    """LR's C from ``cfg.lr_c_grid`` by the task's metric on a seeded 25 % of the training fold (the test fold
+    is never seen). Every feature set gets its own C: with one fixed C, Table 2 would compare a well-regularized
+    column against an over- or under-regularized one (docs/EVALUATION.md). Ties go to the smaller C."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    inner = np.random.default_rng(cfg.seed).random(len(y)) < 0.25
+    if len(np.unique(y[~inner])) < 2:
+        return min(cfg.lr_c_grid, key=lambda c: abs(np.log(c)))  # too few products to choose: the paper's C = 1
+    x_fit, x_val = x[~inner], x[inner]
+    if not sparse_input:
+        scaler = StandardScaler().fit(x_fit)
+        x_fit, x_val = scaler.transform(x_fit), scaler.transform(x_val)
+    grid = sorted(cfg.lr_c_grid)
+    lr = LogisticRegression(max_iter=2000, warm_start=True)  # ascending C, each fit starts from the last
+    values = np.array([score(kind, lr.set_params(C=c).fit(x_fit, y[~inner]), x_val, y[inner]) for c in grid])
+    if not np.isfinite(values).any():
+        return min(grid, key=lambda c: abs(np.log(c)))
+    return grid[int(np.nanargmax(values))]
+
+
+def fit(name: str, cfg: EvaluationConfig, x, y, sparse_input: bool, kind: str = "multiclass"):
+    """Fit one classifier (LR's C chosen on the training fold when ``lr_c`` is auto). LR runs on one BLAS
+    thread: its lbfgs steps are small matrix products that multi-threading slows down (4.3× on the demo's
+    browse task, 2 cores)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1 if name == "lr" else None):
-        return classifier(name, cfg, sparse_input).fit(x, y)
+        if name == "rf":
+            return classifier(name, cfg, sparse_input).fit(x, y)
+        c = choose_c(cfg, kind, x, y, sparse_input) if cfg.lr_c == "auto" else cfg.lr_c
+        return classifier(name, cfg, sparse_input, c).fit(x, y)
+
+
+def lr_c_of(model) -> float | None:
+    """The C a fitted LR (or scaler + LR pipeline) used; None for RF."""
+    last = model[-1] if hasattr(model, "steps") else model
+    return float(last.C) if hasattr(last, "C") else None
 
 
 def score(kind: str, model, x, y) -> float:
@@ -156,11 +189,12 @@ def cross_validate(data: TaskData, features: dict[str, np.ndarray], cfg: Evaluat
         for name, (x_train, x_test, dim) in _fold_inputs(data, features, cfg, train, test, speed).items():
             for clf in CLASSIFIERS:
                 t0 = time.perf_counter()
-                model = fit(clf, cfg, x_train, data.y[train], name == "tfidf")
+                model = fit(clf, cfg, x_train, data.y[train], name == "tfidf", data.kind)
                 value = score(data.kind, model, x_test, data.y[test])
                 entry = results.setdefault((name, clf), {"values": [], "dims": [], "seconds": 0.0,
-                                                         "n_train": [], "n_test": []})
+                                                         "n_train": [], "n_test": [], "c": []})
                 entry["values"].append(value)
+                entry["c"].append(lr_c_of(model))
                 entry["dims"].append(dim)
                 entry["n_train"].append(len(train))
                 entry["n_test"].append(len(test))
@@ -173,7 +207,8 @@ def cross_validate(data: TaskData, features: dict[str, np.ndarray], cfg: Evaluat
                      "std": float(np.nanstd(values)) if np.isfinite(values).any() else float("nan"),
                      "folds": [round(v, 6) for v in values.tolist()], "dim": int(round(np.mean(e["dims"]))),
                      "n_train": int(np.mean(e["n_train"])), "n_test": int(np.sum(e["n_test"])),
-                     "seconds": round(e["seconds"], 3)})
+                     "seconds": round(e["seconds"], 3)}
+                    | ({"lr_c": e["c"]} if clf == "lr" else {}))
     return rows
 
 

@@ -45,6 +45,18 @@ def gated_metrics(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if EVAL_KEY.fullmatch(k)}
 
 
+def comparable(new: dict | None, old: dict | None) -> tuple[tuple[dict | None, dict | None], str | None]:
+    """(challenger, champion) gated metrics from two manifests' ``evaluation`` sections, or (None, None) and a
+    note when the evaluation settings differ (``settings``, a hash of ``evaluation.*``): metrics scored
+    another way (other folds, another LR C rule) are not comparable, so the loss gate decides alone."""
+    new, old = new or {}, old or {}
+    if old.get("gated") and new.get("gated") and new.get("settings") != old.get("settings"):
+        return (None, None), (f"downstream metrics not compared: the evaluation settings changed since the champion "
+                              f"({old.get('settings') or 'before settings were recorded'} → {new.get('settings')}); "
+                              "the loss gate decides")
+    return (new.get("gated"), old.get("gated")), None
+
+
 def evaluation_rows(new: dict | None, old: dict | None, tolerance: float,
                     weights: dict[str, float] | None = None) -> tuple[list[dict], list[str]]:
     """Downstream metrics (higher is better) of the champion vs the challenger, and the reasons

@@ -184,7 +184,8 @@ def judge(cfg, manifest: dict, summary: dict, champion: dict | None) -> tuple[di
     old = json.loads(storage.read_text(champion["summary"])) if champion else None
     if old and manifest["mode"] == "refresh":
         summary = summary | {"pgs": {pg: r for pg, r in old["pgs"].items() if pg in embeddings} | summary["pgs"]}
-    evaluation = ((manifest.get("evaluation") or {}).get("gated"), ((champion or {}).get("evaluation") or {}).get("gated"))
+    evaluation, note = gate.comparable(manifest.get("evaluation"), (champion or {}).get("evaluation"))
     decision = gate.decide(summary, old, cfg.gate, evaluation, {t.name: t.weight for t in cfg.evaluation.tasks})
+    decision["reasons"] += [note] if note and champion else []
     stable = gate.stability(champion["embeddings"], embeddings, cfg.gate, read_embeddings) if champion else {}
     return decision, stable, gate.table(decision, stable, cfg.gate.stability_k)

@@ -172,7 +172,7 @@ def _parts(run: Run) -> dict:
         from mrnet.release.gate import gated_metrics
 
         out["evaluation"] = {"metrics": ev["uri"], "report": ev["report"], "gated": gated_metrics(ev["metrics"]),
-                             "skipped": ev["skipped"]}
+                             "skipped": ev["skipped"], "settings": run.cfg.section_hash("evaluation")}
     xl = optional_stage(run, "cross_language_autoencoder")
     if xl and "uri" in xl:
         out["crosslingual"] = {"model": xl["model"], "version": model_version(xl["model"]), "report": xl["uri"],
