@@ -211,7 +211,7 @@ def test_lr_c_auto_takes_the_best_inner_score_ties_to_the_smaller_c_and_never_se
     monkeypatch.setattr(E, "score", fake_score)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(400, 4)), rng.integers(0, 2, 400)
-    assert E.choose_c(EvaluationConfig(), "binary", x, y, False) == 0.1
+    assert E.choose_c(EvaluationConfig(lr_c_grid=(10.0, 1.0, 0.1, 0.01)), "binary", x, y, False) == 0.1
     assert len(seen) == 4 and 60 < seen[0] < 140  # scored on about 25 % of the rows it was given
     y_one = np.zeros(8, int)
     y_one[0] = 1  # one class on one side of the inner split: the paper's C = 1, no error

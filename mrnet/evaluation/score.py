@@ -109,19 +109,18 @@ def choose_c(cfg: EvaluationConfig, kind: str, x, y, sparse_input: bool) -> floa
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
+    grid = sorted(cfg.lr_c_grid)
+    paper_c = min(grid, key=lambda c: abs(np.log(c)))  # the grid's value nearest the paper's C = 1
     inner = np.random.default_rng(cfg.seed).random(len(y)) < 0.25
     if len(np.unique(y[~inner])) < 2:
-        return min(cfg.lr_c_grid, key=lambda c: abs(np.log(c)))  # too few products to choose: the paper's C = 1
+        return paper_c  # too few products to choose
     x_fit, x_val = x[~inner], x[inner]
     if not sparse_input:
         scaler = StandardScaler().fit(x_fit)
         x_fit, x_val = scaler.transform(x_fit), scaler.transform(x_val)
-    grid = sorted(cfg.lr_c_grid)
     lr = LogisticRegression(max_iter=2000, warm_start=True)  # ascending C, each fit starts from the last
     values = np.array([score(kind, lr.set_params(C=c).fit(x_fit, y[~inner]), x_val, y[inner]) for c in grid])
-    if not np.isfinite(values).any():
-        return min(grid, key=lambda c: abs(np.log(c)))
-    return grid[int(np.nanargmax(values))]
+    return grid[int(np.nanargmax(values))] if np.isfinite(values).any() else paper_c
 
 
 def fit(name: str, cfg: EvaluationConfig, x, y, sparse_input: bool, kind: str = "multiclass"):
