@@ -96,7 +96,8 @@ class EvaluationConfig(Frozen):
     # 256-512-d embeddings peak at 0.01-0.1, sparse TF-IDF at 10-100; docs/EVALUATION.md); one fixed C would
     # favour some columns of Table 2 over others. A number fixes it for every feature (the paper's setting: 1).
     lr_c: Annotated[float, Field(gt=0.0, le=1e6)] | Literal["auto"] = "auto"
-    lr_c_grid: tuple[Annotated[float, Field(gt=0.0, le=1e6)], ...] = Field(default=(0.01, 0.1, 1.0, 10.0, 100.0), min_length=2, max_length=12)
+    lr_c_grid: tuple[Annotated[float, Field(gt=0.0, le=1e6)], ...] = Field(default=(0.01, 0.1, 1.0, 10.0, 100.0),
+                                                                         min_length=2, max_length=12)
     rf_trees: int = Field(default=100, ge=1)
     # each tree's bootstrap draws this share of the training products: 1.8x faster than 1.0 with the
     # same AUC / accuracy on the demo (docs/EVALUATION.md); null = as many as there are products
