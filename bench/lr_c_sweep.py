@@ -21,18 +21,17 @@ from quality_sweep import labels, slice_frame  # noqa: E402
 
 
 def lr_accuracy(x, y, c: float, f: int, folds: int = 5) -> float:
-    """One fold's accuracy (the quality sweep's folds: row index mod 5)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    """One fold's accuracy at a fixed C (the quality sweep's folds: row index mod 5; the evaluation's LR)."""
     from threadpoolctl import threadpool_limits
+
+    from mrnet.config.evaluation import EvaluationConfig
+    from mrnet.evaluation.score import classifier
 
     fold = np.arange(len(y)) % folds
     tr, te = fold != f, fold == f
-    lr = LogisticRegression(C=c, max_iter=3000)
-    model = lr if hasattr(x, "tocsr") else make_pipeline(StandardScaler(), lr)
     with threadpool_limits(1):
-        return float((model.fit(x[tr], y[tr]).predict(x[te]) == y[te]).mean())
+        model = classifier("lr", EvaluationConfig(), hasattr(x, "tocsr"), c).fit(x[tr], y[tr])
+    return float((model.predict(x[te]) == y[te]).mean())
 
 
 def features(df, keep, saved: Path) -> dict:
