@@ -80,23 +80,26 @@ class SparseAutoencoder(nn.Module):
 
     def _by_group(self, group: torch.Tensor):
         """(g, row indices) for every PG present in the batch: one matmul per PG, no gather of
-        per-row weight copies."""
+        per-row weight copies. The blocks are read through ``unbind`` views: the backward pass then
+        stacks the G block gradients once, where indexing ``w[g]`` per PG wrote a zero-filled gradient of
+        the whole weight per PG present (bench/sparse_ae.py: the step 1.3x faster, gradients bit-identical)."""
         for g in torch.unique(group).tolist():
             yield g, (group == g).nonzero(as_tuple=True)[0]
 
     def encode(self, x: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         """x (B, d), group (B,) → PG-agnostic h (B, 2d): rows of PG g times W_enc[g]."""
-        pre = x.new_empty(x.shape[0], self.hidden)
+        pre, blocks = x.new_empty(x.shape[0], self.hidden), self.w_enc.unbind(0)    # G views (d, 2d)
         for g, rows in self._by_group(group):
-            pre = pre.index_copy(0, rows, x[rows] @ self.w_enc[g])                 # (B_g, 2d)
+            pre = pre.index_copy(0, rows, x[rows] @ blocks[g])                     # (B_g, 2d)
         return torch.sigmoid(pre + self.b_enc)
 
     def decode_block(self, h: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         """The reconstruction's block g only: h (B, 2d) → (B, d)."""
         out = h.new_empty(h.shape[0], self.d)
+        w_blocks = self.w_dec.view(self.hidden, self.n_groups, self.d).unbind(1)   # G views (2d, d)
+        b_blocks = self.b_dec.view(self.n_groups, self.d).unbind(0)                 # G views (d,)
         for g, rows in self._by_group(group):
-            cols = slice(g * self.d, (g + 1) * self.d)
-            out = out.index_copy(0, rows, h[rows] @ self.w_dec[:, cols] + self.b_dec[cols])
+            out = out.index_copy(0, rows, h[rows] @ w_blocks[g] + b_blocks[g])     # (B_g, d)
         return out
 
     def output_sq_norm(self, h: torch.Tensor) -> torch.Tensor:

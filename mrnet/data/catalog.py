@@ -175,6 +175,8 @@ def _missing(value: object) -> bool:
 
 
 def _text(value: object) -> str | None:
+    if type(value) is str:  # the common case first: a cell of text (1M+ cells on a demo-sized catalog)
+        return value if value.strip() else None
     if _missing(value) or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, bytes):
@@ -255,7 +257,7 @@ def validate(df: pd.DataFrame, uri: str, pgs: list[str] | None, tasks: list[Task
         if col in labels or not (col in REQUIRED + TEXT_COLUMNS or df[col].dtype == object
                                  or pd.api.types.is_string_dtype(df[col])):
             continue
-        values = [_text(v) for v in df[col]]
+        values = [_text(v) for v in df[col].to_numpy(dtype=object)]  # not Series iteration: 5x slower on Arrow text
         for i, v in enumerate(values):
             if v is not None and _BAD_CHARS.search(v):
                 reasons[i].append(f"invalid_text:{col}")
@@ -281,7 +283,7 @@ def validate(df: pd.DataFrame, uri: str, pgs: list[str] | None, tasks: list[Task
         elif len(title) > max_title_chars:
             reasons[i].append("title_too_long")
     for col, kind in labels.items():
-        parsed = [_PARSERS[kind](v) for v in df[col]]
+        parsed = [_PARSERS[kind](v) for v in df[col].to_numpy(dtype=object)]
         for i, (_, defect) in enumerate(parsed):
             if defect:
                 reasons[i].append(f"{defect}:{col}")

@@ -31,14 +31,17 @@ SEP = " > "
 
 def assign_pg(df: pd.DataFrame, mapping: dict) -> pd.Series:
     """First PG whose (source, prefix) matches each row's category path; None if none."""
-    levels = df["category_path"].fillna("").str.split(SEP)
-    out = pd.Series([None] * len(df), index=df.index, dtype=object)
+    keys = df["source"].astype(str) + "\x1f" + df["category_path"].fillna("").astype(str)
+    unique = keys.drop_duplicates()     # a few thousand distinct paths: match each once, not each row
+    levels = unique.str.split("\x1f", n=1).str[1].str.split(SEP)
+    sources = unique.str.split("\x1f", n=1).str[0]
+    pgs = pd.Series([None] * len(unique), index=unique.to_numpy(), dtype=object)
     for pg, rules in mapping.items():
         for source, prefix in rules:
             n = len(prefix)
-            hit = (df["source"] == source) & levels.map(lambda p, pre=prefix, n=n: tuple(p[:n]) == pre)
-            out[hit & out.isna()] = pg
-    return out
+            hit = (sources == source).to_numpy() & levels.map(lambda p, pre=prefix, n=n: tuple(p[:n]) == pre).to_numpy()
+            pgs[hit & pgs.isna().to_numpy()] = pg
+    return pd.Series(pgs.reindex(keys.to_numpy()).to_numpy(), index=df.index, dtype=object)
 
 
 def _flipkart(raw: Path) -> pd.DataFrame:
@@ -79,7 +82,8 @@ def _bigbasket(raw: Path) -> pd.DataFrame:
 def _myntra(raw: Path) -> pd.DataFrame:
     df = pd.read_csv(raw / "fashion_products_44k" / "styles.csv.gz")
     # Titles containing commas spilled into the two unnamed columns: re-join them (README).
-    extra = df.iloc[:, 8:].fillna("").astype(str).agg(", ".join, axis=1).str.strip(", ")
+    spill = [df[c].fillna("").astype(str) for c in df.columns[8:]]
+    extra = (spill[0].str.cat(spill[1:], sep=", ") if spill else pd.Series("", index=df.index)).str.strip(", ")
     title = (df["productDisplayName"].fillna("") + ", " + extra).str.strip(", ")
     return pd.DataFrame({
         "product_id": "myntra:" + df["id"].astype(str), "source": "myntra", "title": title,
