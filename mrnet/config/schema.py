@@ -368,14 +368,12 @@ class Config(Frozen):
 
     def hash(self) -> str:
         """Stable content hash of the resolved config (cache keys, run tags)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return digest(self.model_dump(mode="json"), 16)
 
     def section_hash(self, section: str) -> str:
         """Content hash of one section (the promotion gate compares downstream metrics only under equal
         ``evaluation`` settings)."""
-        blob = json.dumps(getattr(self, section).model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        return digest(getattr(self, section).model_dump(mode="json"), 12)
 
     def training_hash(self) -> str:
         """Hash of what changes a PG model's training (resume key); run-only fields excluded:
@@ -384,7 +382,12 @@ class Config(Frozen):
                                                      "tracking": True, "gate": True, "sparse_ae": True,
                                                      "crosslingual": True, "evaluation": True, "retention": True,
                                                      "train": {"progress"}})
-        return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+        return digest(tree, 16)
+
+
+def digest(tree: object, length: int) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``tree`` as canonical JSON (sorted keys)."""
+    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:length]
 
 
 TINY_OVERRIDES = [
