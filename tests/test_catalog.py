@@ -7,7 +7,7 @@ import pytest
 
 from mrnet.config.schema import load_config
 from mrnet.data.catalog import CatalogError, read_catalog, validate, validate_catalog
-from mrnet.data.demo import CANONICAL, load_pg_mapping
+from mrnet.data.demo import CANONICAL, assign_pg, load_pg_mapping
 from tests.helpers import REPO
 
 CFG = load_config(REPO / "configs" / "demo.yaml")
@@ -39,6 +39,20 @@ def test_demo_catalog_has_23_pgs_of_a_few_hundred_products(raw_catalog):
     # labels are sparse across sources: colour only from Myntra, price only from Flipkart/BigBasket
     assert df.loc[df.color.notna(), "source"].unique().tolist() == ["myntra"]
     assert set(df.loc[df.price.notna(), "source"]) == {"flipkart", "bigbasket"}
+
+
+def test_pg_rules_match_whole_levels_of_the_right_source_first_rule_first():
+    mapping = {"chargers": [("flipkart", ("Mobiles", "Chargers"))],
+               "mobiles": [("flipkart", ("Mobiles",)), ("bigbasket", ("Phones", "Cases"))]}
+    rows = pd.DataFrame({"source": ["flipkart", "flipkart", "flipkart", "bigbasket", "myntra", "flipkart", "flipkart"],
+                         "category_path": ["Mobiles > Chargers > USB", "Mobiles > Cases", "Mobiles > Chargers Kit",
+                                           "Phones > Cases", "Mobiles > Chargers", None, "Mobiles > Chargers > USB"]},
+                        index=[10, 11, 12, 13, 14, 15, 16])
+    got = assign_pg(rows, mapping)
+    # the first PG in mapping order wins; a prefix matches whole levels ("Chargers Kit" is not "Chargers");
+    # another source's identical path matches nothing; a missing path matches nothing; the index is kept
+    assert got.tolist() == ["chargers", "mobiles", "mobiles", "mobiles", None, None, "chargers"]
+    assert got.index.tolist() == rows.index.tolist()
 
 
 @pytest.mark.parametrize("line, reason", [
