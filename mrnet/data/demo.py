@@ -32,14 +32,14 @@ SEP = " > "
 def assign_pg(df: pd.DataFrame, mapping: dict) -> pd.Series:
     """First PG whose (source, prefix) matches each row's category path; None if none."""
     keys = df["source"].astype(str) + "\x1f" + df["category_path"].fillna("").astype(str)
-    unique = keys.drop_duplicates()     # a few thousand distinct paths: match each once, not each row
-    levels = unique.str.split("\x1f", n=1).str[1].str.split(SEP)
-    sources = unique.str.split("\x1f", n=1).str[0]
-    pgs = pd.Series([None] * len(unique), index=unique.to_numpy(), dtype=object)
+    first = ~keys.duplicated().to_numpy()   # a few thousand distinct paths: match each once, not each row
+    sources = df["source"].to_numpy()[first]
+    levels = df["category_path"].fillna("")[first].str.split(SEP)
+    pgs = pd.Series([None] * int(first.sum()), index=keys[first].to_numpy(), dtype=object)
     for pg, rules in mapping.items():
         for source, prefix in rules:
             n = len(prefix)
-            hit = (sources == source).to_numpy() & levels.map(lambda p, pre=prefix, n=n: tuple(p[:n]) == pre).to_numpy()
+            hit = (sources == source) & levels.map(lambda p, pre=prefix, n=n: tuple(p[:n]) == pre).to_numpy()
             pgs[hit & pgs.isna().to_numpy()] = pg
     return pd.Series(pgs.reindex(keys.to_numpy()).to_numpy(), index=df.index, dtype=object)
 
