@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mrnet.autoencoders import sparse as sparse_ae  # noqa: E402
-from mrnet.config.schema import SparseAEConfig  # noqa: E402
+from mrnet.config.autoencoders import SparseAEConfig  # noqa: E402
 from mrnet.data.pgs import mapped_pgs  # noqa: E402
 from mrnet.run.context import load_run  # noqa: E402
 from mrnet.run.derived import evaluate_run, release_embeddings, title_anchors  # noqa: E402

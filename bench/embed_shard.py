@@ -102,7 +102,7 @@ def breakdown(model_uri: str, catalog: Path, shard: str, n: int, device: str, re
 def run(args) -> None:
     import torch
 
-    from mrnet.config.schema import EmbedConfig
+    from mrnet.config.training import EmbedConfig
     from mrnet.encoder.embed import embed_shard
 
     data, n = Path(args.data), args.titles

@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RAW = REPO.parent / "shared" / "data"
 
-from mrnet.config.schema import ModelConfig, load_config  # noqa: E402
+from mrnet.config.schema import load_config  # noqa: E402
+from mrnet.config.training import ModelConfig  # noqa: E402
 
 TYPED_D = ModelConfig().embed_dim  # a BYO catalog's d (configs/demo.yaml trims it to 256 for its budget)
 
@@ -287,7 +288,7 @@ def agnostic_embedding(cfg, emb: np.ndarray, pg_uris, work: Path, overrides: dic
     settings plus ``overrides``; and that autoencoder's last validation metrics. ``pg_uris``: one PG's
     Parquet, or {PG: Parquet} with ``groups`` (each row's PG) and the anchor targets."""
     from mrnet.autoencoders import sparse as sparse_ae
-    from mrnet.config.schema import SparseAEConfig
+    from mrnet.config.autoencoders import SparseAEConfig
 
     settings = SparseAEConfig(**(cfg.sparse_ae.model_dump() | overrides))
     pg_uris = {"all": pg_uris} if isinstance(pg_uris, str) else pg_uris

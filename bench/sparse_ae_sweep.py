@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mrnet.autoencoders import sparse as sparse_ae  # noqa: E402
-from mrnet.config.schema import SparseAEConfig  # noqa: E402
+from mrnet.config.autoencoders import SparseAEConfig  # noqa: E402
 from mrnet.data.demo import load_pg_mapping  # noqa: E402
 
 

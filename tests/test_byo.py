@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from mrnet.cli import main
-from mrnet.config.schema import DataConfig, load_config
+from mrnet.config.schema import load_config
+from mrnet.config.training import DataConfig
 from mrnet.data.catalog import CatalogError, conform
 from mrnet.data.starter import guess, starter_config
 from mrnet.run import local
@@ -108,7 +109,7 @@ def test_public_raw_catalog_runs_end_to_end_through_init(tmp_path):
 
 
 def test_multiclass_keeps_every_value_with_five_products_of_the_pg():
-    from mrnet.config.schema import TaskSpec
+    from mrnet.config.training import TaskSpec
     from mrnet.data.starter import multiclass_task
     from mrnet.encoder.targets import fit_task
 

@@ -1,7 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from mrnet.config.schema import Config, ModelConfig, TaskSpec, config_from_json, load_config, parse_overrides
+from mrnet.config.schema import Config, config_from_json, load_config, parse_overrides
+from mrnet.config.training import ModelConfig, TaskSpec
 from tests.helpers import REPO
 
 DEMO = REPO / "configs" / "demo.yaml"

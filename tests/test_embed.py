@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mrnet.config.schema import EmbedConfig
+from mrnet.config.training import EmbedConfig
 from mrnet.data.pgs import pg_counts
 from mrnet.data.text import Vocab, encode_parallel
 from mrnet.encoder import embed

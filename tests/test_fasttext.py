@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mrnet.config.schema import Word2VecConfig
+from mrnet.config.training import Word2VecConfig
 from mrnet.data.text import tokenize
 from mrnet.data.word2vec import load_subwords, load_vectors, subword_vectors, train_word2vec, unseen_words
 from tests.helpers import RAW

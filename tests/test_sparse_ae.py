@@ -76,7 +76,7 @@ def test_training_lowers_the_loss_and_blocks_follow_the_pg_mapping(tmp_path):
     import pandas as pd
 
     from mrnet.autoencoders import sparse as sparse_ae
-    from mrnet.config.schema import SparseAEConfig
+    from mrnet.config.autoencoders import SparseAEConfig
 
     rng = np.random.default_rng(0)
     order = ["a", "b", "c", "d"]                        # the mapping; this run has only b and d
@@ -108,7 +108,7 @@ def test_aligned_init_starts_axis_aligned_and_training_keeps_each_unit_on_its_di
     import numpy as np
 
     from mrnet.autoencoders import sparse as sparse_ae
-    from mrnet.config.schema import SparseAEConfig
+    from mrnet.config.autoencoders import SparseAEConfig
 
     fresh = SparseAutoencoder(n_groups=3, d=4, aligned_scale=4.0)
     x = torch.randn(5, 4)
@@ -149,7 +149,7 @@ def test_the_shared_anchor_aligns_the_pg_blocks_so_a_classifier_transfers_across
     from sklearn.linear_model import Ridge
 
     from mrnet.autoencoders import sparse as sparse_ae
-    from mrnet.config.schema import SparseAEConfig
+    from mrnet.config.autoencoders import SparseAEConfig
 
     rng = np.random.default_rng(3)
     n, d = 600, 8

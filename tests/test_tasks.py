@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mrnet.config.schema import TaskSpec
+from mrnet.config.training import TaskSpec
 from mrnet.encoder import targets as T
 from mrnet.encoder.train import task_loss
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mrnet.config.schema import Word2VecConfig, load_config
+from mrnet.config.schema import load_config
+from mrnet.config.training import Word2VecConfig
 from mrnet.data.word2vec import health, health_line, resolve_settings, train_word2vec
 from mrnet.encoder.train import train_pg
 from tests.helpers import REPO
@@ -157,7 +158,7 @@ def test_a_retired_task_is_no_longer_drawn(tiny_artifacts, tmp_path):
 
 
 def test_batch_size_auto_follows_the_pg_size():
-    from mrnet.config.schema import TrainConfig
+    from mrnet.config.training import TrainConfig
     from mrnet.encoder.train import batch_size_for
 
     auto = TrainConfig()

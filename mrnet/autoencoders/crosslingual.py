@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from mrnet.config.schema import CrossLingualConfig
+from mrnet.config.autoencoders import CrossLingualConfig
 from mrnet.data.sample import hash_sample
 from mrnet.encoder.model import adamw, load_weights, read_meta, save_model
 from mrnet.evaluation import retrieval

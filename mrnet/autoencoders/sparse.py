@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mrnet.config.schema import SparseAEConfig
+from mrnet.config.autoencoders import SparseAEConfig
 from mrnet.data.sample import hash_rank
 from mrnet.encoder.model import adamw, load_weights, read_meta, save_model
 from mrnet.io import storage

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from mrnet.config.base import is_segment
-from mrnet.config.schema import TaskSpec
+from mrnet.config.training import TaskSpec
 from mrnet.data.sample import hash_rank
 from mrnet.io import storage
 

@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from mrnet.config.schema import Word2VecConfig
+from mrnet.config.training import Word2VecConfig
 from mrnet.data.text import PAD, UNK, tokenize
 from mrnet.io import storage
 from mrnet.io.progress import bar as progress_bar

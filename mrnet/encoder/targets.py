@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from mrnet.config.schema import TaskSpec
+from mrnet.config.training import TaskSpec
 from mrnet.data.text import vectorizer
 
 OTHER = "other"
