@@ -36,13 +36,13 @@ class IndexedBlocks(SparseAutoencoder):
 
     def encode(self, x, group):
         pre = x.new_empty(x.shape[0], self.hidden)
-        for g, rows in self._by_group(group):
+        for g, rows in self.by_group(group):
             pre = pre.index_copy(0, rows, x[rows] @ self.w_enc[g])
         return torch.sigmoid(pre + self.b_enc)
 
     def decode_block(self, h, group):
         out = h.new_empty(h.shape[0], self.d)
-        for g, rows in self._by_group(group):
+        for g, rows in self.by_group(group):
             cols = slice(g * self.d, (g + 1) * self.d)
             out = out.index_copy(0, rows, h[rows] @ self.w_dec[:, cols] + self.b_dec[cols])
         return out

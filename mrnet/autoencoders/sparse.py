@@ -78,7 +78,7 @@ class SparseAutoencoder(nn.Module):
         self.w_dec = nn.Parameter(torch.randn(hidden, n_groups * d) * 0.01)          # (2d, G·d): output starts near 0
         self.b_dec = nn.Parameter(torch.zeros(n_groups * d))                        # (G·d,)
 
-    def _by_group(self, group: torch.Tensor):
+    def by_group(self, group: torch.Tensor):
         """(g, row indices) for every PG present in the batch: one matmul per PG, no gather of
         per-row weight copies. The blocks are read through ``unbind`` views: the backward pass then
         stacks the G block gradients once, where indexing ``w[g]`` per PG wrote a zero-filled gradient of
@@ -89,7 +89,7 @@ class SparseAutoencoder(nn.Module):
     def encode(self, x: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         """x (B, d), group (B,) → PG-agnostic h (B, 2d): rows of PG g times W_enc[g]."""
         pre, blocks = x.new_empty(x.shape[0], self.hidden), self.w_enc.unbind(0)    # G views (d, 2d)
-        for g, rows in self._by_group(group):
+        for g, rows in self.by_group(group):
             pre = pre.index_copy(0, rows, x[rows] @ blocks[g])                     # (B_g, 2d)
         return torch.sigmoid(pre + self.b_enc)
 
@@ -98,7 +98,7 @@ class SparseAutoencoder(nn.Module):
         out = h.new_empty(h.shape[0], self.d)
         w_blocks = self.w_dec.view(self.hidden, self.n_groups, self.d).unbind(1)   # G views (2d, d)
         b_blocks = self.b_dec.view(self.n_groups, self.d).unbind(0)                 # G views (d,)
-        for g, rows in self._by_group(group):
+        for g, rows in self.by_group(group):
             out = out.index_copy(0, rows, h[rows] @ w_blocks[g] + b_blocks[g])     # (B_g, d)
         return out
 
