@@ -27,9 +27,11 @@ def tiny_config(root, *overrides: str):
 
 
 def run_params(root, catalog=None, **extra) -> dict:
-    """The DAG params of a tiny local run of the three fixture PGs under ``root``."""
+    """The DAG params of a tiny local run of the three fixture PGs under ``root``. The learning rate is the typed
+    default, not the demo's budget setting: the gate tests build a run that holds (more steps than the champion's)
+    and one that diverges (lr 1.0) relative to it, which should not move when the demo's lr is retuned."""
     overrides = [f"artifact_root={root}", f"data.raw_dir={RAW}", f"data.pg_mapping={REPO / 'configs/pg_mapping.yaml'}",
-                 "train.threads=1"] + ([f"data.catalog={catalog}"] if catalog else [])
+                 "train.threads=1", "train.lr=0.002"] + ([f"data.catalog={catalog}"] if catalog else [])
     return {"config": str(REPO / "configs/demo.yaml"), "tiny": True, "pgs": PGS, "overrides": overrides} | extra
 
 
