@@ -86,6 +86,7 @@ def test_decoding_head_learns_a_reconstructable_case(tmp_path):
 def test_early_stopping_restores_the_best_epoch(tiny_artifacts, tmp_path):
     from mrnet.data.catalog import read_catalog
     from mrnet.data.word2vec import load_vectors
+    from mrnet.encoder.stopping import val_score
 
     cfg, catalog_uri, vectors_uri = tiny_artifacts
     words, vectors = load_vectors(vectors_uri)
@@ -94,7 +95,7 @@ def test_early_stopping_restores_the_best_epoch(tiny_artifacts, tmp_path):
     stopping = cfg.model_copy(update={"train": cfg.train.model_copy(update={
         "epochs": 12, "patience": 1, "min_delta": 0.0, "steps_per_epoch": 20, "batch_size": 16, "lr": 0.02})})
     uri, report = train_pg(stopping, "watches", catalog, words, vectors, str(tmp_path / "stop"))
-    scores = [np.mean([v["loss"] for v in h["val"].values()]) for h in report["history"]]
+    scores = [val_score(h["val"]) for h in report["history"]]  # each task capped at the prior, as the stopper scores
     best = int(np.argmin(scores)) + 1
     assert report["early_stopped"] and report["best_epoch"] == best and len(scores) == best + 1
     exact = stopping.model_copy(update={"train": stopping.train.model_copy(update={"epochs": best, "patience": None})})
@@ -138,6 +139,24 @@ def test_a_task_that_overfits_is_retired_and_a_plateau_is_not():
     off = Stopper(patience=5, min_delta=0.0)
     assert not any(off.update(e, {k: {"loss": v} for k, v in losses.items()}, model)
                    for e, losses in enumerate(epochs, 1)) and off.retired == {} and off.best_epoch == 4
+
+
+def test_a_task_above_the_prior_counts_as_the_prior_in_the_stop_score():
+    """bags_wallets_belts in a demo retrain: review (never retired) swung 0.85 -> 1.45 while color fell 0.35 ->
+    0.14; the uncapped mean kept epoch 3, the capped one keeps epoch 4, better on the tasks that learn."""
+    from mrnet.encoder.stopping import Stopper, val_score
+
+    epochs = [{"color": 0.35, "tfidf": 0.70, "review": 0.85}, {"color": 0.14, "tfidf": 0.64, "review": 1.45}]
+    assert val_score({k: {"loss": v} for k, v in epochs[1].items()}) == pytest.approx((0.14 + 0.64 + 1.0) / 3)
+    stopper = Stopper(patience=3, min_delta=0.002)
+    for e, losses in enumerate(epochs, 1):
+        stopper.update(e, {k: {"loss": v} for k, v in losses.items()}, torch.nn.Linear(1, 1))
+    assert stopper.best_epoch == 2
+    assert val_score({"review": {"loss": 1.6}, "offer": {"loss": 1.2}}) == 1.0  # nothing learnt: the prior
+    uncapped = Stopper(patience=3, min_delta=0.002, cap=False)  # train.cap_at_prior: false, the plain mean
+    for e, losses in enumerate(epochs, 1):
+        uncapped.update(e, {k: {"loss": v} for k, v in losses.items()}, torch.nn.Linear(1, 1))
+    assert uncapped.best_epoch == 1
 
 
 def test_a_retired_task_is_no_longer_drawn(tiny_artifacts, tmp_path):

@@ -177,6 +177,9 @@ class TrainConfig(Frozen):
     # retired. None: every task is drawn to the end
     task_patience: int | None = Field(default=2, ge=1, le=1000)
     retire_delta: float = Field(default=0.05, ge=0.0, le=10.0)
+    # the stop score counts a task above the prior (normalized loss 1.0) as the prior: such a head knows nothing
+    # of its task, and an unpredictable task's swings must not pick the epoch (encoder/stopping.informative)
+    cap_at_prior: bool = True
     # ``auto``: by the PG's size (encoder/train.batch_size_for): its training products / 128, rounded down to
     # a power of two within [64, 256], so a small PG gets up to 4x the updates per epoch and a large one
     # keeps the paper-scale 256 (docs/TRAINING.md: 64 against 256 on 10k-product slices, 128 on 27k)

@@ -77,6 +77,19 @@ def task_loss(state: dict, output: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     return loss / state["normalizer"]
 
 
+def loss_se(state: dict, output: torch.Tensor, y: torch.Tensor) -> float:
+    """Standard error of ``task_loss`` as a mean over these rows (each row's loss, its sample std / sqrt(n),
+    normalized alike): how far the validation loss could move on another draw of products of this size.
+    The promotion gate compares two releases' losses within it (release/gate.py); nan below 2 rows."""
+    if state["kind"] in ("multiclass", "binary"):
+        rows = F.cross_entropy(output.float(), y, reduction="none")
+    else:
+        rows = ((output.float().reshape(y.shape) - y) ** 2).reshape(len(y), -1).mean(1)
+    if len(rows) < 2:
+        return float("nan")
+    return float(rows.std() / math.sqrt(len(rows)) / state["normalizer"])
+
+
 def _target_rows(tgt: T.Targets, idx: np.ndarray, device) -> torch.Tensor:
     rows = tgt.y[idx]
     rows = rows.toarray() if hasattr(rows, "toarray") else rows
@@ -180,7 +193,8 @@ def validate(model: MRNet, data: PGData, states: dict[str, dict], device, batch:
             continue
         output = model.heads[name](h[torch.from_numpy(rows).to(h.device)]).float().cpu()
         target = _target_rows(data.targets[name], rows, "cpu")
-        result[name] = {"loss": float(task_loss(state, output, target)), "n": len(rows),
+        result[name] = {"loss": float(task_loss(state, output, target)), "se": loss_se(state, output, target),
+                        "n": len(rows),
                         **T.metrics(state, output.numpy(), target.numpy())}
     return result
 
@@ -329,7 +343,8 @@ def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: p
     model.to(device)
     opts = make_optimizers(model, active, cfg.train)
     gen = torch.Generator().manual_seed(cfg.train.seed)
-    stopper = Stopper(cfg.train.patience, cfg.train.min_delta, cfg.train.task_patience, cfg.train.retire_delta)
+    stopper = Stopper(cfg.train.patience, cfg.train.min_delta, cfg.train.task_patience, cfg.train.retire_delta,
+                      cfg.train.cap_at_prior)
     ckpt_uri = storage.join(out_dir, "ckpt.pt")
     history, start, stopped = [], 0, False
     if (ckpt := _load_checkpoint(ckpt_uri, resume_key)) is not None:

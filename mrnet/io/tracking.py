@@ -178,8 +178,8 @@ def epoch_metrics(entry: dict) -> dict[str, float]:
     out |= {f"train.{task}.loss": loss for task, loss in entry["train_loss"].items()}
     for task, values in entry["val"].items():
         out |= {f"val.{task}.{name}": value for name, value in values.items() if name != "n"}
-    losses = [v["loss"] for v in entry["val"].values()]
-    if losses:
+    losses = [v["loss"] for task, v in entry["val"].items() if task not in entry.get("retired", [])]
+    if losses:  # over the tasks still trained, as early stopping scores an epoch
         out["val_loss_mean"] = sum(losses) / len(losses)
     return out
 

@@ -29,6 +29,13 @@ def final_val(report: dict) -> dict:
     return next((h for h in history if h["epoch"] == best), history[-1])["val"]
 
 
+def mean_loss(val: dict, retired=()) -> float:
+    """Mean normalized validation loss over the tasks still trained: a retired task's stale head is left out,
+    as early stopping (encoder/stopping.py) and the promotion gate leave it out; nan with none."""
+    losses = [v["loss"] for task, v in val.items() if task not in (retired or ())]
+    return float(np.mean(losses)) if losses else float("nan")
+
+
 def pg_rows(summary: dict) -> list[dict]:
     """One row per PG: sizes, epochs (kept / ran), mean validation loss, then each configured task's
     main validation metric (columns in the order the tasks appear), speed and time."""
@@ -42,7 +49,7 @@ def pg_rows(summary: dict) -> list[dict]:
         row = {"pg": pg, "train": rep["n_train"], "val": rep["n_val"], "tasks": len(val),
                "epochs": f"{rep.get('best_epoch') or len(rep['history'])}/{len(rep['history'])}",
                "retired": ",".join(f"{t}@{e}" for t, e in sorted(rep.get("retired", {}).items())) or None,
-               "val_loss": float(np.mean([v["loss"] for v in val.values()])) if val else float("nan")}
+               "val_loss": mean_loss(val, rep.get("retired"))}
         for task, metric in columns.items():
             row[f"{task}.{metric}"] = val.get(task, {}).get(metric)
         row |= {"titles_per_s": rep["history"][-1]["titles_per_s"] if rep["history"] else 0.0,
@@ -135,7 +142,7 @@ def write_summary(summary: dict, root: str, log=print) -> None:
                           "embeddings": storage.join(root, "embeddings")}
     text = (f"# mrnet run summary\n\nconfig hash `{summary['config_hash']}`, total "
             f"{summary['seconds']['total']} s\n\n{table}\n\nval_loss: mean normalized validation loss "
-            f"over the PG's active tasks (1.0 = label-prior predictor); `<task>.loss`: a decoding task's "
+            f"over the PG's tasks still trained, retired ones left out (1.0 = label-prior predictor); `<task>.loss`: a decoding task's "
             f"normalized loss; epochs: the epoch whose weights were kept / epochs trained (early stopping); "
             f"retired: tasks no longer drawn once their own validation loss climbed (overfitting), @ epoch.\n"
             + word2vec_line(summary) + space_line(summary)

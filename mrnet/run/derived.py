@@ -147,7 +147,8 @@ def evaluate(run_uri: str, summary_uri: str, agnostic_uri: str = "") -> str:
         result, files = evaluate_run(run, summary_uri, run.path("evaluation"), agnostic=agnostic_uri or None)
         metrics = evaluation.metrics(result)
         stage.record = {"uri": files["metrics.json"], "report": files["report.md"], "metrics": metrics,
-                        "skipped": result["skipped"]}
+                        "skipped": result["skipped"],
+                        "features": {name: info["mrnet_feature"] for name, info in result["tasks"].items()}}
         stage.metrics = dict(metrics)
         stage.artifacts = [(uri, "evaluation") for uri in files.values()]
     if run.mlflow:

@@ -171,7 +171,8 @@ def _parts(run: Run) -> dict:
     if ev and "uri" in ev:
         from mrnet.release.gate import gated_metrics
 
-        out["evaluation"] = {"metrics": ev["uri"], "report": ev["report"], "gated": gated_metrics(ev["metrics"]),
+        out["evaluation"] = {"metrics": ev["uri"], "report": ev["report"],
+                             "gated": gated_metrics(ev["metrics"], ev.get("features")), "features": ev.get("features"),
                              "skipped": ev["skipped"], "settings": run.cfg.section_hash("evaluation")}
     xl = optional_stage(run, "cross_language_autoencoder")
     if xl and "uri" in xl:

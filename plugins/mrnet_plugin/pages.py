@@ -9,7 +9,8 @@ from html import escape
 from urllib.parse import quote
 
 NAV = (("releases", "Releases"), ("compare", "Compare"), ("neighbors", "Neighbours"))
-VERDICT_CLASS = {"improved": "good", "held": "ok", "regressed": "bad", "missing": "bad", "new": "ok"}
+VERDICT_CLASS = {"improved": "good", "held": "ok", "regressed": "bad", "missing": "bad", "new": "ok",
+                 "retired": "ok"}
 
 
 def num(value, digits: int = 4) -> str:
@@ -65,7 +66,7 @@ def releases(data: dict) -> str:
 
 def _loss_rows(decision: dict) -> list[list[str]]:
     return [[escape(r["pg"]), escape(r["task"]), num(r["champion"]), num(r["challenger"]),
-             "–" if r["delta"] is None else f"{r['delta']:+.4f}",
+             "–" if r["delta"] is None else f"{r['delta']:+.4f}", num(r.get("limit")),
              f'<span class="{VERDICT_CLASS.get(r["verdict"], "ok")}">{escape(r["verdict"])}</span>']
             for r in decision["rows"]]
 
@@ -80,10 +81,12 @@ def compare(data: dict, images: dict[str, str]) -> str:
              f'{"PROMOTE" if decision["promote"] else "KEEP CHAMPION"}</p>',
              "<ul>" + "".join(f"<li>{escape(x)}</li>" for x in decision["reasons"]) + "</ul>",
              "<h2>Validation loss per PG and task (normalized: 1.0 is the prior)</h2>",
-             table(["PG", "task", "champion", "challenger", "delta", "verdict"], _loss_rows(decision), "num")]
+             table(["PG", "task", "champion", "challenger", "delta", "limit", "verdict"], _loss_rows(decision), "num")]
     agg = decision.get("aggregate") or {}
     parts.append(f"<p>aggregate normalized val loss: champion {num(agg.get('champion'))}, "
-                 f"challenger {num(agg.get('challenger'))}</p>")
+                 f"challenger {num(agg.get('challenger'))}, limit {num(agg.get('limit'))}. limit: how far a loss "
+                 f"may rise (the tolerance, or the validation noise where that is more); retired: the task "
+                 f"overfit, shown, not gated</p>")
     if data["stable"]:
         stable = [[escape(pg), num(v, 3)] for pg, v in data["stable"].items()]
         parts += ["<h2>Embedding stability (k-NN overlap with the champion)</h2>", table(["PG", "overlap"], stable, "num")]
