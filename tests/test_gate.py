@@ -69,8 +69,8 @@ def test_a_retired_task_is_shown_but_not_gated():
 
 
 def test_a_rise_within_the_validation_noise_is_held_and_one_beyond_it_is_refused():
-    """With standard errors on both sides a pair may rise by noise_z x sqrt(se_a^2 + se_b^2) when that is more
-    than the tolerance: here 3 x 0.0566 = 0.17, so +0.10 holds where the bare tolerance (0.03) refused it."""
+    """With the champion's standard errors a pair may rise by noise_z x sqrt(2) x se when that is more than the
+    tolerance: here 3 x 0.0566 = 0.17, so +0.10 holds where the bare tolerance (0.03) refused it."""
     noisy = dict(se=0.04)
     champion = summary({"watches": {"color": 0.50, "gender": 0.40}, "footwear": {"color": 0.60}}, **noisy)
     d = decide(summary({"watches": {"color": 0.50, "gender": 0.50}, "footwear": {"color": 0.55}}, **noisy),
@@ -85,10 +85,14 @@ def test_a_rise_within_the_validation_noise_is_held_and_one_beyond_it_is_refused
     assert not d["promote"]
     assert d["reasons"] == ["watches.gender: loss 0.4000 → 0.6500 (+0.2500 > 0.1697 = 3 standard errors of the "
                             "difference)"]
-    # without standard errors on one side (a champion from before they were recorded), or with noise_z 0: the tolerance
+    # without the champion's standard errors (from before they were recorded), or with noise_z 0: the tolerance
     held = summary({"watches": {"color": 0.50, "gender": 0.50}, "footwear": {"color": 0.55}}, **noisy)
     assert not decide(held, CHAMPION, GATE)["promote"]
     assert not decide(held, champion, GateConfig(tolerance=0.03, aggregate_tolerance=0.0, noise_z=0))["promote"]
+    # a diverged challenger's scattered losses do not widen its limit: only the champion's noise counts
+    diverged = summary({"watches": {"color": 0.50, "gender": 0.70}, "footwear": {"color": 0.60}}, se=5.0)
+    d = decide(diverged, champion, GATE)
+    assert not d["promote"] and d["reasons"][0].startswith("watches.gender: loss 0.4000 → 0.7000 (+0.3000 > 0.1697")
 
 
 def test_a_loss_above_the_prior_counts_as_the_prior():

@@ -47,9 +47,9 @@ class GateConfig(Frozen):
 
     tolerance: float = Field(default=0.03, ge=0.0)
     aggregate_tolerance: float = Field(default=0.005, ge=0.0)  # "holds": within this of the champion
-    # a rise counts only beyond max(tolerance, noise_z x the standard error of the difference), both releases'
-    # validation losses carrying their standard errors: a 47-product validation split moves by more than
-    # 0.03 between two trainings on the same data (docs/TRACKING.md). 0 = the tolerances alone
+    # a rise counts only beyond max(tolerance, noise_z x sqrt(2) x the champion's standard error of that validation
+    # loss): a 47-product validation split moves by more than 0.03 between two trainings on the same data
+    # (release/gate.py, docs/TRACKING.md). 0 = the tolerances alone
     noise_z: float = Field(default=3.0, ge=0.0, le=10.0)
     stability_sample: int = Field(default=400, ge=20)  # products per PG for k-NN overlap@k
     stability_k: int = Field(default=10, ge=1)

@@ -15,7 +15,8 @@ Both rules count a loss above 1.0 as 1.0, as early stopping does (encoder/stoppi
 worse than the prior knows nothing of its task either way. The table shows the losses as measured.
 The standard errors come from the validation split (train.validate: each task's per-product losses), so a
 small PG's loss, measured on a few dozen products, must move further before it counts. A release
-without them (written before they were recorded) is held to the tolerances alone.
+without them (written before they were recorded) is held to the tolerances alone. Only the champion's
+standard errors count (``noise``), so a diverged challenger cannot widen its own limit.
 
 A pair whose task either release retired (it overfit and was no longer drawn; encoder/stopping.py)
 is shown with the verdict ``retired`` and weighs in neither rule: its loss at the kept epoch is that
@@ -55,10 +56,12 @@ def final_losses(summary: dict, key: str = "loss") -> dict[tuple[str, str], floa
             for task, values in final_val(result).items() if key in values}
 
 
-def noise(se_new: dict, se_old: dict, pairs) -> float | None:
-    """Standard error of the difference of two releases' summed losses over ``pairs`` (independent
-    validation draws), or None when a pair lacks one on either side."""
-    terms = [se_new.get(k, np.nan) ** 2 + se_old.get(k, np.nan) ** 2 for k in pairs]
+def noise(se_champion: dict, pairs) -> float | None:
+    """Standard error of the difference of two equally good releases' summed losses over ``pairs`` (independent
+    validation draws, each as noisy as the champion's: √2 × its standard error), or None when a pair lacks one.
+    Only the champion's count: a diverged challenger's own per-product losses scatter widely, and its standard
+    error must not widen the limit it is held to."""
+    terms = [2 * se_champion.get(k, np.nan) ** 2 for k in pairs]
     return float(np.sqrt(np.sum(terms))) if terms and np.all(np.isfinite(terms)) else None
 
 
@@ -157,7 +160,7 @@ def _decide_losses(challenger: dict, champion: dict | None, cfg: GateConfig) -> 
                 "reasons": ["no champion yet: the first complete release becomes champion"]}
     old = final_losses(champion)
     retired = retired_pairs(challenger) | retired_pairs(champion)
-    se = (final_losses(challenger, "se"), final_losses(champion, "se"))
+    se = final_losses(champion, "se")
     reasons = []
     missing_pgs = sorted(set(champion["pgs"]) - set(challenger["pgs"]))
     if missing_pgs:
@@ -176,7 +179,7 @@ def _decide_losses(challenger: dict, champion: dict | None, cfg: GateConfig) -> 
     shared = [k for k in old if k in new and k not in retired]
     aggregate = {"champion": _mean(informative(old[k]) for k in shared),
                  "challenger": _mean(informative(new[k]) for k in shared)}
-    agg_se = noise(*se, shared)
+    agg_se = noise(se, shared)
     aggregate["limit"] = limit(cfg.aggregate_tolerance, cfg.noise_z, None if agg_se is None else agg_se / len(shared))
     if shared and aggregate["challenger"] > aggregate["champion"] + aggregate["limit"]:
         reasons.append(f"aggregate loss {aggregate['champion']:.4f} → {aggregate['challenger']:.4f} "
@@ -199,11 +202,11 @@ def _why(bound: float, tolerance: float, z: float) -> str:
     return f"tolerance {tolerance}" if bound <= tolerance else f"{bound:.4f} = {z:g} standard errors of the difference"
 
 
-def _rows(new: dict, old: dict, cfg: GateConfig, retired: set = frozenset(), se: tuple = ({}, {})) -> list[dict]:
+def _rows(new: dict, old: dict, cfg: GateConfig, retired: set = frozenset(), se: dict | None = None) -> list[dict]:
     rows = []
     for pg, task in sorted(set(new) | set(old)):
         a, b = old.get((pg, task)), new.get((pg, task))
-        bound = limit(cfg.tolerance, cfg.noise_z, noise(*se, [(pg, task)]))
+        bound = limit(cfg.tolerance, cfg.noise_z, noise(se or {}, [(pg, task)]))
         if b is None:
             verdict = "missing"
         elif (pg, task) in retired:
