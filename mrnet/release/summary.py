@@ -1,7 +1,7 @@
 """Run summary: ``summary.json``, a Markdown table and a PNG of the training curves.
 
-The headline number per PG is the mean normalized validation loss over its active
-tasks: 1.0 is the trivial predictor that knows only the label distribution
+The headline number per PG is the mean normalized validation loss over its tasks still trained
+(retired ones left out): 1.0 is the trivial predictor that knows only the label distribution
 (encoder/targets.py), so lower is better and PGs with different tasks stay comparable.
 """
 
@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
+from mrnet.encoder.stopping import val_score
 from mrnet.io import storage
 
 
@@ -31,9 +30,9 @@ def final_val(report: dict) -> dict:
 
 def mean_loss(val: dict, retired=()) -> float:
     """Mean normalized validation loss over the tasks still trained: a retired task's stale head is left out,
-    as early stopping (encoder/stopping.py) and the promotion gate leave it out; nan with none."""
-    losses = [v["loss"] for task, v in val.items() if task not in (retired or ())]
-    return float(np.mean(losses)) if losses else float("nan")
+    as early stopping and the promotion gate leave it out (shown as measured, not capped); nan with none."""
+    score = val_score(val, retired or (), cap=False)
+    return float("nan") if score is None else score
 
 
 def pg_rows(summary: dict) -> list[dict]:
