@@ -95,7 +95,7 @@ def test_early_stopping_restores_the_best_epoch(tiny_artifacts, tmp_path):
     stopping = cfg.model_copy(update={"train": cfg.train.model_copy(update={
         "epochs": 12, "patience": 1, "min_delta": 0.0, "steps_per_epoch": 20, "batch_size": 16, "lr": 0.02})})
     uri, report = train_pg(stopping, "watches", catalog, words, vectors, str(tmp_path / "stop"))
-    scores = [val_score(h["val"]) for h in report["history"]]  # each task capped at the prior, as the stopper scores
+    scores = [val_score(h["val"]) for h in report["history"]]  # as the stopper scores an epoch
     best = int(np.argmin(scores)) + 1
     assert report["early_stopped"] and report["best_epoch"] == best and len(scores) == best + 1
     exact = stopping.model_copy(update={"train": stopping.train.model_copy(update={"epochs": best, "patience": None})})
@@ -141,22 +141,20 @@ def test_a_task_that_overfits_is_retired_and_a_plateau_is_not():
                    for e, losses in enumerate(epochs, 1)) and off.retired == {} and off.best_epoch == 4
 
 
-def test_a_task_above_the_prior_counts_as_the_prior_in_the_stop_score():
+def test_train_cap_at_prior_counts_a_task_above_the_prior_as_the_prior_in_the_stop_score():
     """bags_wallets_belts in a demo retrain: review (never retired) swung 0.85 -> 1.45 while color fell 0.35 ->
-    0.14; the uncapped mean kept epoch 3, the capped one keeps epoch 4, better on the tasks that learn."""
+    0.14; the plain mean (the default) keeps epoch 1, ``train.cap_at_prior`` keeps epoch 2."""
     from mrnet.encoder.stopping import Stopper, val_score
 
     epochs = [{"color": 0.35, "tfidf": 0.70, "review": 0.85}, {"color": 0.14, "tfidf": 0.64, "review": 1.45}]
-    assert val_score({k: {"loss": v} for k, v in epochs[1].items()}) == pytest.approx((0.14 + 0.64 + 1.0) / 3)
-    stopper = Stopper(patience=3, min_delta=0.002)
-    for e, losses in enumerate(epochs, 1):
-        stopper.update(e, {k: {"loss": v} for k, v in losses.items()}, torch.nn.Linear(1, 1))
-    assert stopper.best_epoch == 2
-    assert val_score({"review": {"loss": 1.6}, "offer": {"loss": 1.2}}) == 1.0  # nothing learnt: the prior
-    uncapped = Stopper(patience=3, min_delta=0.002, cap=False)  # train.cap_at_prior: false, the plain mean
-    for e, losses in enumerate(epochs, 1):
-        uncapped.update(e, {k: {"loss": v} for k, v in losses.items()}, torch.nn.Linear(1, 1))
-    assert uncapped.best_epoch == 1
+    assert val_score({k: {"loss": v} for k, v in epochs[1].items()}) == pytest.approx((0.14 + 0.64 + 1.45) / 3)
+    assert val_score({k: {"loss": v} for k, v in epochs[1].items()}, cap=True) == pytest.approx((0.14 + 0.64 + 1.0) / 3)
+    assert val_score({"review": {"loss": 1.6}, "offer": {"loss": 1.2}}, cap=True) == 1.0  # nothing learnt: the prior
+    for cap, kept in ((False, 1), (True, 2)):
+        stopper = Stopper(patience=3, min_delta=0.002, cap=cap)
+        for e, losses in enumerate(epochs, 1):
+            stopper.update(e, {k: {"loss": v} for k, v in losses.items()}, torch.nn.Linear(1, 1))
+        assert stopper.best_epoch == kept
 
 
 def test_a_retired_task_is_no_longer_drawn(tiny_artifacts, tmp_path):

@@ -11,8 +11,8 @@ The challenger is promoted only if all of these hold:
 - the mean over the shared (PG, task) pairs rises by at most ``gate.aggregate_tolerance`` (the aggregate
   "improves or holds"), or ``noise_z`` standard errors of the mean's difference where that is larger.
 
-Both rules count a loss above 1.0 as 1.0, as early stopping does (encoder/stopping.informative): a head
-worse than the prior knows nothing of its task either way. The table shows the losses as measured.
+Both rules count a loss above 1.0 as 1.0 (encoder/stopping.informative): a head worse than the prior knows
+nothing of its task either way. The table shows the losses as measured.
 The standard errors come from the validation split (train.validate: each task's per-product losses), so a
 small PG's loss, measured on a few dozen products, must move further before it counts. A release
 without them (written before they were recorded) is held to the tolerances alone. Only the champion's

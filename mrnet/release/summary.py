@@ -31,7 +31,7 @@ def final_val(report: dict) -> dict:
 def mean_loss(val: dict, retired=()) -> float:
     """Mean normalized validation loss over the tasks still trained: a retired task's stale head is left out,
     as early stopping and the promotion gate leave it out (shown as measured, not capped); nan with none."""
-    score = val_score(val, retired or (), cap=False)
+    score = val_score(val, retired or ())
     return float("nan") if score is None else score
 
 
