@@ -83,8 +83,7 @@ def test_a_rise_within_the_validation_noise_is_held_and_one_beyond_it_is_refused
     d = decide(summary({"watches": {"color": 0.50, "gender": 0.65}, "footwear": {"color": 0.45}}, **noisy),
                champion, GATE)
     assert not d["promote"]
-    assert d["reasons"] == ["watches.gender: loss 0.4000 → 0.6500 (+0.2500 > 0.1697 = 3 standard errors of the "
-                            "difference)"]
+    assert d["reasons"] == ["watches.gender: loss 0.4000 → 0.6500 (+0.2500 > 0.1697 = 3 × its validation noise)"]
     # without the champion's standard errors (from before they were recorded), or with noise_z 0: the tolerance
     held = summary({"watches": {"color": 0.50, "gender": 0.50}, "footwear": {"color": 0.55}}, **noisy)
     assert not decide(held, CHAMPION, GATE)["promote"]

@@ -186,8 +186,8 @@ def _decide_losses(challenger: dict, champion: dict | None, cfg: GateConfig) -> 
                        f"(worse by more than {_why(aggregate['limit'], cfg.aggregate_tolerance, cfg.noise_z)})")
     promote = not reasons
     if promote:
-        reasons.append(f"no (PG, task) loss rose beyond its limit (tolerance {cfg.tolerance}, or {cfg.noise_z:g} "
-                       f"standard errors where more); aggregate {aggregate['champion']:.4f} → {aggregate['challenger']:.4f}")
+        reasons.append(f"no (PG, task) loss rose beyond its limit (tolerance {cfg.tolerance}, or its validation noise "
+                       f"× {cfg.noise_z:g} where more); aggregate {aggregate['champion']:.4f} → {aggregate['challenger']:.4f}")
     if n_retired := sum(r["verdict"] == "retired" for r in rows):
         reasons.append(f"{n_retired} (PG, task) pairs retired in either release (the task overfit): shown, not gated")
     return {"promote": promote, "rows": rows, "aggregate": aggregate, "reasons": reasons}
@@ -199,7 +199,7 @@ def _mean(values) -> float | None:
 
 
 def _why(bound: float, tolerance: float, z: float) -> str:
-    return f"tolerance {tolerance}" if bound <= tolerance else f"{bound:.4f} = {z:g} standard errors of the difference"
+    return f"tolerance {tolerance}" if bound <= tolerance else f"{bound:.4f} = {z:g} × its validation noise"
 
 
 def _rows(new: dict, old: dict, cfg: GateConfig, retired: set = frozenset(), se: dict | None = None) -> list[dict]:
@@ -269,8 +269,8 @@ def table(decision: dict, stable: dict[str, float] | None = None, k: int = 10) -
     agg = decision.get("aggregate") or {}
     lines.append(f"\naggregate normalized val loss (each capped at the prior, 1.0): champion {fmt(agg.get('champion'))}, "
                  f"challenger {fmt(agg.get('challenger'))}, limit {fmt(agg.get('limit'))}")
-    lines.append("limit: how far a loss may rise, gate.tolerance or gate.noise_z standard errors of the difference "
-                 "(validation noise) where those are more; a loss above 1.0 (the prior) counts as 1.0; retired: the task overfit, "
+    lines.append("limit: how far a loss may rise, gate.tolerance or gate.noise_z × its validation noise (√2 × the "
+                 "champion's se) where more; a loss above 1.0 (the prior) counts as 1.0; retired: the task overfit, "
                  "shown, not gated")
     if stable:
         lines.append(f"embedding stability, mean k-NN overlap@{k}: {stable.get('mean', float('nan')):.3f} "
