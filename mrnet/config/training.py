@@ -179,7 +179,7 @@ class TrainConfig(Frozen):
     retire_delta: float = Field(default=0.05, ge=0.0, le=10.0)
     # true: the stop score counts a task above the prior (normalized loss 1.0) as the prior, so an unpredictable
     # task's swings cannot pick the epoch (encoder/stopping.informative). Off: on BigBasket 10k it stopped 3 epochs
-    # sooner and scored 0.3-0.9 point lower on 7 of 8 cells in two seeds (docs/TRAINING.md, seventeenth session)
+    # sooner and scored 0.3-0.9 point lower on 15 of 16 cells in two seeds (docs/TRAINING.md, seventeenth session)
     cap_at_prior: bool = False
     # ``auto``: by the PG's size (encoder/train.batch_size_for): its training products / 128, rounded down to
     # a power of two within [64, 256], so a small PG gets up to 4x the updates per epoch and a large one
