@@ -19,12 +19,11 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mrnet.config.schema import load_config  # noqa: E402
+from mrnet.evaluation.report import paired_difference  # noqa: E402
 from mrnet.io import storage  # noqa: E402
 from mrnet.run.context import load_run  # noqa: E402
 from mrnet.run.derived import evaluate_run  # noqa: E402
@@ -48,16 +47,6 @@ def full_size_config(cfg, run_cfg, names: list[str], folds: int, max_products: i
         update={"progress": True})})
 
 
-def paired(rows: list[dict], task: str, clf: str, a: str, b: str) -> tuple[float, float] | None:
-    """Mean and standard error of (a − b) over the task's folds, for one classifier."""
-    by = {r["feature"]: np.asarray(r["folds"], np.float64) for r in rows
-          if r["task"] == task and r["classifier"] == clf}
-    if a not in by or b not in by or len(by[a]) != len(by[b]):
-        return None
-    d = by[a] - by[b]
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
-
-
 def table(result: dict) -> str:
     rows = result["rows"]
     mean = {(r["task"], r["feature"], r["classifier"]): r["mean"] for r in rows}
@@ -69,7 +58,7 @@ def table(result: dict) -> str:
             cells = [f"{mean[(task, f, clf)]:.4f}" if (task, f, clf) in mean else "–" for f in (ours, *RIVALS)]
             diffs = []
             for rival in RIVALS[:2]:
-                p = paired(rows, task, clf, ours, rival)
+                p = paired_difference(rows, task, clf, ours, rival)
                 diffs.append("–" if p is None else f"{p[0] * 100:+.2f} ± {p[1] * 100:.2f} pt")
             out.append(f"| {task} ({info['products']:,}, {info['folds']}) | {clf.upper()} | {ours}: "
                        + " | ".join(cells) + " | " + " | ".join(diffs) + " |")

@@ -67,6 +67,23 @@ def test_table2_reports_baselines_with_the_best_mrnet_classifier_and_pg_only():
     assert "PG-only" in text and "0.500" in text
 
 
+def test_paired_difference_tells_a_steady_gap_from_fold_noise():
+    """Both features swing by 5 points across folds, MRNet always 0.4 above: above, not level."""
+    folds = {"pg": [0.80, 0.85, 0.90], "lsa256": [0.796, 0.846, 0.896], "minilm": [0.85, 0.80, 0.91]}
+    rows = [{"task": "t", "feature": f, "classifier": "rf", "mean": float(np.mean(v)), "std": float(np.std(v)),
+             "folds": v, "dim": 8, "n_train": 6, "n_test": 9} for f, v in folds.items()]
+    mean, se = R.paired_difference(rows, "t", "rf", "pg", "lsa256")
+    assert abs(mean - 0.004) < 1e-9 and se < 1e-9
+    mean, se = R.paired_difference(rows, "t", "rf", "pg", "minilm")
+    assert abs(mean) < 2 * se                                   # swings both ways: level
+    assert R.paired_difference(rows, "t", "lr", "pg", "lsa256") is None
+    text = R.markdown({"tasks": {"t": {"mrnet_feature": "pg", "metric": "auc", "kind": "binary", "products": 9,
+                                       "folds": 3, "dropped_no_embedding": 0, "seconds": 0.1, "classes": 2}},
+                       "rows": rows, "skipped": {}, "features": {"pg": 8}, "neighbors": {"skipped": "none"}, "interpret": [],
+                       "seconds": {"total": 1, "neighbors": 0, "interpret": 0}}, "x")
+    assert "| t | RF | pg | +0.40 ± 0.00 above | -0.33 ± 2.91 level |" in text
+
+
 def test_minilm_baseline_encodes_titles_from_the_wheel():
     speed = {}
     table = E.minilm_table(np.array(["a", "b", "c"]), ["red cotton shirt", "blue cotton shirt", "steel water bottle"],

@@ -55,6 +55,44 @@ def table2(result: dict) -> list[dict]:
     return out
 
 
+def paired_difference(rows: list[dict], task: str, classifier: str, a: str, b: str) -> tuple[float, float] | None:
+    """Mean and standard error of feature ``a`` minus feature ``b`` over the task's folds, one classifier.
+    The folds are the same for every feature, so the paired difference is far tighter than either
+    score's spread over folds (a fold's AUC moves by about a point on the demo's hard tasks). None when
+    either is missing or there are fewer than two folds."""
+    folds = {r["feature"]: np.asarray(r["folds"], np.float64) for r in rows
+             if r["task"] == task and r["classifier"] == classifier and r.get("folds")}
+    if a not in folds or b not in folds or len(folds[a]) != len(folds[b]) or len(folds[a]) < 2:
+        return None
+    d = folds[a] - folds[b]
+    if not np.isfinite(d).all():
+        return None
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def _paired_lines(result: dict) -> list[str]:
+    """MRNet minus each alternative, fold by fold, in points: above / below when at least twice its
+    standard error, else level. This is what tells a real gap from fold noise (issue 14)."""
+    rivals = [f for f in ("lsa256", "minilm", "tfidf", "word2vec_mean") if any(r["feature"] == f for r in result["rows"])]
+    out = []
+    for task, info in result["tasks"].items():
+        for clf in ("lr", "rf"):
+            cells = []
+            for rival in rivals:
+                p = paired_difference(result["rows"], task, clf, info["mrnet_feature"], rival)
+                verdict = "" if p is None else ("level" if abs(p[0]) < 2 * p[1] else "above" if p[0] > 0 else "below")
+                cells.append("–" if p is None else f"{100 * p[0]:+.2f} ± {100 * p[1]:.2f} {verdict}")
+            if any(c != "–" for c in cells):
+                out.append(f"| {task} | {clf.upper()} | {info['mrnet_feature']} | " + " | ".join(cells) + " |")
+    if not out:
+        return []
+    return ["", "## MRNet against the alternatives, fold by fold", "",
+            "MRNet minus each feature with the same classifier, in points of the task's metric: the mean over the "
+            "folds ± its standard error; `above` / `below` when the difference is at least twice that, else "
+            "`level`.", "", "| task | classifier | MRNet | " + " | ".join(LABELS[f] for f in rivals) + " |",
+            "|---|---|---|" + "---:|" * len(rivals)] + out
+
+
 def table2_text(result: dict) -> str:
     """Table 2 as aligned text (logs and the CLI), plus the skipped tasks."""
     lines = [f"{'task':<22} {'metric':<8} {'MRNet':<9} {'MRNet-RF':>9} {'MRNet-LR':>9} {'TFIDF-RF':>9} "
@@ -120,7 +158,7 @@ def markdown(result: dict, title: str) -> str:
                 r = next((r for r in rows if (r["task"], r["feature"], r["classifier"]) == (task, f, c)), None)
                 cells.append("–" if r is None else f"{_num(r['mean'], 3)} ± {_num(r['std'], 3)}")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
-    lines += _lr_c_lines(result, features)
+    lines += _paired_lines(result) + _lr_c_lines(result, features)
     lines += ["", "## Tasks", "", "| task | products | folds | train per fold | dropped (no embedding) | seconds |",
               "|---|---|---|---:|---:|---:|"]
     for task, info in result["tasks"].items():
