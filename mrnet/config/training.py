@@ -186,10 +186,6 @@ class TrainConfig(Frozen):
     # keeps the paper-scale 256 (docs/TRAINING.md: 64 against 256 on 10k-product slices, 128 on 27k)
     batch_size: int | Literal["auto"] = "auto"
     lr: float = Field(default=2e-3, gt=0.0, le=1.0)
-    # ``linear``: the step size falls from ``lr`` to ``lr * lr_final`` over the cap of ``epochs`` (for a cap
-    # that binds, as the demo's does); ``constant`` keeps ``lr`` (early stopping decides; docs/TRAINING.md)
-    lr_schedule: Literal["constant", "linear"] = "constant"
-    lr_final: float = Field(default=0.0, ge=0.0, le=1.0)
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)  # AdamW's decoupled decay
     # alternating optimization (§3.1) with one Adam state per task (``per_task``: each task's step is
     # scaled by its own gradient history) or one state shared by all tasks (``shared``)

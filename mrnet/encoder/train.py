@@ -102,28 +102,6 @@ def _floats(losses: dict[str, list]) -> dict[str, list[float]]:
     return {name: torch.stack(values).float().cpu().tolist() if values else [] for name, values in losses.items()}
 
 
-def set_lr(opt: torch.optim.Optimizer, lr_at, step: int) -> None:
-    """Step ``step``'s learning rate into ``opt`` when a schedule (``lr_at``) is given."""
-    if lr_at is not None:
-        lr = lr_at(step)
-        for group in opt.param_groups:
-            group["lr"] = lr
-
-
-def lr_schedule(cfg, epoch: int, steps: int):
-    """``train.lr_schedule`` for one epoch's steps (``cfg``: the TrainConfig). ``linear`` falls from ``lr``
-    to ``lr * lr_final`` over the cap of ``epochs``, by the fraction of the cap done: with a cap that
-    binds (the demo's), the last steps take small ones instead of ending on a noisy large one, as budgeted
-    training does (docs/TRAINING.md, eighteenth session). A function of the epoch and the step only, so a
-    resumed run replays it. None for ``constant``."""
-    if cfg.lr_schedule == "constant":
-        return None
-    def lr_at(i: int) -> float:
-        done = (epoch - 1 + i / max(steps, 1)) / cfg.epochs
-        return cfg.lr * (1.0 - (1.0 - cfg.lr_final) * done)
-    return lr_at
-
-
 def draw_batch(buckets: list[np.ndarray], batch_size: int, gen: torch.Generator) -> np.ndarray:
     """A bucket with probability ∝ its size, then up to batch_size products of it."""
     sizes = torch.tensor([len(b) for b in buckets], dtype=torch.float64)
@@ -134,19 +112,17 @@ def draw_batch(buckets: list[np.ndarray], batch_size: int, gen: torch.Generator)
 
 def alternating_optimization(model: MRNet, opt, data: PGData,
                              states: dict[str, dict], steps: int, batch_size: int,
-                             gen: torch.Generator, device, amp: bool, bar=None,
-                             lr_at=None) -> tuple[dict[str, list], int]:
+                             gen: torch.Generator, device, amp: bool, bar=None) -> tuple[dict[str, list], int]:
     """Paper §3.1: each step, one task chosen uniformly; encoder + that head updated.
 
     ``opt`` is one optimizer, or one per task (``make_optimizers``): then a task's step on the
     shared encoder is scaled by that task's own gradient history, not by the other tasks'.
-    ``lr_at(i)``, if given, is step i's learning rate (``lr_schedule``). Returns the per-task step
-    losses and the number of titles processed."""
+    Returns the per-task step losses and the number of titles processed."""
     names = sorted(states)
     losses: dict[str, list] = {n: [] for n in names}
     titles = 0
     model.train()
-    for i in range(steps):
+    for _ in range(steps):
         name = names[int(torch.randint(len(names), (1,), generator=gen))]
         idx = draw_batch(data.buckets[name], batch_size, gen)
         ids = torch.from_numpy(data.ids[idx, : data.lengths[idx[0]]]).to(device)  # (B, T)
@@ -156,7 +132,6 @@ def alternating_optimization(model: MRNet, opt, data: PGData,
         task_opt = opt[name] if isinstance(opt, dict) else opt
         task_opt.zero_grad(set_to_none=True)
         loss.backward()
-        set_lr(task_opt, lr_at, i)
         task_opt.step()
         losses[name].append(loss.detach())
         titles += len(idx)
@@ -167,8 +142,7 @@ def alternating_optimization(model: MRNet, opt, data: PGData,
 
 def joint_optimization(model: MRNet, opt, data: PGData,
                        states: dict[str, dict], steps: int, batch_size: int,
-                       gen: torch.Generator, device, amp: bool, bar=None,
-                       lr_at=None) -> tuple[dict[str, list], int]:
+                       gen: torch.Generator, device, amp: bool, bar=None) -> tuple[dict[str, list], int]:
     """Eq. 3: one batch of any products, the sum of the labelled tasks' normalized losses.
     ``opt``: one optimizer over the encoder and every head (``make_optimizers`` gives the joint
     loop the same object under every task name), so every head that saw a label is stepped."""
@@ -177,7 +151,7 @@ def joint_optimization(model: MRNet, opt, data: PGData,
     losses: dict[str, list] = {n: [] for n in states}
     titles = 0
     model.train()
-    for i in range(steps):
+    for _ in range(steps):
         idx = draw_batch(everyone, batch_size, gen)
         ids = torch.from_numpy(data.ids[idx, : data.lengths[idx[0]]]).to(device)
         total = 0.0
@@ -194,7 +168,6 @@ def joint_optimization(model: MRNet, opt, data: PGData,
         opt.zero_grad(set_to_none=True)
         if torch.is_tensor(total):
             total.backward()
-            set_lr(opt, lr_at, i)
             opt.step()
         titles += len(idx)
         if bar is not None:
@@ -394,8 +367,7 @@ def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: p
         bar = progress_bar(total=steps, desc=f"{pg} epoch {epoch}/{cfg.train.epochs}", unit="step", leave=False,
                            progress=cfg.train.progress)
         t0 = time.perf_counter()
-        losses, titles = loop(model, opts, train, drawn, steps, batch, gen, device, amp, bar,
-                              lr_schedule(cfg.train, epoch, steps))
+        losses, titles = loop(model, opts, train, drawn, steps, batch, gen, device, amp, bar)
         seconds = time.perf_counter() - t0
         bar.close()
         history.append({"epoch": epoch, "steps": steps, "seconds": round(seconds, 3),
