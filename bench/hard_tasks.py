@@ -15,6 +15,7 @@ Default tasks: those with a gate weight above 1 (the demo's hard tasks). Writes 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -74,6 +75,8 @@ def main() -> None:
     ap.add_argument("--max-products", type=int, default=0, help="0 = every labelled product")
     ap.add_argument("--minilm", action="store_true", help="add all-MiniLM-L6-v2 (about 5 ms a title on 2 cores)")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("mrnet").setLevel(logging.INFO)   # the [evaluate] progress lines
 
     cfg = load_config(args.config)
     names = [n for n in args.tasks.split(",") if n] or [t.name for t in cfg.evaluation.tasks if t.weight > 1]
