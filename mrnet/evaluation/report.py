@@ -80,7 +80,8 @@ def _paired_lines(result: dict) -> list[str]:
             cells = []
             for rival in rivals:
                 p = paired_difference(result["rows"], task, clf, info["mrnet_feature"], rival)
-                verdict = "" if p is None else ("level" if abs(p[0]) < 2 * p[1] else "above" if p[0] > 0 else "below")
+                verdict = "" if p is None else ("level" if abs(p[0]) < 2 * p[1] or p[0] == 0
+                                                else "above" if p[0] > 0 else "below")
                 cells.append("–" if p is None else f"{100 * p[0]:+.2f} ± {100 * p[1]:.2f} {verdict}")
             if any(c != "–" for c in cells):
                 out.append(f"| {task} | {clf.upper()} | {info['mrnet_feature']} | " + " | ".join(cells) + " |")
