@@ -111,10 +111,29 @@ def run_params(epochs_help: str) -> dict:
 
 
 @task
-def validate_catalog(run: str) -> str:
+def plan_catalog(run: str) -> list[str]:
     from mrnet.run import stages
 
-    return stages.validate(run)
+    return stages.plan_catalog(run)
+
+
+@task(map_index_template="{{ task.op_kwargs['part'] }}")  # UI: part-00003, one per input file
+def check_catalog_part(run: str, part: str) -> str:
+    from mrnet.run import stages
+
+    return stages.check_catalog_part(run, part)
+
+
+@task
+def validate_catalog(run: str, parts: list[str]) -> str:
+    from mrnet.run import stages
+
+    return stages.merge_catalog(run, parts)
+
+
+def validated_catalog(run):
+    """The catalog's tasks: plan the input files → check each file (mapped) → merge (the clean catalog's URI)."""
+    return validate_catalog(run, check_catalog_part.partial(run=run).expand(part=plan_catalog(run)))
 
 
 @task(trigger_rule=TriggerRule.ALL_DONE)  # plans the PGs that trained; the report names the others

@@ -18,7 +18,7 @@ model's vocabulary and task list; changing those takes a full retrain.
 
 from airflow.sdk import CronTriggerTimetable, dag, task
 from mrnet_common import (DAG_DEFAULTS, GPU_TASK, embed_shard, evaluate, plan_embed, promotion_gate, publish, report,
-                          run_params, setting, sparse_autoencoder, validate_catalog)
+                          run_params, setting, sparse_autoencoder, validated_catalog)
 
 
 @dag(
@@ -56,7 +56,7 @@ def mrnet_refresh_dynamic():
 
     run = start()
     base = pin_base_release(run)
-    catalog = validate_catalog(run)
+    catalog = validated_catalog(run)
     models = refresh_pg.partial(run=run, catalog=catalog, base=base).expand(pg=plan_pgs(run, base, catalog))
     parts = embed_shard.partial(run=run, catalog=catalog).expand(shard=plan_embed(run, models, catalog))
     summary = report(run, parts)

@@ -19,7 +19,7 @@ reused from the cache when the catalog text and the settings are unchanged.
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, embed_shard, evaluate, plan_embed, promotion_gate, publish,
-                          report, run_params, setting, sparse_autoencoder, validate_catalog)
+                          report, run_params, setting, sparse_autoencoder, validated_catalog)
 
 
 @dag(
@@ -71,7 +71,7 @@ def mrnet_retrain():
         return stages.cross_language(run)
 
     run = start()
-    catalog = validate_catalog(run)
+    catalog = validated_catalog(run)
     vectors = train_word2vec(run, build_corpus(run, catalog))
     models = train_pg.partial(run=run, catalog=catalog, vectors=vectors).expand(pg=plan_pgs(run, catalog))
     parts = embed_shard.partial(run=run, catalog=catalog).expand(shard=plan_embed(run, models, catalog))

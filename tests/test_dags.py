@@ -92,10 +92,12 @@ def _task(dag, task_id):
 
 def test_retrain_structure(dagbag):
     dag = dagbag.dags["mrnet_retrain"]
-    assert set(dag.task_ids) == {"start", "validate_catalog", "build_corpus", "train_word2vec", "plan_pgs",
+    assert set(dag.task_ids) == {"start", "plan_catalog", "check_catalog_part", "validate_catalog", "build_corpus",
+                                 "train_word2vec", "plan_pgs",
                                  "train_pg", "plan_embed", "embed_shard", "report", "sparse_autoencoder",
                                  "cross_language_autoencoder", "evaluate", "publish", "promotion_gate"}
-    chain = ["start", "validate_catalog", "build_corpus", "train_word2vec", "train_pg", "plan_embed", "embed_shard",
+    chain = ["start", "plan_catalog", "check_catalog_part", "validate_catalog", "build_corpus", "train_word2vec",
+             "train_pg", "plan_embed", "embed_shard",
              "report", "sparse_autoencoder", "evaluate", "publish", "promotion_gate"]
     for up, down in zip(chain, chain[1:]):
         assert down in _task(dag, up).downstream_task_ids, (up, down)
@@ -114,10 +116,13 @@ def test_retrain_structure(dagbag):
 
 def test_refresh_structure(dagbag):
     dag = dagbag.dags["mrnet_refresh_dynamic"]
-    assert set(dag.task_ids) == {"start", "pin_base_release", "validate_catalog", "plan_pgs", "refresh_pg",
+    assert set(dag.task_ids) == {"start", "pin_base_release", "plan_catalog", "check_catalog_part", "validate_catalog",
+                                 "plan_pgs", "refresh_pg",
                                  "plan_embed", "embed_shard", "report", "sparse_autoencoder", "evaluate", "publish",
                                  "promotion_gate"}
     for up, down in [("start", "pin_base_release"), ("pin_base_release", "plan_pgs"), ("plan_pgs", "refresh_pg"),
+                     ("start", "plan_catalog"), ("plan_catalog", "check_catalog_part"),
+                     ("check_catalog_part", "validate_catalog"),
                      ("validate_catalog", "refresh_pg"), ("refresh_pg", "plan_embed"), ("plan_embed", "embed_shard"),
                      ("embed_shard", "report"), ("report", "sparse_autoencoder"), ("sparse_autoencoder", "evaluate"),
                      ("evaluate", "publish"), ("sparse_autoencoder", "publish"),
@@ -129,6 +134,7 @@ def test_refresh_structure(dagbag):
 
 def _check_common(dag, train_id):
     assert dag.catchup is False and dag.max_active_runs == 1 and dag.max_active_tasks == 16
+    assert type(_task(dag, "check_catalog_part")).__name__.endswith("MappedOperator")  # one per catalog file
     for task_id in (train_id, "embed_shard"):  # one instance per PG / per embedding shard
         task = _task(dag, task_id)
         assert task.queue == "gpu" and task.pool == "gpu", task_id
@@ -221,12 +227,21 @@ def _stage(home, run_dir, name):
 @pytest.mark.slow
 def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, tmp_path):
     home = tmp_path / "home"
-    loud = _conf(home, fixture_catalog)
+    parts = tmp_path / "catalog_parts"  # the catalog as a folder of Parquet and CSV parts: one check task each
+    parts.mkdir()
+    df = pd.read_parquet(fixture_catalog)
+    df.iloc[:200].to_parquet(parts / "part-a.parquet", index=False)
+    df.iloc[200:320].to_csv(parts / "part-b.csv", index=False)
+    df.iloc[320:].to_parquet(parts / "part-c.parquet", index=False)
+    loud = _conf(home, parts)
     loud["overrides"].append("train.progress=true")  # as a real run: bars on a TTY, lines in a task log
     first = dags_test("mrnet_retrain", loud)
     assert first.returncode == 0, first.stdout[-4000:]
     assert "\r" not in first.stdout + first.stderr  # task logs: one line per epoch, no tqdm frames
     (run1,) = _runs(home)
+    validated = _stage(home, run1, "validate")
+    assert validated["quarantine"]["rows_in"] == len(df) and len(validated["quarantine"]["files"]) == 3
+    assert len(_stage(home, run1, "catalog_plan")["files"]) == 3 and "check_catalog_part" in first.stdout + first.stderr
     watches = home / "runs" / run1 / "embeddings" / "watches"  # tiny: shards of 50 products, committed
     parts = json.loads((watches / "_manifest.json").read_text())["parts"]
     assert len(parts) >= 2 and sum(p["rows"] for p in parts) == len(pd.read_parquet(watches))

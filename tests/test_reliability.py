@@ -80,7 +80,8 @@ def test_artifacts_follow_the_umask_not_mkstemps_0600(tmp_path):
 def test_required_columns_must_be_text_in_parquet(tmp_path):
     import pandas as pd
 
-    from mrnet.data.catalog import CatalogError, validate_catalog
+    from mrnet.data.catalog import CatalogError
+    from mrnet.data.staging import validate_catalog
 
     rows = {"product_id": [1, 2], "product_group": ["watches"] * 2, "source": ["s"] * 2, "locale": ["en"] * 2,
             "title": ["Analog watch", "Digital watch"]}
@@ -93,7 +94,8 @@ def test_required_columns_must_be_text_in_parquet(tmp_path):
 
 
 def test_an_empty_clean_catalog_fails_validation_and_leaves_no_catalog(tmp_path):
-    from mrnet.data.catalog import CatalogError, validate_catalog
+    from mrnet.data.catalog import CatalogError
+    from mrnet.data.staging import validate_catalog
 
     header = "product_id,product_group,source,locale,title\n"
     (tmp_path / "header.csv").write_text(header)
@@ -108,7 +110,7 @@ def test_an_empty_clean_catalog_fails_validation_and_leaves_no_catalog(tmp_path)
 def test_a_csv_row_with_extra_fields_is_quarantined_with_its_line(tmp_path):
     import pandas as pd
 
-    from mrnet.data.catalog import validate_catalog
+    from mrnet.data.staging import validate_catalog
 
     (tmp_path / "c.csv").write_text("product_id,product_group,source,locale,title\n"
                                     "p1,watches,s,en,Analog watch\n"
@@ -144,7 +146,7 @@ def test_bad_inputs_are_one_line_cli_errors_naming_the_file(tmp_path, capsys):
     (tmp_path / "empty.csv").write_text("")
     demo = str(REPO / "configs" / "demo.yaml")
     cases = [
-        (["catalog", "validate", "--config", demo, root, "--catalog", str(tmp_path / "adir")], "adir is a directory"),
+        (["catalog", "validate", "--config", demo, root, "--catalog", str(tmp_path / "adir")], "adir: a folder with no catalog file"),
         (["catalog", "validate", "--config", demo, root, "--catalog", str(tmp_path / "cut.csv.gz")], "cut.csv.gz: cannot read"),
         (["catalog", "validate", "--config", demo, root, "--catalog", str(tmp_path / "empty.csv")], "empty.csv: the file is empty"),
         (["summary", "--config", str(tmp_path / "bad.yaml")], "bad.yaml is not valid YAML"),

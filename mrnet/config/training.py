@@ -75,7 +75,7 @@ class DataConfig(Frozen):
 
     raw_dir: str = "../shared/data"
     pg_mapping: str | None = "configs/pg_mapping.yaml"
-    catalog: str | None = None  # a catalog file (parquet/csv); None = build the demo one
+    catalog: str | None = None  # a catalog file, folder of part files or glob (parquet/csv); None = the demo one
     columns: dict[str, str] = {}  # file column → canonical column, e.g. {product: title, index: product_id}
     product_group: str = "all"
     source: str | None = None  # None: the catalog file's name
@@ -84,6 +84,12 @@ class DataConfig(Frozen):
     max_title_chars: int = Field(default=512, ge=1, le=100_000)
     max_rows_per_pg: int | None = Field(default=None, ge=1)  # sample cap, for quick trials and tiny mode
     sample_fraction: float | None = Field(default=None, gt=0.0, le=1.0)  # per-PG sample, quick trials
+    # validation's memory (data/staging.py): rows per batch of one file; input bytes per hash bucket of product ids
+    # (the duplicate check holds one bucket's ids); rows per row group of the clean catalog (a row group never
+    # holds two PGs, so a PG's training read and an embedding shard read their own rows only)
+    chunk_rows: int = Field(default=200_000, ge=1, le=10_000_000)
+    bucket_bytes: int = Field(default=1 << 30, ge=1 << 10, le=1 << 40)
+    row_group_rows: int = Field(default=100_000, ge=1, le=10_000_000)
 
     @model_validator(mode="after")
     def _one_target(self) -> "DataConfig":

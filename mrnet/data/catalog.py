@@ -29,7 +29,6 @@ Tabs and newlines inside text are whitespace and are folded to spaces.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import re
 from collections import Counter
@@ -77,6 +76,69 @@ def read_catalog(uri: str, bad_rows: list | None = None) -> pd.DataFrame:
     raise CatalogError(f"{uri}: unsupported catalog format {path.suffix!r} (use .parquet or .csv)")
 
 
+def read_chunks(uri: str, chunk_rows: int):
+    """The rows of one catalog file in batches of ``chunk_rows``, with the memory of one batch:
+    yields (frame, bad) per batch, ``bad`` the CSV records skipped while reading it as (data row,
+    problem); ``bad_row_fields`` gives their raw text afterwards. Always yields at least one frame
+    (an empty one for a file with a header only). Unreadable files: one CatalogError naming them."""
+    path = storage.local_path(uri)
+    if path.is_dir():
+        raise CatalogError(f"{uri} is a directory: give a catalog file (.parquet or .csv)")
+    if path.suffix not in {".parquet", ".csv", ".gz", ".tsv"}:
+        raise CatalogError(f"{uri}: unsupported catalog format {path.suffix!r} (use .parquet or .csv)")
+    try:
+        if path.suffix == ".parquet":
+            yield from _parquet_chunks(path, chunk_rows)
+        else:
+            yield from _csv_chunks(path, "\t" if ".tsv" in path.suffixes else ",", chunk_rows)
+    except CatalogError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise CatalogError(f"{uri}: the file is empty (no header row)") from None
+    except (pd.errors.ParserError, EOFError, OSError, UnicodeError, ValueError) as exc:  # truncated .gz, bad parquet ...
+        problem = " ".join(str(exc).split()).removeprefix("Error tokenizing data. C error: ")
+        raise CatalogError(f"{uri}: cannot read the file: {problem or type(exc).__name__}") from None
+
+
+def _csv_chunks(path: Path, sep: str, chunk_rows: int):
+    import warnings
+
+    options = dict(dtype=object, keep_default_na=False, sep=sep, encoding="utf-8", encoding_errors="surrogateescape")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        reader, yielded = pd.read_csv(path, on_bad_lines="warn", chunksize=chunk_rows, **options), False
+        with reader:
+            for frame in reader:  # pandas reports a skipped line while reading the batch that holds it
+                skipped = [(int(m["line"]) - 1, m["problem"]) for w in caught
+                           for m in _BAD_LINE.finditer(str(w.message))]  # line 1 = the header
+                caught.clear()
+                yielded = True
+                yield frame, skipped
+        if not yielded:
+            yield pd.read_csv(path, nrows=0, **options), []
+
+
+def _parquet_chunks(path: Path, chunk_rows: int):
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    nullable, yielded = _nullable_floats(parquet), False
+    for batch in parquet.iter_batches(batch_size=chunk_rows):
+        yielded = True
+        yield _keep_nan(batch, nullable), []
+    if not yielded:
+        yield parquet.schema_arrow.empty_table().to_pandas(), []
+
+
+def bad_row_fields(uri: str, rows: list[int]) -> dict[int, str]:
+    """The raw text of CSV data rows ``rows`` (1 = the first after the header), read in one pass."""
+    if not rows:
+        return {}
+    path = storage.local_path(uri)
+    fields = _records(path, "\t" if ".tsv" in path.suffixes else ",", {row + 1 for row in rows})
+    return {line - 1: text for line, text in fields.items()}
+
+
 def _read_csv(path: Path, sep: str, bad_rows: list | None) -> pd.DataFrame:
     import warnings
 
@@ -106,7 +168,7 @@ def _records(path: Path, sep: str, wanted: set[int]) -> dict[int, str]:
     with opener(path, "rt", encoding="utf-8", errors="surrogateescape", newline="") as fh:
         for number, record in enumerate(csv.reader(fh, delimiter=sep), start=1):
             if number in wanted:
-                out[number] = _printable(sep.join(record))
+                out[number] = printable(sep.join(record))
             if number >= max(wanted):
                 break
     return out
@@ -116,11 +178,35 @@ def _read_parquet_keep_nan(path: Path) -> pd.DataFrame:
     """Parquet → DataFrame where a null float is None and a stored NaN stays NaN (a defect)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    return _keep_nan(pq.read_table(path))
+
+
+def _nullable_floats(parquet) -> set[str]:
+    """The float columns of a Parquet file with a null anywhere in it (row-group statistics, or the
+    row group's column where they are missing): each batch converts them alike, as the whole file would."""
+    out = set()
+    for field in parquet.schema_arrow:
+        if str(field.type) not in {"float", "double", "halffloat"}:
+            continue
+        column = parquet.schema_arrow.get_field_index(field.name)
+        for rg in range(parquet.num_row_groups):
+            stats = parquet.metadata.row_group(rg).column(column).statistics
+            nulls = stats.null_count if stats is not None and stats.has_null_count else \
+                parquet.read_row_group(rg, columns=[field.name]).column(0).null_count
+            if nulls:
+                out.add(field.name)
+                break
+    return out
+
+
+def _keep_nan(table, nullable: set[str] | None = None) -> pd.DataFrame:
+    """An Arrow table or batch as a DataFrame where a null float is None and a stored NaN stays NaN.
+    ``nullable``: the float columns to convert (default: those with a null in ``table``)."""
     df = table.to_pandas()
     for name in table.column_names:
         column = table.column(name)
-        if column.null_count and str(column.type) in {"float", "double", "halffloat"}:
+        has_null = column.null_count if nullable is None else name in nullable
+        if has_null and str(column.type) in {"float", "double", "halffloat"}:
             values = df[name].astype(object)
             values[np.asarray(column.is_null())] = None
             df[name] = values
@@ -184,7 +270,13 @@ def _text(value: object) -> str | None:
     return str(value)
 
 
-def _printable(value: object) -> str:
+def clean_text(value: object) -> str | None:
+    """A text cell as ``check_rows`` keeps it: tabs and newlines folded to spaces, stripped; None when empty."""
+    text = _text(value)
+    return None if text is None else _WHITESPACE.sub(" ", text).strip()
+
+
+def printable(value: object) -> str:
     """Any cell as writable text: invalid UTF-8 shows as \\xNN escapes in the quarantine."""
     text = _text(value)
     if text is None:
@@ -243,12 +335,13 @@ def _label_columns(df: pd.DataFrame, tasks: list[TaskSpec]) -> dict[str, str]:
     return kinds
 
 
-def validate(df: pd.DataFrame, uri: str, pgs: list[str] | None, tasks: list[TaskSpec],
-             max_title_chars: int, bad_rows: list | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split a catalog into (clean rows with typed labels, quarantined rows with reasons).
-    ``pgs``: the configured PGs, or None to accept every PG whose name is a safe path segment.
-    ``bad_rows``: read_catalog's unparseable records, quarantined as ``bad_row``; quarantine
-    ``row`` numbers are the file's data rows (1 = the first row after the header)."""
+def check_rows(df: pd.DataFrame, uri: str, pgs: list[str] | None, tasks: list[TaskSpec], max_title_chars: int,
+               rows: np.ndarray, duplicate=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every row check of one batch of rows: (clean rows with typed labels and their file data-row
+    number in ``_row``, quarantined rows with reasons). ``rows``: the file data-row numbers of the
+    batch (1 = the first row after the header). ``duplicate(i, product_id) → reason or None``
+    decides duplicates when the whole catalog is at hand (``validate``); without it the check is
+    left to the merge (data/staging.py), which sees every product id of every file."""
     df = df.reset_index(drop=True)
     reasons: list[list[str]] = [[] for _ in range(len(df))]
     labels = _label_columns(df, tasks)
@@ -265,15 +358,12 @@ def validate(df: pd.DataFrame, uri: str, pgs: list[str] | None, tasks: list[Task
                              dtype=object)
     for col in REQUIRED + [c for c in TEXT_COLUMNS if c in df.columns]:
         out[col] = out[col].fillna("")
-    first_seen: dict[str, int] = {}
     known = None if pgs is None else set(pgs)
     for i, (pid, pg, title) in enumerate(zip(out["product_id"], out["product_group"], out["title"])):
         if not pid:
             reasons[i].append("missing_product_id")
-        elif pid in first_seen:
-            reasons[i].append(f"duplicate_product_id(first at row {first_seen[pid] + 1})")
-        else:
-            first_seen[pid] = i
+        elif duplicate is not None and (why := duplicate(i, pid)):
+            reasons[i].append(why)
         if not pg or (known is not None and pg not in known):
             reasons[i].append("unknown_pg")
         elif not is_segment(pg):  # a PG name becomes a folder: models/<pg>/
@@ -296,71 +386,90 @@ def validate(df: pd.DataFrame, uri: str, pgs: list[str] | None, tasks: list[Task
     for col in clean.columns:
         if clean[col].dtype == object and col not in labels:
             clean[col] = clean[col].astype("str")
-    rows = _data_rows(len(df), [row for row, _, _ in bad_rows or ()])
-    quarantine = df[bad].map(_printable).assign(
-        row=rows[bad], reason=["; ".join(r) for r, b in zip(reasons, bad) if b], source_file=uri)
-    if bad_rows:
-        unparsed = pd.DataFrame({"row": [r for r, _, _ in bad_rows], "raw": [f for _, _, f in bad_rows],
-                                 "reason": [f"bad_row({problem})" for _, problem, _ in bad_rows], "source_file": uri})
-        quarantine = pd.concat([quarantine, unparsed]).sort_values("row", kind="stable")
-        quarantine[list(df.columns) + ["raw"]] = quarantine[list(df.columns) + ["raw"]].fillna("")
+    clean["_row"] = np.asarray(rows, np.int64)[~bad]
+    quarantine = df[bad].map(printable).assign(
+        row=np.asarray(rows, np.int64)[bad], reason=["; ".join(r) for r, b in zip(reasons, bad) if b], source_file=uri)
     return clean, quarantine.reset_index(drop=True)
 
 
-def _data_rows(n: int, skipped: list[int]) -> np.ndarray:
-    """The file data-row numbers (1-based) of the ``n`` rows read, around the ``skipped`` ones."""
-    read = np.ones(n + len(skipped) + 1, dtype=bool)
-    read[0] = False
-    read[skipped] = False
-    return np.flatnonzero(read)
+def add_reason(reasons: str, reason: str) -> str:
+    """``reasons`` with ``reason`` (a duplicate id found by the merge) where ``check_rows`` puts it:
+    after the text defects, before the rest, so a row reads the same however it was validated."""
+    parts = reasons.split("; ") if reasons else []
+    at = sum(1 for p in parts if p.startswith("invalid_text:"))
+    return "; ".join(parts[:at] + [reason] + parts[at:])
+
+
+def bad_row_quarantine(bad_rows: list, uri: str) -> pd.DataFrame:
+    """read_catalog's unparseable CSV records as quarantine rows (reason ``bad_row(<problem>)``)."""
+    return pd.DataFrame({"row": pd.Series([r for r, _, _ in bad_rows], dtype=np.int64),
+                         "raw": [f or "" for _, _, f in bad_rows],
+                         "reason": [f"bad_row({problem})" for _, problem, _ in bad_rows], "source_file": uri})
+
+
+def validate(df: pd.DataFrame, uri: str, pgs: list[str] | None, tasks: list[TaskSpec],
+             max_title_chars: int, bad_rows: list | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split a catalog held in memory into (clean rows with typed labels, quarantined rows with
+    reasons): ``check_rows`` over the whole frame, duplicates included. Large catalogs stream
+    through data/staging.py instead, which gives the same rows and reasons.
+    ``pgs``: the configured PGs, or None to accept every PG whose name is a safe path segment.
+    ``bad_rows``: read_catalog's unparseable records, quarantined as ``bad_row``; quarantine
+    ``row`` numbers are the file's data rows (1 = the first row after the header)."""
+    rows = data_rows(len(df), [row for row, _, _ in bad_rows or ()])
+    first_seen: dict[str, int] = {}
+
+    def duplicate(i: int, pid: str) -> str | None:
+        if pid in first_seen:
+            return duplicate_reason(first_seen[pid])
+        first_seen[pid] = int(rows[i])
+        return None
+
+    clean, quarantine = check_rows(df, uri, pgs, tasks, max_title_chars, rows, duplicate)
+    if bad_rows:
+        quarantine = pd.concat([quarantine, bad_row_quarantine(bad_rows, uri)]).sort_values("row", kind="stable")
+        quarantine[list(df.columns) + ["raw"]] = quarantine[list(df.columns) + ["raw"]].fillna("")
+    return clean.drop(columns="_row"), quarantine.reset_index(drop=True)
+
+
+def duplicate_reason(first_row: int, first_file: str | None = None) -> str:
+    """The reason of a product id seen before: at data row ``first_row`` (of ``first_file``, when another)."""
+    return f"duplicate_product_id(first at row {first_row}{f' of {first_file}' if first_file else ''})"
+
+
+def data_rows(n: int, skipped: list[int], first: int = 1) -> np.ndarray:
+    """The file data-row numbers of the ``n`` rows read from data row ``first`` on, around the
+    ``skipped`` ones (CSV records that could not be parsed)."""
+    skipped = sorted(r for r in skipped if r >= first)
+    read = np.ones(n + len(skipped), dtype=bool)
+    read[[r - first for r in skipped if r - first < len(read)]] = False
+    return np.flatnonzero(read)[:n] + first
 
 
 def sample_per_pg(df: pd.DataFrame, max_rows: int | None, seed: int,
                   fraction: float | None = None) -> pd.DataFrame:
-    """Deterministic per-PG sample: the first ``ceil(fraction * n)`` products of each PG (at
-    most ``max_rows``) in the order of a seeded hash of product_id, so a product stays in or
-    out of the sample across runs."""
+    """Deterministic per-PG sample of a catalog in memory: the first ``ceil(fraction * n)`` products of
+    each PG (at most ``max_rows``) in the order of a seeded hash of product_id, so a product stays in or
+    out of the sample across runs; kept in catalog order. data/staging.py draws the same sample streaming."""
     if not max_rows and not fraction:
         return df
-    order = df.assign(_k=hash_rank(df["product_id"], seed, "sample")).sort_values(["product_group", "_k"])
-    rank = order.groupby("product_group", sort=False).cumcount()
-    keep = rank < (max_rows or len(df))
-    if fraction:
-        sizes = order.groupby("product_group", sort=False)["product_id"].transform("size")
-        keep &= rank < np.ceil(sizes * fraction)
-    return order[keep].drop(columns="_k").reset_index(drop=True)
+    rank = hash_rank(df["product_id"], seed, "sample")
+    keep = np.zeros(len(df), bool)
+    for _, idx in df.groupby("product_group", sort=False).indices.items():
+        k = sample_size(len(idx), max_rows, fraction)
+        keep[idx[np.argsort(rank[idx], kind="stable")[:k]]] = True
+    return df[keep].reset_index(drop=True)
+
+
+def sample_size(n: int, max_rows: int | None, fraction: float | None) -> int:
+    """Products kept of a PG of ``n``: ``ceil(fraction * n)``, at most ``max_rows``."""
+    k = n if not max_rows else min(n, max_rows)
+    return min(k, math.ceil(n * fraction)) if fraction else k
 
 
 def quarantine_summary(uri: str, n_in: int, quarantine: pd.DataFrame) -> dict:
     counts = Counter(r.split("(")[0] for reasons in quarantine["reason"] for r in reasons.split("; "))
     return {"source_file": uri, "rows_in": n_in, "rows_clean": n_in - len(quarantine),
             "rows_quarantined": len(quarantine), "by_reason": dict(counts.most_common())}
-
-
-def validate_catalog(uri: str, out_dir: str, pgs: list[str] | None, tasks: list[TaskSpec],
-                     max_title_chars: int, max_rows_per_pg: int | None = None,
-                     seed: int = 0, sample_fraction: float | None = None, data=None) -> tuple[str, dict]:
-    """Validate ``uri``; write clean catalog, quarantine and summary under ``out_dir``. The clean
-    catalog is sorted by PG (stable): each PG is a run of whole row groups, so an embedding shard
-    reads its own rows and little else (``embed.shard_rows``)."""
-    bad_rows: list = []
-    raw = read_catalog(uri, bad_rows)
-    if data is not None:
-        raw = conform(raw, data, uri)
-    warnings = check_columns(raw, uri, tasks)
-    clean, quarantine = validate(raw, uri, pgs, tasks, max_title_chars, bad_rows)
-    clean = sample_per_pg(clean, max_rows_per_pg, seed, sample_fraction)
-    clean = clean.sort_values("product_group", kind="stable").reset_index(drop=True)
-    summary = quarantine_summary(uri, len(raw) + len(bad_rows), quarantine) | {"warnings": warnings,
-                                                                               "rows_used": len(clean)}
-    storage.write_parquet(quarantine, storage.join(out_dir, "quarantine.parquet"))
-    if len(clean):
-        storage.write_parquet(clean, storage.join(out_dir, "catalog.parquet"))
-    storage.write_text(storage.join(out_dir, "quarantine_summary.json"), json.dumps(summary, indent=2))
-    if not len(clean):  # nothing to train on: stop here, before an empty corpus is built and cached
-        why = f"all {summary['rows_in']} quarantined ({summary['by_reason']})" if summary["rows_in"] else "it has no rows"
-        raise CatalogError(f"{uri}: no usable product: {why}; see {storage.join(out_dir, 'quarantine.parquet')}")
-    return storage.join(out_dir, "catalog.parquet"), summary
 
 
 def describe_quarantine(summary: dict) -> str:

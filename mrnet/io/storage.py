@@ -161,6 +161,18 @@ def exists(uri: str) -> bool:
     return Path(uri).exists()
 
 
+def size(uri: str) -> int:
+    """The bytes of one file or object (FileNotFoundError naming it when there is none)."""
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        with _s3_errors(uri, "check"):
+            return int(s3_client().head_object(Bucket=bucket, Key=key)["ContentLength"])
+    path = Path(uri)
+    if not path.is_file():
+        raise FileNotFoundError(f"artifact not found: {uri}")
+    return path.stat().st_size
+
+
 def _s3_pages(uri: str, **list_args):
     """(key prefix, each page of list_objects_v2) under an ``s3://`` folder-like prefix."""
     bucket, key = _split_s3(uri.rstrip("/") + "/")

@@ -26,28 +26,55 @@ from mrnet.run.context import (CORPUS_FORMAT, Run, base_manifest, cache_key, cac
 from mrnet.run.derived import cross_language, evaluate, sparse_autoencoder
 from mrnet.run.publish import base_release, promote, publish, report
 
-__all__ = ["start_run", "validate", "corpus", "word2vec", "plan", "train", "refresh", "plan_embed", "embed_shard",
+__all__ = ["start_run", "plan_catalog", "check_catalog_part", "merge_catalog", "validate", "corpus", "word2vec", "plan",
+           "train", "refresh", "plan_embed", "embed_shard",
            "embed_all", "base_release", "report", "sparse_autoencoder", "cross_language", "evaluate", "publish",
            "promote", "housekeeping"]
 log = logging.getLogger(__name__)
 
-def validate(run_uri: str) -> str:
-    """Validate the run's catalog (defects → quarantine); return the clean catalog's URI."""
+def plan_catalog(run_uri: str) -> list[str]:
+    """The input files of the run's catalog (a file, folder or glob; the demo catalog is built here):
+    their part ids (``part-00000``, …), one ``check_catalog_part`` task each."""
+    from mrnet.data import staging
+
+    run = load_run(run_uri)
+    record = staging.plan(steps.catalog_source(run.cfg), run.path("catalog"), run.cfg.data.bucket_bytes)
+    record_stage(run, "catalog_plan", record)
+    log.info("[catalog] %d file(s), %s bytes, %d id bucket(s): %s", len(record["files"]), f"{sum(record['bytes']):,}",
+             record["buckets"], record["source"])
+    return [staging.part_id(i) for i in range(len(record["files"]))]
+
+
+def check_catalog_part(run_uri: str, part: str) -> str:
+    """Check every row of one input file of the run's catalog; returns the part's index URI."""
+    run = load_run(run_uri)
+    steps.check_part_step(run.cfg, read_stage(run, "catalog_plan"), part)
+    return run.path("catalog", "staging", part, "index.json")
+
+
+def merge_catalog(run_uri: str, parts=None) -> str:
+    """Duplicates across all files, the clean catalog sorted by PG, quarantine and summary; returns the
+    clean catalog's URI. ``parts``: the check tasks' URIs (the DAG's dependency; the plan names the parts)."""
     from mrnet.data.catalog import describe_quarantine
 
     run = load_run(run_uri)
     with timed_stage(run, "validate") as stage:
-        uri, quarantine = steps.validate_step(run.cfg)
+        uri, quarantine = steps.merge_step(run.cfg, read_stage(run, "catalog_plan"))
         log.info("[catalog] %s", describe_quarantine(quarantine))
-        catalog_hash = storage.sha256_file(storage.local_path(quarantine["source_file"]))[:16]
-        stage.record = {"uri": uri, "quarantine": quarantine, "catalog_hash": catalog_hash}
+        stage.record = {"uri": uri, "quarantine": quarantine, "catalog_hash": quarantine["catalog_hash"]}
         stage.metrics = {k: quarantine[k] for k in ("rows_in", "rows_quarantined", "rows_used")}
         stage.artifacts = [(run.path("catalog", "quarantine_summary.json"), "catalog")]
     if run.mlflow:
         from mrnet.io import tracking as tr
 
-        tr.set_tags(run.mlflow["uri"], run.mlflow["parent"], {"mrnet.catalog_hash": catalog_hash})
+        tr.set_tags(run.mlflow["uri"], run.mlflow["parent"], {"mrnet.catalog_hash": quarantine["catalog_hash"]})
     return uri
+
+
+def validate(run_uri: str) -> str:
+    """Validate the run's catalog in this process (``mrnet run``): plan, every file, merge; returns the
+    clean catalog's URI. Defects → quarantine."""
+    return merge_catalog(run_uri, [check_catalog_part(run_uri, part) for part in plan_catalog(run_uri)])
 
 
 def corpus(run_uri: str, catalog_uri: str) -> str:

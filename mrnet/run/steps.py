@@ -20,15 +20,39 @@ def build_demo_step(cfg: Config) -> str:
                               storage.join(cfg.artifact_root, "catalog", "raw.parquet"))
 
 
+def catalog_source(cfg: Config) -> str:
+    """The catalog a run validates: ``data.catalog`` (a file, folder or glob), or the demo one (built here)."""
+    return cfg.data.catalog or build_demo_step(cfg)
+
+
 def validate_step(cfg: Config, catalog_uri: str | None = None) -> tuple[str, dict]:
-    """Validate the configured catalog (or build the demo one); defects → quarantine."""
-    from mrnet.data.catalog import validate_catalog
+    """Validate the configured catalog (or build the demo one) in this process: every input file,
+    then the merge (data/staging.py); defects → quarantine. The DAGs map the files instead."""
+    from mrnet.data import staging
+
+    source = catalog_uri or catalog_source(cfg)
+    out = storage.join(cfg.artifact_root, "catalog")
+    record = staging.plan(source, out, cfg.data.bucket_bytes)
+    for i in range(len(record["files"])):
+        check_part_step(cfg, record, staging.part_id(i))
+    return merge_step(cfg, record)
+
+
+def check_part_step(cfg: Config, record: dict, part: str) -> dict:
+    """Check one input file of the catalog (``record``: the staging plan) batch by batch."""
+    from mrnet.data import staging
     from mrnet.data.pgs import mapped_pgs
 
-    source = catalog_uri or cfg.data.catalog or build_demo_step(cfg)
-    return validate_catalog(source, storage.join(cfg.artifact_root, "catalog"), mapped_pgs(cfg), cfg.tasks,
-                            cfg.data.max_title_chars, cfg.data.max_rows_per_pg, cfg.train.seed,
-                            cfg.data.sample_fraction, cfg.data if cfg.data.catalog else None)
+    return staging.check_part(record, part, storage.join(cfg.artifact_root, "catalog"), mapped_pgs(cfg), cfg.tasks,
+                              cfg.data.max_title_chars, cfg.data if cfg.data.catalog else None, cfg.data.chunk_rows)
+
+
+def merge_step(cfg: Config, record: dict) -> tuple[str, dict]:
+    """Duplicates across every file, then the clean catalog sorted by PG, quarantine and summary."""
+    from mrnet.data import staging
+
+    return staging.merge(storage.join(cfg.artifact_root, "catalog"), record, cfg.train.seed, cfg.data.max_rows_per_pg,
+                         cfg.data.sample_fraction, cfg.data.row_group_rows)
 
 
 def corpus_step(cfg: Config, catalog_uri: str, out: str | None = None) -> tuple[str, dict]:

@@ -1,0 +1,549 @@
+"""Validate a catalog of any size in bounded memory: one task per input file, then a merge.
+
+A catalog is one file, a folder of part files or a glob (local or ``s3://``). Three steps, each
+holding one batch of rows (``data.chunk_rows``) or one hash bucket of product ids at a time:
+
+1. ``plan``: the input files, and how many hash buckets the product ids are spread over
+   (``data.bucket_bytes`` of input per bucket) → ``staging/plan.json``.
+2. ``check_part`` (one task per input file, mapped in the DAGs): every row check of
+   data/catalog.py (``check_rows``) batch by batch. Clean rows go to ``staging/part-NNNNN/clean-*.parquet``
+   with one row group per (batch, PG), defective rows to ``quarantine-*.parquet``, and every
+   non-empty product id with its row to ``keys-BBBBB.parquet`` by a hash of the id.
+   ``index.json`` is written last: what the part holds, and which row groups hold which PG.
+3. ``merge``: the duplicates, bucket by bucket: a bucket's ids from every part, sorted, and every
+   id after its first row (in file order, then row order) is a duplicate, exactly as when the
+   catalog is validated whole. Then, PG by PG in name order, the clean rows of every part without
+   the duplicates (and, with ``data.max_rows_per_pg`` / ``sample_fraction``, only the hash sample),
+   in row groups of at most ``data.row_group_rows`` that never hold two PGs → ``catalog.parquet``.
+   The quarantine (``quarantine.parquet``) and its summary follow; staging/ is removed.
+
+The accounting is exact: rows in = clean + quarantined, per file and in all; the merge checks it.
+Memory: one batch of rows in ``check_part``; one bucket of ids, one row group and 32 bytes per
+duplicate in ``merge`` (docs/SCALING.md has the measured peaks).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import math
+import time
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mrnet.config.training import TaskSpec
+from mrnet.data.catalog import (CatalogError, add_reason, bad_row_fields, bad_row_quarantine, check_columns, check_rows,
+                                clean_text, conform, duplicate_reason, printable, read_chunks,
+                                sample_size)
+from mrnet.data.sample import hash_rank
+from mrnet.io import storage
+
+log = logging.getLogger(__name__)
+SUFFIXES = (".parquet", ".csv", ".csv.gz", ".tsv", ".tsv.gz", ".gz")
+QUARANTINE_TAIL = ["row", "reason", "source_file", "raw"]
+
+
+def input_files(uri: str) -> list[str]:
+    """The files of a catalog: the file itself, every catalog file of a folder (names starting with
+    ``_`` or ``.`` skipped), or the files a glob (``*``, ``?``, ``[…]`` in the last part) matches;
+    sorted by name, so the first file's rows come first."""
+    folder, _, pattern = str(uri).rstrip("/").rpartition("/")
+    if any(ch in pattern for ch in "*?["):
+        names = [n for n in storage.children(folder) if fnmatch.fnmatch(n, pattern)]
+        files = [storage.join(folder, n) for n in names if n.endswith(SUFFIXES) and n[0] not in "_."]
+        if not files:
+            raise CatalogError(f"{uri}: no catalog file (.parquet, .csv, .tsv, .csv.gz) matches the pattern")
+        return files
+    if storage.is_s3(uri) and not storage.exists(uri) or not storage.is_s3(uri) and storage.local_path(uri).is_dir():
+        names = [n for n in storage.children(uri) if n.endswith(SUFFIXES) and n[0] not in "_."]
+        if not names:
+            raise CatalogError(f"{uri}: a folder with no catalog file (.parquet, .csv, .tsv, .csv.gz) in it")
+        return [storage.join(uri, n) for n in names]
+    return [uri]
+
+
+def plan(source: str, out_dir: str, bucket_bytes: int) -> dict:
+    """The input files and the bucket count (≥ 1 bucket per ``bucket_bytes`` of input) → ``plan.json``."""
+    files = input_files(source)
+    sizes = [storage.size(f) for f in files]
+    buckets = int(min(1024, max(1, math.ceil(sum(sizes) / bucket_bytes))))
+    record = {"source": source, "files": files, "bytes": sizes, "buckets": buckets}
+    storage.write_text(storage.join(out_dir, "staging", "plan.json"), json.dumps(record, indent=2))
+    return record
+
+
+def part_id(index: int) -> str:
+    """The id of input file ``index`` (0-based): ``part-00003``; XCom carries it, ``part_index`` reads it."""
+    return f"part-{index:05d}"
+
+
+def part_index(part: str) -> int:
+    if not (part.startswith("part-") and part[5:].isdigit() and len(part) == 10):
+        raise ValueError(f"bad catalog part id {part!r}; expected part-<5 digits>")
+    return int(part[5:])
+
+
+def bucket_of(ids, buckets: int) -> np.ndarray:
+    """A product id's hash bucket: the same id lands in the same bucket in every file."""
+    return np.minimum((hash_rank(ids, 0, "dedupe") * buckets).astype(np.int64), buckets - 1)
+
+
+class _Keys:
+    """One writer per hash bucket of (product_id, row) pairs, opened when first written."""
+
+    def __init__(self, folder: str, buckets: int):
+        self.folder, self.buckets, self.writers = folder, buckets, {}
+        self.schema = pa.schema([("product_id", pa.string()), ("row", pa.int64()), ("clean", pa.bool_())])
+
+    def add(self, ids: np.ndarray, rows: np.ndarray, clean: np.ndarray) -> None:
+        if not len(ids):
+            return
+        bucket = bucket_of(ids, self.buckets)
+        order = np.argsort(bucket, kind="stable")
+        cuts = np.flatnonzero(np.diff(bucket[order])) + 1
+        for chunk in np.split(order, cuts):
+            b = int(bucket[chunk[0]])
+            if b not in self.writers:
+                self.writers[b] = pq.ParquetWriter(storage.join(self.folder, f"keys-{b:05d}.parquet"), self.schema)
+            self.writers[b].write_table(pa.table({"product_id": pa.array(ids[chunk], pa.string()),
+                                                  "row": pa.array(rows[chunk], pa.int64()),
+                                                  "clean": pa.array(clean[chunk], pa.bool_())}, schema=self.schema))
+
+    def close(self) -> list[int]:
+        for writer in self.writers.values():
+            writer.close()
+        return sorted(self.writers)
+
+
+def check_part(plan_record: dict, part: str, out_dir: str, pgs: list[str] | None, tasks: list[TaskSpec],
+               max_title_chars: int, data=None, chunk_rows: int = 200_000) -> dict:
+    """Check every row of one input file batch by batch (``data``: the DataConfig that maps a user's
+    columns, or None for a canonical file); write the part's staging files, ``index.json`` last."""
+    index = part_index(part)
+    uri = plan_record["files"][index]
+    folder = storage.local_path(out_dir) / "staging" / part if not storage.is_s3(out_dir) else None
+    if folder is None:
+        raise ValueError(f"{out_dir}: validation stages its parts on a local disk; give a local artifact_root "
+                         "for the catalog (inputs may be on S3)")
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*"):  # a retried task starts its part over
+        stale.unlink()
+    t0, keys = time.perf_counter(), _Keys(str(folder), plan_record["buckets"])
+    groups, chunks, warnings, columns = [], 0, None, None
+    counts = Counter()
+    next_row, bad_rows = 1, []
+    for frame, skipped in read_chunks(uri, chunk_rows):
+        if data is not None:
+            frame = conform(frame, data, uri)
+        if warnings is None:
+            warnings, columns = check_columns(frame, uri, tasks), [str(c) for c in frame.columns]
+        bad_rows += skipped
+        rows = _rows_after(next_row, len(frame), {r for r, _ in skipped})
+        next_row = int(rows[-1]) + 1 if len(rows) else next_row + len(skipped)
+        clean, quarantine = check_rows(frame, uri, pgs, tasks, max_title_chars, rows)
+        ids, id_rows = clean_ids(frame, rows)
+        keys.add(ids, id_rows, np.isin(id_rows, clean["_row"].to_numpy()))
+        groups += _write_clean(clean, folder / f"clean-{chunks:05d}.parquet", chunks)
+        if len(quarantine):
+            _write_quarantine(quarantine, folder / f"quarantine-{chunks:05d}.parquet")
+            counts["quarantined"] += len(quarantine)
+        counts["rows"] += len(frame)
+        counts["clean"] += len(clean)
+        chunks += 1
+    if bad_rows:
+        fields = bad_row_fields(uri, [r for r, _ in bad_rows])
+        _write_quarantine(bad_row_quarantine([(r, p, fields.get(r)) for r, p in bad_rows], uri),
+                          folder / "bad-rows.parquet")
+    seconds = time.perf_counter() - t0
+    record = {"part": part, "file": uri, "rows_in": counts["rows"] + len(bad_rows), "rows_read": counts["rows"],
+              "bad_rows": len(bad_rows), "clean": counts["clean"], "quarantined": counts["quarantined"] + len(bad_rows),
+              "columns": columns, "warnings": warnings, "chunks": chunks, "key_buckets": keys.close(),
+              "row_groups": groups, "sha256": storage.sha256_file(storage.local_path(uri)),
+              "seconds": round(seconds, 2)}
+    storage.write_text(str(folder / "index.json"), json.dumps(record, indent=1))
+    log.info("[catalog] %s %s: %d rows, %d quarantined (%.0f rows/s)", part, uri.rsplit("/", 1)[-1],
+             record["rows_in"], record["quarantined"], record["rows_in"] / max(seconds, 1e-9))
+    return record
+
+
+def _rows_after(first: int, n: int, skipped: set[int]) -> np.ndarray:
+    """Data-row numbers of the ``n`` rows read from row ``first`` on, around the ``skipped`` ones."""
+    out, row = np.empty(n, np.int64), first
+    i = 0
+    while i < n:
+        if row not in skipped:
+            out[i] = row
+            i += 1
+        row += 1
+    return out if skipped else np.arange(first, first + n, dtype=np.int64)
+
+
+def clean_ids(frame: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(product id as ``check_rows`` cleans it, row) of every row with a non-empty product id."""
+    ids = np.array([clean_text(v) or "" for v in frame["product_id"].to_numpy(dtype=object)], dtype=object)
+    has = ids != ""
+    return ids[has], rows[has]
+
+
+def _write_clean(clean: pd.DataFrame, path, chunk: int) -> list[list]:
+    """One row group per PG of a batch (sorted by PG, stable) → [[chunk, row group, PG, rows], …]."""
+    if not len(clean):
+        return []
+    clean = clean.sort_values("product_group", kind="stable").reset_index(drop=True)
+    table = pa.Table.from_pandas(clean, preserve_index=False)
+    pgs = clean["product_group"].to_numpy(dtype=object)
+    cuts = [0, *(np.flatnonzero(pgs[1:] != pgs[:-1]) + 1), len(pgs)]
+    out = []
+    with pq.ParquetWriter(path, table.schema) as writer:
+        for group, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+            writer.write_table(table.slice(a, b - a), row_group_size=b - a)
+            out.append([chunk, group, str(pgs[a]), int(b - a)])
+    return out
+
+
+def _write_quarantine(quarantine: pd.DataFrame, path) -> None:
+    frame = quarantine.copy()
+    for col in frame.columns:
+        if col != "row":
+            frame[col] = frame[col].fillna("").astype(str)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+
+
+# ------------------------------------------------------------------ merge
+
+
+def merge(out_dir: str, plan_record: dict, seed: int = 0, max_rows_per_pg: int | None = None,
+          sample_fraction: float | None = None, row_group_rows: int = 100_000) -> tuple[str, dict]:
+    """Duplicates across every part, then the quarantine (by file, then row), the clean catalog sorted
+    by PG and the summary (data/catalog.py's outputs); returns (catalog URI, summary)."""
+    staging = storage.local_path(out_dir) / "staging"
+    parts = [_read_index(staging, part_id(i)) for i in range(len(plan_record["files"]))]
+    t0 = time.perf_counter()
+    dups = find_duplicates(staging, parts, plan_record)
+    catalog_uri, quarantine_uri = storage.join(out_dir, "catalog.parquet"), storage.join(out_dir, "quarantine.parquet")
+    reasons, columns, quarantined = Counter(), _quarantine_columns(parts), 0
+    with storage.atomic_path(quarantine_uri, suffix=".parquet") as tmp:
+        with pq.ParquetWriter(tmp, _quarantine_schema(columns)) as writer:
+            for part in parts:
+                for table in _part_quarantine(staging, part, dups, plan_record["files"]):
+                    _count(reasons, table)
+                    quarantined += len(table)
+                    writer.write_table(_conform_quarantine(table, columns))
+    schema, written = _clean_schema(staging, parts), Counter()
+    pgs = sorted({g[2] for p in parts for g in p["row_groups"]})
+    if pgs:
+        with storage.atomic_path(catalog_uri, suffix=".parquet") as tmp, pq.ParquetWriter(tmp, schema) as writer:
+            for pg in pgs:
+                written[pg] = _write_pg(writer, staging, parts, pg, dups, schema, row_group_rows,
+                                        (seed, max_rows_per_pg, sample_fraction))
+    rows_in = sum(p["rows_in"] for p in parts)
+    clean = sum(p["clean"] for p in parts) - sum(int(_clean_dups(dups, p).sum()) for p in parts)
+    if rows_in != clean + quarantined:
+        raise RuntimeError(f"catalog accounting: {rows_in} rows in != {clean} clean + {quarantined} quarantined")
+    source = plan_record["source"]
+    summary = {"source_file": source, "rows_in": rows_in, "rows_clean": clean, "rows_quarantined": quarantined,
+               "by_reason": dict(reasons.most_common()),
+               "warnings": list(dict.fromkeys(w for p in parts for w in p["warnings"])),
+               "rows_used": sum(written.values()), "files": [p["file"] for p in parts],
+               "catalog_hash": _catalog_hash(parts), "duplicates": len(dups["row"]),
+               "seconds": {"check": round(sum(p["seconds"] for p in parts), 2),
+                           "merge": round(time.perf_counter() - t0, 2)}}
+    storage.write_text(storage.join(out_dir, "quarantine_summary.json"), json.dumps(summary, indent=2))
+    _remove(staging)
+    if not summary["rows_used"]:  # nothing to train on: stop here, before an empty corpus is built and cached
+        why = f"all {rows_in} quarantined ({summary['by_reason']})" if rows_in else "it has no rows"
+        raise CatalogError(f"{source}: no usable product: {why}; see {quarantine_uri}")
+    return catalog_uri, summary
+
+
+def _read_index(staging, part: str) -> dict:
+    path = staging / part / "index.json"
+    if not path.exists():
+        raise RuntimeError(f"catalog {part} was never checked ({path} is missing): its check task did not finish")
+    return json.loads(path.read_text())
+
+
+def _catalog_hash(parts: list[dict]) -> str:
+    import hashlib
+
+    if len(parts) == 1:
+        return parts[0]["sha256"][:16]
+    return hashlib.sha256("".join(p["sha256"] for p in parts).encode()).hexdigest()[:16]
+
+
+def find_duplicates(staging, parts: list[dict], plan_record: dict) -> dict[str, np.ndarray]:
+    """Every row whose product id an earlier row has (file order, then row order), bucket by bucket:
+    {part, row, first_part, first_row, clean} arrays sorted by (part, row); ``clean``: the row passed
+    every other check (it leaves the clean catalog for the quarantine)."""
+    found = []
+    for b in range(plan_record["buckets"]):
+        tables = [_keys(staging, p, b) for p in parts if b in p["key_buckets"]]
+        if not tables:
+            continue
+        keys = pa.concat_tables(tables).sort_by([("product_id", "ascending"), ("part", "ascending"),
+                                                 ("row", "ascending")])
+        ids = keys.column("product_id").combine_chunks()
+        if len(ids) < 2:
+            continue
+        same = np.concatenate([[False], pc.equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(
+            zero_copy_only=False)])
+        if not same.any():
+            continue
+        first = np.maximum.accumulate(np.where(same, 0, np.arange(len(ids))))
+        part, row, clean = (keys.column(c).to_numpy() for c in ("part", "row", "clean"))
+        found.append(np.stack([part[same], row[same], part[first[same]], row[first[same]], clean[same]], 1))
+    names = ("part", "row", "first_part", "first_row", "clean")
+    if not found:
+        return {k: np.zeros(0, bool if k == "clean" else np.int64) for k in names}
+    marks = np.concatenate(found)
+    marks = marks[np.lexsort((marks[:, 1], marks[:, 0]))]
+    return dict(zip(names, marks.T)) | {"clean": marks[:, 4].astype(bool)}
+
+
+def _keys(staging, part: dict, bucket: int) -> pa.Table:
+    table = pq.read_table(staging / part["part"] / f"keys-{bucket:05d}.parquet")
+    return table.append_column("part", pa.array(np.full(len(table), part_index(part["part"])), pa.int64()))
+
+
+def _dup_rows(dups: dict, part: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, first parts, first rows, on a clean row) of one part's duplicates, sorted by row."""
+    p = part_index(part["part"])
+    lo, hi = np.searchsorted(dups["part"], [p, p + 1])
+    return dups["row"][lo:hi], dups["first_part"][lo:hi], dups["first_row"][lo:hi], dups["clean"][lo:hi]
+
+
+def _dup_reasons(dups: dict, part: dict, rows: np.ndarray, files: list[str]) -> list[str | None]:
+    """The duplicate reason of each of ``rows`` of a part, or None."""
+    dup_rows, first_part, first_row, _ = _dup_rows(dups, part)
+    at = np.searchsorted(dup_rows, rows)
+    hit = (at < len(dup_rows)) & (dup_rows[np.minimum(at, max(len(dup_rows) - 1, 0))] == rows) if len(dup_rows) else \
+        np.zeros(len(rows), bool)
+    p = part_index(part["part"])
+    return [duplicate_reason(int(first_row[a]), None if first_part[a] == p else files[first_part[a]].rsplit("/", 1)[-1])
+            if h else None for a, h in zip(at, hit)]
+
+
+def _part_quarantine(staging, part: dict, dups: dict, files: list[str]):
+    """A part's quarantine in row order: its defective rows (a duplicate id added to their reasons),
+    its unparseable records and its clean rows whose id an earlier row has. The last two are held
+    in memory (as many as the part has); the first streams batch by batch."""
+    folder = staging / part["part"]
+    extra = [pq.read_table(path) for path in sorted(folder.glob("bad-rows.parquet"))]
+    if _clean_dups(dups, part).any():
+        for chunk in range(part["chunks"]):
+            path = folder / f"clean-{chunk:05d}.parquet"
+            if path.exists():
+                table = pq.read_table(path)
+                dup = _is_dup(dups, part, table.column("_row").to_numpy())
+                if dup.any():
+                    extra.append(_as_quarantine(table.filter(pa.array(dup)), dups, part, files))
+    extra = _sorted(extra)
+    for chunk in range(part["chunks"]):
+        path = folder / f"quarantine-{chunk:05d}.parquet"
+        if not path.exists():
+            continue
+        table = pq.read_table(path)
+        more = _dup_reasons(dups, part, table.column("row").to_numpy(), files)
+        if any(more):
+            reasons = [add_reason(r, e) if e else r for r, e in zip(table.column("reason").to_pylist(), more)]
+            table = table.set_column(table.schema.get_field_index("reason"), "reason", pa.array(reasons, pa.string()))
+        if extra is not None and len(extra):
+            last = int(pc.max(table.column("row")).as_py())
+            cut = int(np.searchsorted(extra.column("row").to_numpy(), last, side="right"))
+            table, extra = _sorted([table, extra.slice(0, cut)]), extra.slice(cut)
+        yield table
+    if extra is not None and len(extra):
+        yield extra
+
+
+def _sorted(tables: list[pa.Table]) -> pa.Table | None:
+    """Quarantine batches as one table in row order (columns a batch lacks are empty)."""
+    tables = [t for t in tables if len(t)]
+    if not tables:
+        return None
+    names = list(dict.fromkeys(c for t in tables for c in t.column_names))
+    aligned = [pa.table({c: t.column(c) if c in t.column_names else pa.array([""] * len(t), pa.string()) for c in names})
+               for t in tables]
+    return pa.concat_tables(aligned, promote_options="permissive").sort_by("row")
+
+
+def _clean_dups(dups: dict, part: dict) -> np.ndarray:
+    """Which of a part's duplicate marks fall on clean rows (the rest were quarantined already)."""
+    return _dup_rows(dups, part)[3]
+
+
+def _count(reasons: Counter, table: pa.Table) -> None:
+    reasons.update(r.split("(")[0] for text in table.column("reason").to_pylist() for r in text.split("; "))
+
+
+def _quarantine_columns(parts: list[dict]) -> list[str]:
+    names = [c for p in parts for c in p["columns"] or []]
+    return [c for c in dict.fromkeys(names) if c not in QUARANTINE_TAIL]
+
+
+def _quarantine_schema(columns: list[str]) -> pa.Schema:
+    return pa.schema([(c, pa.string()) for c in columns] + [("row", pa.int64()), ("reason", pa.string()),
+                                                            ("source_file", pa.string()), ("raw", pa.string())])
+
+
+def _conform_quarantine(table: pa.Table, columns: list[str]) -> pa.Table:
+    """A quarantine batch in the merged schema: every input column as text ('' where a file lacks it)."""
+    n, out = len(table), {}
+    for name in columns + ["row", "reason", "source_file", "raw"]:
+        if name in table.column_names:
+            column = table.column(name)
+            out[name] = column if name == "row" else pc.fill_null(column.cast(pa.string()), "")
+        else:
+            out[name] = pa.array([""] * n, pa.string())
+    return pa.table(out, schema=_quarantine_schema(columns))
+
+
+def _clean_schema(staging, parts: list[dict]) -> pa.Schema:
+    """One schema for the clean catalog: every part's columns (first seen first). A column the files
+    type differently (a number in a Parquet part, text in a CSV part) is promoted where Arrow can
+    (int → double) and kept as text where it cannot. The pandas metadata goes with it, so pandas reads
+    the labels back as written (Float64, boolean)."""
+    schemas = [pq.read_schema(path) for p in parts for path in sorted((staging / p["part"]).glob("clean-*.parquet"))]
+    fields: dict[str, pa.DataType] = {}
+    entries: dict[str, dict] = {}
+    for schema in schemas:
+        meta = {c["name"]: c for c in json.loads(schema.metadata[b"pandas"])["columns"]} if schema.metadata else {}
+        for field in schema:
+            if field.name == "_row":
+                continue
+            known = fields.get(field.name)
+            if known is None or known == pa.null():
+                fields[field.name], entries[field.name] = field.type, meta.get(field.name)
+            elif field.type != known and field.type != pa.null():
+                fields[field.name] = promoted = _promote(known, field.type)
+                entries[field.name] = _ENTRIES.get(str(promoted)) and _ENTRIES[str(promoted)] | {
+                    "name": field.name, "field_name": field.name}
+    metadata = None
+    if schemas and schemas[0].metadata and all(entries.values()):
+        pandas_meta = json.loads(schemas[0].metadata[b"pandas"]) | {"columns": list(entries.values())}
+        metadata = {b"pandas": json.dumps(pandas_meta).encode()}
+    return pa.schema(list(fields.items()), metadata=metadata)
+
+
+_ENTRIES = {"large_string": {"pandas_type": "object", "numpy_type": "str", "metadata": None},
+            "string": {"pandas_type": "object", "numpy_type": "str", "metadata": None},
+            "double": {"pandas_type": "float64", "numpy_type": "float64", "metadata": None}}
+
+
+def _promote(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    try:
+        return pa.unify_schemas([pa.schema([("c", a)]), pa.schema([("c", b)])], promote_options="permissive")[0].type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pa.large_string()
+
+
+def _conform_clean(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    n, out = len(table), []
+    for field in schema:
+        if field.name in table.column_names:
+            out.append(table.column(field.name).cast(field.type))
+        else:
+            out.append(pa.nulls(n, field.type))
+    return pa.table(out, schema=schema)
+
+
+def _pg_tables(staging, parts: list[dict], pg: str, columns=None):
+    """(part, table) of the staged clean row groups of one PG, in file and row order."""
+    for part in parts:
+        groups = [(c, g) for c, g, name, _ in part["row_groups"] if name == pg]
+        for chunk in sorted({c for c, _ in groups}):
+            parquet = pq.ParquetFile(staging / part["part"] / f"clean-{chunk:05d}.parquet")
+            yield part, parquet.read_row_groups([g for c, g in groups if c == chunk], columns=columns)
+
+
+def _sample_threshold(staging, parts, pg, dups, seed, max_rows, fraction) -> float | None:
+    """The largest hash rank a PG's sample keeps (None: keep every row): the k smallest ranks of
+    the PG's non-duplicate ids, found holding at most k + one row group of ranks."""
+    if not max_rows and not fraction:
+        return None
+    best, n = np.zeros(0), 0
+    for part, table in _pg_tables(staging, parts, pg, ["product_id", "_row"]):
+        keep = ~_is_dup(dups, part, table.column("_row").to_numpy())
+        ranks = hash_rank(np.asarray(table.column("product_id").to_numpy(zero_copy_only=False))[keep], seed, "sample")
+        n += len(ranks)
+        best = np.concatenate([best, ranks])
+        if max_rows and len(best) > 2 * max_rows:
+            best = np.partition(best, max_rows - 1)[:max_rows]
+    k = sample_size(n, max_rows, fraction)
+    if k >= n:
+        return None
+    return float(np.partition(best, k - 1)[k - 1]) if k else -1.0
+
+
+def _is_dup(dups: dict, part: dict, rows: np.ndarray) -> np.ndarray:
+    dup_rows = _dup_rows(dups, part)[0]
+    return np.isin(rows, dup_rows) if len(dup_rows) else np.zeros(len(rows), bool)
+
+
+def _write_pg(writer, staging, parts, pg, dups, schema, row_group_rows, sampling) -> int:
+    """One PG's clean rows (no duplicate; the sample only) in row groups of ≤ ``row_group_rows``."""
+    threshold = _sample_threshold(staging, parts, pg, dups, *sampling)
+    pending, written = [], 0
+    for part, table in _pg_tables(staging, parts, pg):
+        dup = _is_dup(dups, part, table.column("_row").to_numpy())
+        if dup.any():
+            table = table.filter(pa.array(~dup))
+        if threshold is not None:
+            ranks = hash_rank(np.asarray(table.column("product_id").to_numpy(zero_copy_only=False)), sampling[0], "sample")
+            table = table.filter(pa.array(ranks <= threshold))
+        pending.append(_conform_clean(table, schema))
+        if sum(len(t) for t in pending) >= row_group_rows:
+            written += _flush(writer, pending, row_group_rows, final=False)
+    written += _flush(writer, pending, row_group_rows, final=True)
+    return written
+
+
+def _flush(writer, pending: list, row_group_rows: int, final: bool) -> int:
+    """Write whole row groups of ``pending`` (all of it when ``final``); keep the rest pending."""
+    table = pa.concat_tables(pending) if pending else None
+    pending.clear()
+    if table is None or not len(table):
+        return 0
+    whole = len(table) if final else len(table) // row_group_rows * row_group_rows
+    if whole:
+        writer.write_table(table.slice(0, whole), row_group_size=row_group_rows)
+    if whole < len(table):
+        pending.append(table.slice(whole))
+    return whole
+
+
+def _as_quarantine(table: pa.Table, dups: dict, part: dict, files: list[str]) -> pa.Table:
+    """Clean rows found to be duplicates, as quarantine rows (their cleaned values as text)."""
+    rows = table.column("_row").to_numpy()
+    frame = table.drop(["_row"]).to_pandas()
+    out = {c: [printable(v) for v in frame[c].to_numpy(dtype=object)] for c in frame.columns}
+    out |= {"row": pa.array(rows, pa.int64()), "reason": _dup_reasons(dups, part, rows, files),
+            "source_file": [part["file"]] * len(rows), "raw": [""] * len(rows)}
+    return pa.table(out)
+
+
+def _remove(staging) -> None:
+    import shutil
+
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ the three steps in one process
+
+
+def validate_catalog(uri: str, out_dir: str, pgs: list[str] | None, tasks: list[TaskSpec], max_title_chars: int,
+                     max_rows_per_pg: int | None = None, seed: int = 0, sample_fraction: float | None = None,
+                     data=None, chunk_rows: int = 200_000, bucket_bytes: int = 1 << 30,
+                     row_group_rows: int = 100_000) -> tuple[str, dict]:
+    """Validate ``uri`` (a file, folder or glob) in this process: plan, every part, merge.
+    Writes the clean catalog (sorted by PG), the quarantine and its summary under ``out_dir``."""
+    record = plan(uri, out_dir, bucket_bytes)
+    for i in range(len(record["files"])):
+        check_part(record, part_id(i), out_dir, pgs, tasks, max_title_chars, data, chunk_rows)
+    return merge(out_dir, record, seed, max_rows_per_pg, sample_fraction, row_group_rows)
