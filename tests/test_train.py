@@ -157,3 +157,26 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tiny_artifacts, tmp_
     resumed, clean = load_file(resumed_uri), load_file(clean_uri)
     assert all(torch.equal(resumed[k], clean[k]) for k in clean)
     assert report["history"][-1]["val"] == clean_report["history"][-1]["val"]
+
+
+def test_a_pg_is_read_alone_and_a_large_one_as_a_stable_hash_sample(raw_catalog, tmp_path):
+    """Training reads its PG's row groups only; ``train.max_products`` caps it at exactly that many products,
+    the same ones on every read, in catalog order; a larger cap keeps every product of a smaller one."""
+    from mrnet.data.pgs import pg_counts, read_pg
+
+    df = pd.read_parquet(raw_catalog).dropna(subset=["product_group"]).sort_values("product_group", kind="stable")
+    path = tmp_path / "catalog.parquet"
+    df.to_parquet(path, index=False, row_group_size=997)
+    footwear = df[df.product_group == "footwear"].reset_index(drop=True)
+    whole = read_pg(str(path), "footwear")
+    pd.testing.assert_frame_equal(whole, footwear, check_dtype=False)
+    some = read_pg(str(path), "footwear", ["title", "color"], max_products=2000, seed=13)
+    assert list(some.columns) == ["product_id", "title", "color"] and len(some) == 2000
+    assert some.equals(read_pg(str(path), "footwear", ["title", "color"], max_products=2000, seed=13))
+    order = footwear.reset_index().set_index("product_id").loc[some["product_id"], "index"]
+    assert order.is_monotonic_increasing  # catalog order
+    more = read_pg(str(path), "footwear", ["title"], max_products=5000, seed=13)
+    assert set(some["product_id"]) < set(more["product_id"])
+    assert len(read_pg(str(path), "footwear", ["title"], max_products=10**6)) == len(footwear)
+    assert read_pg(str(path), "no_such_pg", ["title"]).empty
+    assert pg_counts(str(path)) == df["product_group"].value_counts().to_dict()

@@ -175,6 +175,10 @@ class TrainConfig(Frozen):
     # its reason in the run summary (the champion keeps serving it: the gate refuses a release without
     # it). A configured PG with no product at all fails its train task instead.
     min_products: int = Field(default=50, ge=2, le=1_000_000)
+    # a PG with more validated products trains on a stable hash sample of this many (data/pgs.read_pg): the
+    # training task's memory and epoch time stop growing with the PG (docs/SCALING.md); every product is still
+    # embedded. None: every product, whatever the PG's size
+    max_products: int | None = Field(default=1_000_000, ge=100, le=1_000_000_000)
     patience: int | None = Field(default=3, ge=1, le=1000)  # None: train all ``epochs``
     min_delta: float = Field(default=0.002, ge=0.0, le=1.0)
     # a task whose own normalized validation loss has been more than ``retire_delta`` above its best for

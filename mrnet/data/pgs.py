@@ -33,9 +33,85 @@ def load_pg_mapping(path: str | Path) -> dict[str, list[tuple[str, tuple[str, ..
 
 
 def pg_counts(catalog_uri: str) -> dict[str, int]:
-    """Products per PG of a validated catalog (reads the ``product_group`` column only)."""
-    column = pq.read_table(storage.local_path(catalog_uri), columns=["product_group"]).column(0)
-    return {str(row["values"]): int(row["counts"]) for row in column.value_counts().to_pylist()}
+    """Products per PG of a validated catalog: from the row groups' statistics (each holds one PG), reading
+    the ``product_group`` column only of a row group that holds several."""
+    parquet = pq.ParquetFile(storage.local_path(catalog_uri))
+    counts: dict[str, int] = {}
+    for rg in range(parquet.num_row_groups):
+        for pg, n in row_group_pgs(parquet, rg).items():
+            counts[pg] = counts.get(pg, 0) + n
+    return counts
+
+
+def row_group_pgs(parquet, rg: int) -> dict[str, int]:
+    """{PG: rows} of one row group of a catalog: from its statistics when it holds one PG (every row
+    group of a validated catalog does), else by reading its ``product_group`` column."""
+    column = parquet.schema_arrow.get_field_index("product_group")
+    meta = parquet.metadata.row_group(rg)
+    stats = meta.column(column).statistics
+    if stats is not None and stats.has_min_max and stats.null_count == 0 and stats.min == stats.max:
+        return {str(stats.min): meta.num_rows}
+    values = parquet.read_row_group(rg, columns=["product_group"]).column(0)
+    return {str(r["values"]): int(r["counts"]) for r in values.value_counts().to_pylist()}
+
+
+def pg_row_groups(parquet, pg: str) -> list[int]:
+    """How many rows of ``pg`` each row group holds (0 where none): from the statistics where they
+    decide it (a row group of one PG, or whose range leaves the PG out), else by reading that row
+    group's PG column."""
+    column = parquet.schema_arrow.get_field_index("product_group")
+    counts = []
+    for rg in range(parquet.num_row_groups):
+        stats = parquet.metadata.row_group(rg).column(column).statistics
+        if stats is not None and stats.has_min_max and stats.null_count == 0 and not stats.min <= pg <= stats.max:
+            counts.append(0)
+        else:
+            counts.append(row_group_pgs(parquet, rg).get(pg, 0))
+    return counts
+
+
+def pg_batches(catalog_uri: str, pg: str, columns: list[str] | None = None):
+    """The rows of one PG of a catalog as Arrow tables, row group by row group, in catalog order:
+    only the row groups that hold the PG are read (a validated catalog is sorted by PG)."""
+    import pyarrow.compute as pc
+
+    parquet = pq.ParquetFile(storage.local_path(catalog_uri))
+    read = None if columns is None else list(dict.fromkeys([*columns, "product_group"]))
+    for rg, n in enumerate(pg_row_groups(parquet, pg)):
+        if n:
+            table = parquet.read_row_group(rg, columns=read)
+            if n < len(table):
+                table = table.filter(pc.equal(table.column("product_group"), pg))
+            yield table if columns is None or "product_group" in columns else table.drop(["product_group"])
+
+
+def read_pg(catalog_uri: str, pg: str, columns: list[str] | None = None, max_products: int | None = None,
+            seed: int = 0):
+    """One PG's rows as a DataFrame (``columns`` that the catalog has; None: all). With ``max_products``,
+    a PG larger than that gives a stable hash sample of exactly that many products (by product id and
+    ``seed``, so a product stays in or out from one retrain to the next), in catalog order. Memory: the
+    rows returned, plus one row group (data/sample.py ``smallest_rank``)."""
+    import pyarrow as pa
+
+    from mrnet.data.sample import hash_rank, smallest_rank
+
+    names = set(pq.read_schema(storage.local_path(catalog_uri)).names)
+    columns = None if columns is None else [c for c in dict.fromkeys(["product_id", *columns]) if c in names]
+    threshold = None
+    if max_products:
+        ranks = (hash_rank(t.column(0).to_numpy(zero_copy_only=False), seed, "train_sample")
+                 for t in pg_batches(catalog_uri, pg, ["product_id"]))
+        threshold = smallest_rank(ranks, max_products)
+    tables = []
+    for table in pg_batches(catalog_uri, pg, columns):
+        if threshold is not None:
+            rank = hash_rank(table.column("product_id").to_numpy(zero_copy_only=False), seed, "train_sample")
+            table = table.filter(pa.array(rank <= threshold))
+        tables.append(table)
+    if not tables:
+        schema = pq.read_schema(storage.local_path(catalog_uri))
+        return schema.empty_table().select(columns or schema.names).to_pandas()
+    return pa.concat_tables(tables).to_pandas()
 
 
 def mapped_pgs(cfg: Config) -> list[str] | None:

@@ -26,3 +26,18 @@ def hash_rank(keys, seed: int, salt: str) -> np.ndarray:
 def hash_sample(keys, n: int, seed: int, salt: str) -> np.ndarray:
     """Indices of the ``n`` keys with the smallest rank, in rank order: a fixed sample."""
     return np.argsort(hash_rank(keys, seed, salt), kind="stable")[:n]
+
+
+def smallest_rank(batches, k: int) -> float | None:
+    """The k-th smallest of the ranks in ``batches`` (arrays of ``hash_rank``), holding at most 2k + one
+    batch of them: a sample of the k smallest ranks is then ``rank <= threshold``, read in one more pass.
+    None when there are at most k ranks in all (keep everything)."""
+    best, n = np.zeros(0), 0
+    for ranks in batches:
+        n += len(ranks)
+        best = np.concatenate([best, ranks])
+        if len(best) > 2 * k:
+            best = np.partition(best, k - 1)[:k]
+    if n <= k:
+        return None
+    return float(np.partition(best, k - 1)[k - 1]) if k else -1.0

@@ -41,7 +41,7 @@ from mrnet.config.training import TaskSpec
 from mrnet.data.catalog import (CatalogError, add_reason, bad_row_fields, bad_row_quarantine, check_columns, check_rows,
                                 clean_text, conform, duplicate_reason, printable, read_chunks,
                                 sample_size)
-from mrnet.data.sample import hash_rank
+from mrnet.data.sample import hash_rank, smallest_rank
 from mrnet.io import storage
 
 log = logging.getLogger(__name__)
@@ -463,22 +463,17 @@ def _pg_tables(staging, parts: list[dict], pg: str, columns=None):
 
 
 def _sample_threshold(staging, parts, pg, dups, seed, max_rows, fraction) -> float | None:
-    """The largest hash rank a PG's sample keeps (None: keep every row): the k smallest ranks of
-    the PG's non-duplicate ids, found holding at most k + one row group of ranks."""
+    """The largest hash rank a PG's sample keeps (None: keep every row): the k smallest ranks of the
+    PG's non-duplicate ids (data/sample.py ``smallest_rank``), k from their count."""
     if not max_rows and not fraction:
         return None
-    best, n = np.zeros(0), 0
-    for part, table in _pg_tables(staging, parts, pg, ["product_id", "_row"]):
-        keep = ~_is_dup(dups, part, table.column("_row").to_numpy())
-        ranks = hash_rank(np.asarray(table.column("product_id").to_numpy(zero_copy_only=False))[keep], seed, "sample")
-        n += len(ranks)
-        best = np.concatenate([best, ranks])
-        if max_rows and len(best) > 2 * max_rows:
-            best = np.partition(best, max_rows - 1)[:max_rows]
+    n = sum(int((~_is_dup(dups, part, t.column("_row").to_numpy())).sum())
+            for part, t in _pg_tables(staging, parts, pg, ["_row"]))
     k = sample_size(n, max_rows, fraction)
-    if k >= n:
-        return None
-    return float(np.partition(best, k - 1)[k - 1]) if k else -1.0
+    ranks = (hash_rank(np.asarray(t.column("product_id").to_numpy(zero_copy_only=False))[
+        ~_is_dup(dups, part, t.column("_row").to_numpy())], seed, "sample")
+             for part, t in _pg_tables(staging, parts, pg, ["product_id", "_row"]))
+    return smallest_rank(ranks, k)
 
 
 def _is_dup(dups: dict, part: dict, rows: np.ndarray) -> np.ndarray:

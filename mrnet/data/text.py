@@ -48,15 +48,20 @@ class Vocab:
         out = [get(tok, UNK_ID) for tok in tokenize(text)[:max_tokens]]
         return out or [UNK_ID]
 
-    def encode_many(self, texts: Iterable[str | None], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-        """Ids of many titles as one padded int64 matrix (N, max_len) plus lengths (N,)."""
-        seqs = [self.ids(t, max_tokens) for t in texts]
-        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-        width = int(lengths.max()) if len(seqs) else 1
-        ids = np.zeros((len(seqs), width), dtype=np.int64)
-        for row, seq in enumerate(seqs):
-            ids[row, : len(seq)] = seq
-        return ids, lengths
+    def encode_many(self, texts: Iterable[str | None], max_tokens: int,
+                    chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+        """Ids of many titles as one padded int32 matrix (N, max_len) plus lengths (N,). Titles are
+        tokenized ``chunk`` at a time into the matrix, so the Python lists of one chunk are all that
+        is held besides it (a list of ids costs ~30x its int32 row)."""
+        texts = texts if isinstance(texts, (list, tuple)) else list(texts)
+        ids = np.zeros((len(texts), max_tokens), dtype=np.int32)
+        lengths = np.zeros(len(texts), dtype=np.int64)
+        for start in range(0, len(texts), chunk):
+            for row, seq in enumerate((self.ids(t, max_tokens) for t in texts[start:start + chunk]), start):
+                ids[row, : len(seq)] = seq
+                lengths[row] = len(seq)
+        width = int(lengths.max()) if len(texts) else 1
+        return (ids[:, :width].copy() if width < max_tokens else ids), lengths
 
 
 _POOL_VOCAB: Vocab | None = None  # set once in each tokenizer process by pool_init
@@ -87,7 +92,7 @@ def encode_parallel(words: list[str], texts: list, max_tokens: int, workers: int
                              initializer=pool_init, initargs=(words,)) as pool:
         parts = list(pool.map(pool_encode, jobs))
     width = max(ids.shape[1] for ids, _ in parts)
-    ids = np.zeros((len(texts), width), dtype=np.int64)
+    ids = np.zeros((len(texts), width), dtype=np.int32)
     row = 0
     for part, _ in parts:
         ids[row:row + len(part), :part.shape[1]] = part

@@ -27,6 +27,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 import torch
 
+from mrnet.data.pgs import pg_row_groups
 from mrnet.data.text import encode_parallel, length_buckets
 from mrnet.data.word2vec import subword_vectors, unseen_words
 from mrnet.encoder.model import MRNet, load_model
@@ -143,33 +144,13 @@ def parse_shard(shard: str) -> tuple[str, int, int]:
     return match["pg"], int(match["index"]), int(match["count"])
 
 
-def _pg_rows_per_row_group(parquet: pq.ParquetFile, pg: str) -> list[int]:
-    """How many rows of ``pg`` each row group holds: from the column statistics where they decide
-    it (a row group of one PG, or none of it), else by reading that row group's PG column."""
-    column = parquet.schema_arrow.get_field_index("product_group")
-    counts = []
-    for rg in range(parquet.num_row_groups):
-        meta = parquet.metadata.row_group(rg)
-        stats = meta.column(column).statistics
-        if stats is not None and stats.has_min_max and stats.null_count == 0:
-            if not stats.min <= pg <= stats.max:
-                counts.append(0)
-                continue
-            if stats.min == stats.max == pg:
-                counts.append(meta.num_rows)
-                continue
-        values = parquet.read_row_group(rg, columns=["product_group"]).column(0)
-        counts.append(int(pa.compute.sum(pa.compute.equal(values, pg)).as_py() or 0))
-    return counts
-
-
 def shard_rows(catalog_uri: str, shard: str, shard_size: int) -> pd.DataFrame:
     """``product_id, title`` of one shard: rows [i·S, (i+1)·S) of its PG, in catalog order.
     Reads only the row groups that hold them (the validated catalog is sorted by PG, so for a
     5M shard that is about 5M rows, whatever the catalog's size)."""
     pg, index, count = parse_shard(shard)
     parquet = pq.ParquetFile(storage.local_path(catalog_uri))
-    per_group = _pg_rows_per_row_group(parquet, pg)
+    per_group = pg_row_groups(parquet, pg)
     total = sum(per_group)
     if total > count * shard_size or (total and total <= (count - 1) * shard_size):
         raise ValueError(f"shard {shard}: PG {pg} has {total} products in {catalog_uri}, which is not "

@@ -20,7 +20,7 @@ from mrnet.config.schema import load_config
 from mrnet.data.pgs import pg_counts, pg_list
 from mrnet.io import storage
 from mrnet.run import steps
-from mrnet.run.context import (CORPUS_FORMAT, Run, base_manifest, cache_key, cached, cached_catalog, cached_subwords,
+from mrnet.run.context import (CORPUS_FORMAT, Run, base_manifest, cache_key, cached, cached_subwords,
                                cached_vectors, epoch_logger, load_run, pg_stage, read_stage, record_stage, run_device,
                                start_run, text_hash, timed_stage)
 from mrnet.run.derived import cross_language, evaluate, sparse_autoencoder
@@ -136,13 +136,15 @@ def train(run_uri: str, pg: str, catalog_uri: str, vectors_uri: str) -> str:
     run = load_run(run_uri)
     with pg_stage(run, pg, "train") as mlflow_run:
         words, vectors = cached_vectors(vectors_uri)
-        uri, report = steps.train_loaded(run.cfg, pg, cached_catalog(catalog_uri), words, vectors,
+        uri, report = steps.train_loaded(run.cfg, pg, steps.pg_rows(run.cfg, catalog_uri, pg), words, vectors,
                                             on_epoch=epoch_logger(run, mlflow_run),
                                             subwords=cached_subwords(vectors_uri))
         _log_model(run, mlflow_run, uri, pg)
-    resumed = report["resumed_from_epoch"]
-    log.info("[%s] trained: %s train / %s val products, %s epochs%s", pg, report["n_train"], report["n_val"],
-             len(report["history"]), f" (resumed after epoch {resumed})" if resumed else "")
+    resumed, total = report["resumed_from_epoch"], pg_counts(catalog_uri).get(pg, 0)
+    sampled = report["n_train"] + report["n_val"] < total
+    log.info("[%s] trained: %s train / %s val products%s, %s epochs%s", pg, report["n_train"], report["n_val"],
+             f" (a stable sample of its {total:,}: train.max_products)" if sampled else "", len(report["history"]),
+             f" (resumed after epoch {resumed})" if resumed else "")
     return uri
 
 
@@ -153,7 +155,7 @@ def refresh(run_uri: str, pg: str, catalog_uri: str, base_release_uri: str) -> s
     run = load_run(run_uri)
     base = json.loads(storage.read_text(base_release_uri))["models"][pg]["uri"]
     with pg_stage(run, pg, "train") as mlflow_run:
-        uri, report = refresh_pg(run.cfg, pg, cached_catalog(catalog_uri), base, run.path("models", pg),
+        uri, report = refresh_pg(run.cfg, pg, steps.pg_rows(run.cfg, catalog_uri, pg), base, run.path("models", pg),
                                  on_epoch=epoch_logger(run, mlflow_run))
         _log_model(run, mlflow_run, uri, pg)
     log.info("[%s] refreshed from %s: %s epochs, re-initialised heads %s", pg,

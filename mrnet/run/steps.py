@@ -71,6 +71,15 @@ def word2vec_step(cfg: Config, corpus_uri: str, out: str | None = None) -> tuple
                           progress=cfg.train.progress)
 
 
+def pg_rows(cfg: Config, catalog_uri: str, pg: str) -> pd.DataFrame:
+    """What one PG's training reads of the catalog: its rows only (the PG's row groups), the columns its
+    tasks use, and at most ``train.max_products`` of them (a stable hash sample)."""
+    from mrnet.data.pgs import read_pg
+
+    columns = ["product_id", "product_group", "title", *(t.column for t in cfg.tasks)]
+    return read_pg(catalog_uri, pg, columns, cfg.train.max_products, cfg.train.seed)
+
+
 def train_loaded(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors,
                  on_epoch=None, subwords=None) -> tuple[str, dict]:
     """One PG's training on inputs already in memory (a run stage loads them once per process)."""
@@ -89,11 +98,10 @@ def _embed(cfg: Config, model_uri: str, catalog: pd.DataFrame, pg: str) -> tuple
 
 def train_step(cfg: Config, pg: str, catalog_uri: str, vectors_uri: str) -> tuple[str, dict]:
     """One PG's training as its own task (reads its inputs; `run` loads them once for all PGs)."""
-    from mrnet.data.catalog import read_catalog
     from mrnet.data.word2vec import load_subwords, load_vectors
 
     words, vectors = load_vectors(vectors_uri)
-    return train_loaded(cfg, pg, read_catalog(catalog_uri), words, vectors, subwords=load_subwords(vectors_uri))
+    return train_loaded(cfg, pg, pg_rows(cfg, catalog_uri, pg), words, vectors, subwords=load_subwords(vectors_uri))
 
 
 def embed_step(cfg: Config, model_uri: str, catalog_uri: str, pg: str) -> tuple[str, dict]:
