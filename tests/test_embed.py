@@ -73,6 +73,21 @@ def test_shards_committed_equal_one_file(trained, tmp_path):
     assert len(pd.read_parquet(folder)) == n  # any Parquet reader takes the folder (skips _manifest.json)
 
 
+def test_a_shard_streams_in_chunks_with_one_tokenizer_pool(trained, tmp_path):
+    """A shard written chunk by chunk (tokenized by a pool that lives for the shard, each chunk written
+    while the next is encoded) equals the shard embedded whole, row for row."""
+    cfg, catalog_uri, model_uri = trained
+    n = int((pd.read_parquet(catalog_uri).product_group == "beverages").sum())
+    (shard,) = embed.shard_ids("beverages", n, 1000)
+    one, _ = embed.embed_shard(model_uri, catalog_uri, shard, str(tmp_path / "one.parquet"), EmbedConfig(chunk_rows=10**6))
+    many, stats = embed.embed_shard(model_uri, catalog_uri, shard, str(tmp_path / "many.parquet"),
+                                    EmbedConfig(chunk_rows=13, batch_size=5, tokenize_workers=2, parallel_min_titles=1))
+    assert stats["products"] == n and stats["tokenize_workers"] == 2
+    assert pq.ParquetFile(many).metadata.num_row_groups == -(-n // 13)
+    a, b = embed.read_embeddings(one), embed.read_embeddings(many)
+    assert a[0]["product_id"].tolist() == b[0]["product_id"].tolist() and np.abs(a[1] - b[1]).max() < 1e-5
+
+
 @pytest.mark.parametrize("sort", [True, False])
 def test_shard_rows_read_row_groups_and_equal_a_plain_slice(tmp_path, sort):
     """Many row groups, sorted by PG (as validation writes it) or interleaved: every shard is

@@ -241,4 +241,7 @@ class EmbedConfig(Frozen):
     shard_size: int = Field(default=5_000_000, ge=1)
     tokenize_workers: int = Field(default=0, ge=0)
     parallel_min_titles: int = Field(default=500_000, ge=1)
+    # rows per chunk of a shard: a shard streams chunk by chunk into one Parquet file, so a task holds two
+    # chunks (one encoding, one writing), not its shard (docs/SCALING.md)
+    chunk_rows: int = Field(default=262_144, ge=1, le=100_000_000)
     dtype: Literal["float32", "float16"] = "float32"  # stored vectors; readers always get float32 (docs/SCALING.md)

@@ -76,28 +76,53 @@ def pool_encode(args: tuple[list, int]) -> tuple[np.ndarray, np.ndarray]:
     return _POOL_VOCAB.encode_many(*args)
 
 
+class Tokenizer:
+    """``Vocab(words).encode_many`` over ``workers`` spawned processes that live as long as this object
+    (``close`` or a ``with`` block ends them): a sharded embedding task starts its pool once, not once
+    per chunk (a pool costs ~1 s to start). One worker: in this process, no pool."""
+
+    def __init__(self, words: list[str], workers: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.words = [w for w in words if w not in (PAD, UNK)]
+        self.pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), initializer=pool_init,
+                                        initargs=(self.words,)) if workers > 1 else None
+        self.vocab = None if self.pool else Vocab(self.words)
+
+    def encode(self, texts: list, max_tokens: int, chunk: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (N, max_len) int32, lengths (N,)) in input order, ``chunk`` titles per job."""
+        if self.pool is None or len(texts) <= chunk:
+            return (self.vocab or Vocab(self.words)).encode_many(texts, max_tokens)
+        parts = list(self.pool.map(pool_encode, [(texts[i:i + chunk], max_tokens) for i in range(0, len(texts), chunk)]))
+        width = max(ids.shape[1] for ids, _ in parts)
+        ids = np.zeros((len(texts), width), dtype=np.int32)
+        row = 0
+        for part, _ in parts:
+            ids[row:row + len(part), :part.shape[1]] = part
+            row += len(part)
+        return ids, np.concatenate([lengths for _, lengths in parts])
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def __enter__(self) -> "Tokenizer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def encode_parallel(words: list[str], texts: list, max_tokens: int, workers: int,
                     chunk: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
     """``Vocab(words).encode_many`` over ``workers`` spawned processes, chunk by chunk: the same
     (ids, lengths), in input order. Tokenizing is the embedding stage's bottleneck (one process
     keeps a GPU about 1/30 busy; docs/BENCHMARKS.md), so large shards spread it over the cores."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     if workers <= 1 or len(texts) <= chunk:
         return Vocab(words).encode_many(texts, max_tokens)
-    words = [w for w in words if w not in (PAD, UNK)]
-    jobs = [(texts[i:i + chunk], max_tokens) for i in range(0, len(texts), chunk)]
-    with ProcessPoolExecutor(min(workers, len(jobs)), multiprocessing.get_context("spawn"),
-                             initializer=pool_init, initargs=(words,)) as pool:
-        parts = list(pool.map(pool_encode, jobs))
-    width = max(ids.shape[1] for ids, _ in parts)
-    ids = np.zeros((len(texts), width), dtype=np.int32)
-    row = 0
-    for part, _ in parts:
-        ids[row:row + len(part), :part.shape[1]] = part
-        row += len(part)
-    return ids, np.concatenate([lengths for _, lengths in parts])
+    with Tokenizer(words, min(workers, -(-len(texts) // chunk))) as tokenizer:
+        return tokenizer.encode(texts, max_tokens, chunk)
 
 
 def vectorizer(kind: str = "tfidf", **options):

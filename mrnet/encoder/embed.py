@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import torch
 
 from mrnet.data.pgs import pg_row_groups
-from mrnet.data.text import encode_parallel, length_buckets
+from mrnet.data.text import Tokenizer, encode_parallel, length_buckets
 from mrnet.data.word2vec import subword_vectors, unseen_words
 from mrnet.encoder.model import MRNet, load_model
 from mrnet.io import storage
@@ -39,16 +39,21 @@ _SHARD = re.compile(r"^(?P<pg>[A-Za-z0-9][A-Za-z0-9_.-]*)/part-(?P<index>\d{5})-
 
 @torch.inference_mode()
 def embed_titles(model: MRNet, meta: dict, titles, batch_size: int = 8192,
-                 device: str = "cpu", workers: int = 1) -> np.ndarray:
-    """h_T of every title, (N, d) float32, in input order (tokenized by ``workers`` processes).
-    A FastText model (``meta["subwords"]``) gives words outside its vocabulary their n-gram vector."""
+                 device: str = "cpu", workers: int = 1, tokenizer: Tokenizer | None = None) -> np.ndarray:
+    """h_T of every title, (N, d) float32, in input order (tokenized by ``tokenizer``, a pool that
+    outlives this call, or by ``workers`` processes started for it). A FastText model
+    (``meta["subwords"]``) gives words outside its vocabulary their n-gram vector."""
     titles, words, table = list(titles), meta["vocab"], None
     max_tokens = meta["config"]["model"]["max_tokens"]
     if meta.get("subwords") and (unseen := unseen_words(words, titles, max_tokens)):
         words = words + unseen
         extra = torch.from_numpy(subword_vectors(unseen, model.subwords.cpu().numpy(), meta["subwords"]))
         table = torch.cat([model.words.weight.detach().cpu(), extra]).to(device)   # (V + unseen, word_dim)
-    ids, lengths = encode_parallel(words, titles, max_tokens, workers)
+        ids, lengths = encode_parallel(words, titles, max_tokens, workers)
+    elif tokenizer is not None:
+        ids, lengths = tokenizer.encode(titles, max_tokens)
+    else:
+        ids, lengths = encode_parallel(words, titles, max_tokens, workers)
     return embed_ids(model, ids, lengths, batch_size, device, table)
 
 
@@ -73,10 +78,14 @@ def embedding_table(product_ids, pg, version: str, emb: np.ndarray, dtype: str =
     half the bytes; ``read_embeddings`` restores float32, docs/SCALING.md)."""
     n, d = emb.shape
     pgs = [pg] * n if isinstance(pg, str) else list(pg)
-    if not isinstance(product_ids, (pd.Series, pd.Index, np.ndarray, list, pa.Array)):
-        product_ids = list(product_ids)
-    return pa.table({  # a Series converts straight from its Arrow-backed strings (~250x a list)
-        "product_id": pa.array(product_ids, pa.string()),
+    if isinstance(product_ids, (pa.Array, pa.ChunkedArray)):
+        ids = product_ids.cast(pa.string())
+        ids = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    else:  # a Series converts straight from its Arrow-backed strings (~250x a list)
+        ids = pa.array(product_ids if isinstance(product_ids, (pd.Series, pd.Index, np.ndarray, list))
+                       else list(product_ids), pa.string())
+    return pa.table({
+        "product_id": ids,
         "product_group": pa.array(pgs, pa.string()),
         "model_version": pa.array([version] * n, pa.string()),
         "embedding": pa.FixedSizeListArray.from_arrays(
@@ -144,10 +153,10 @@ def parse_shard(shard: str) -> tuple[str, int, int]:
     return match["pg"], int(match["index"]), int(match["count"])
 
 
-def shard_rows(catalog_uri: str, shard: str, shard_size: int) -> pd.DataFrame:
-    """``product_id, title`` of one shard: rows [i·S, (i+1)·S) of its PG, in catalog order.
-    Reads only the row groups that hold them (the validated catalog is sorted by PG, so for a
-    5M shard that is about 5M rows, whatever the catalog's size)."""
+def shard_batches(catalog_uri: str, shard: str, shard_size: int, chunk_rows: int):
+    """``product_id, title`` of one shard, rows [i·S, (i+1)·S) of its PG in catalog order, as Arrow tables
+    of at most ``chunk_rows``: only the row groups that hold them are read, one at a time (the validated
+    catalog is sorted by PG), so neither the catalog's size nor ``shard_size`` sets the memory."""
     pg, index, count = parse_shard(shard)
     parquet = pq.ParquetFile(storage.local_path(catalog_uri))
     per_group = pg_row_groups(parquet, pg)
@@ -155,32 +164,70 @@ def shard_rows(catalog_uri: str, shard: str, shard_size: int) -> pd.DataFrame:
     if total > count * shard_size or (total and total <= (count - 1) * shard_size):
         raise ValueError(f"shard {shard}: PG {pg} has {total} products in {catalog_uri}, which is not "
                          f"{count} shard(s) of {shard_size}: the catalog changed after the shards were planned")
-    start, seen, groups, skip = index * shard_size, 0, [], 0
+    start, end, seen, pending = index * shard_size, (index + 1) * shard_size, 0, []
     for rg, n in enumerate(per_group):
-        if n and seen + n > start and seen < start + shard_size:
-            if not groups:
-                skip = start - seen  # the shard's first row, among the PG's rows of the groups read
-            groups.append(rg)
+        if n and seen + n > start and seen < end:
+            table = parquet.read_row_group(rg, columns=["product_id", "title", "product_group"])
+            if n < len(table):
+                table = table.filter(pa.compute.equal(table.column("product_group"), pg))
+            pending.append(table.slice(max(start - seen, 0), end - max(start, seen)).select(["product_id", "title"]))
+            while sum(len(t) for t in pending) >= chunk_rows:
+                whole = pa.concat_tables(pending)
+                yield whole.slice(0, chunk_rows)
+                pending = [whole.slice(chunk_rows)]
         seen += n
-    if not groups:
+    rest = pa.concat_tables(pending) if pending else None
+    if rest is not None and len(rest):
+        yield rest
+
+
+def shard_size_of(catalog_uri: str, shard: str, shard_size: int) -> int:
+    """The products of one shard, from the catalog's row-group metadata."""
+    pg, index, _ = parse_shard(shard)
+    total = sum(pg_row_groups(pq.ParquetFile(storage.local_path(catalog_uri)), pg))
+    return max(0, min(shard_size, total - index * shard_size))
+
+
+def shard_rows(catalog_uri: str, shard: str, shard_size: int) -> pd.DataFrame:
+    """``product_id, title`` of one shard as one DataFrame (``shard_batches``, whole)."""
+    tables = list(shard_batches(catalog_uri, shard, shard_size, shard_size))
+    if not tables:
         return pd.DataFrame({"product_id": pd.Series([], dtype=str), "title": pd.Series([], dtype=str)})
-    table = parquet.read_row_groups(groups, columns=["product_id", "title", "product_group"])
-    table = table.filter(pa.compute.equal(table.column("product_group"), pg))
-    return table.slice(skip, shard_size).select(["product_id", "title"]).to_pandas()
+    return pa.concat_tables(tables).to_pandas()
 
 
 def embed_shard(model_uri: str, catalog_uri: str, shard: str, out_uri: str, cfg, device: str = "cpu") -> tuple[str, dict]:
-    """Embed one shard (``cfg``: the EmbedConfig) → one Parquet part; (uri, stats)."""
+    """Embed one shard (``cfg``: the EmbedConfig) → one Parquet part; (uri, stats). The shard streams in
+    chunks of ``embed.chunk_rows`` into one Parquet writer, and a chunk is written on a second thread
+    while the next one is tokenized and encoded (Arrow's writer releases the GIL): memory holds two
+    chunks, whatever ``embed.shard_size`` is."""
+    from concurrent.futures import ThreadPoolExecutor
+
     model, meta = load_model(model_uri, device)
     pg = parse_shard(shard)[0]
     if meta["pg"] != pg:
         raise ValueError(f"shard {shard} is PG {pg!r} but model {model_uri} is PG {meta['pg']!r}")
-    rows = shard_rows(catalog_uri, shard, cfg.shard_size)
-    workers = tokenize_workers(cfg.tokenize_workers, len(rows), cfg.parallel_min_titles)
-    emb = embed_titles(model, meta, rows["title"].tolist(), cfg.batch_size, device, workers)
-    version = model_version(model_uri)
-    write_embeddings(out_uri, rows["product_id"], pg, version, emb, cfg.dtype)
-    return out_uri, {"pg": pg, "shard": shard, "products": len(rows), "tokenize_workers": workers,
+    version, n, writer, pending = model_version(model_uri), 0, None, None
+    workers = tokenize_workers(cfg.tokenize_workers, shard_size_of(catalog_uri, shard, cfg.shard_size),
+                               cfg.parallel_min_titles)
+    with storage.atomic_path(out_uri, suffix=".parquet") as tmp, ThreadPoolExecutor(1) as background, \
+            Tokenizer(meta["vocab"], 1 if meta.get("subwords") else workers) as tokenizer:
+        for chunk in shard_batches(catalog_uri, shard, cfg.shard_size, cfg.chunk_rows):
+            emb = embed_titles(model, meta, chunk.column("title").to_pylist(), cfg.batch_size, device, workers,
+                               tokenizer)
+            table = embedding_table(chunk.column("product_id"), pg, version, emb, cfg.dtype)
+            if pending is not None:
+                pending.result()
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            pending = background.submit(writer.write_table, table)
+            n += len(chunk)
+        if pending is not None:
+            pending.result()
+        if writer is None:  # an empty shard (a PG with no product left): an empty part, its schema only
+            writer = pq.ParquetWriter(tmp, embedding_table([], pg, version, np.zeros((0, model.lstm.hidden_size * 2),
+                                                                                     np.float32), cfg.dtype).schema)
+        writer.close()
+    return out_uri, {"pg": pg, "shard": shard, "products": n, "tokenize_workers": workers,
                      "model_version": version, "dtype": cfg.dtype}
 
 
