@@ -165,6 +165,33 @@ def sparse_autoencoder(run: str, summary: str) -> str:
 
 
 @task
+def plan_agnostic(run: str, summary: str, model: str) -> list[str]:
+    from mrnet.run import stages
+
+    return stages.plan_agnostic(run, summary, model)
+
+
+@task(map_index_template="{{ task.op_kwargs['shard'] }}")  # UI: footwear/part-00000-of-00002
+def encode_agnostic(run: str, shard: str) -> str:
+    from mrnet.run import stages
+
+    return stages.encode_agnostic(run, shard)
+
+
+@task(trigger_rule=TriggerRule.ALL_DONE, retries=0)  # also when there is nothing to encode; fails naming missing parts
+def commit_agnostic(run: str, parts: list[str]) -> str:
+    from mrnet.run import stages
+
+    return stages.commit_agnostic(run, parts)
+
+
+def agnostic_embeddings(run, summary):
+    """The PG-agnostic tasks: train the sparse autoencoder → one encoding task per PG shard → commit."""
+    model = sparse_autoencoder(run, summary)
+    return commit_agnostic(run, encode_agnostic.partial(run=run).expand(shard=plan_agnostic(run, summary, model)))
+
+
+@task
 def evaluate(run: str, summary: str, agnostic: str) -> str:
     from mrnet.run import stages
 

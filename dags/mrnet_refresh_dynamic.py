@@ -17,8 +17,8 @@ model's vocabulary and task list; changing those takes a full retrain.
 """
 
 from airflow.sdk import CronTriggerTimetable, dag, task
-from mrnet_common import (DAG_DEFAULTS, GPU_TASK, embed_shard, evaluate, plan_embed, promotion_gate, publish, report,
-                          run_params, setting, sparse_autoencoder, validated_catalog)
+from mrnet_common import (DAG_DEFAULTS, GPU_TASK, agnostic_embeddings, embed_shard, evaluate, plan_embed, promotion_gate,
+                          publish, report, run_params, setting, validated_catalog)
 
 
 @dag(
@@ -60,7 +60,7 @@ def mrnet_refresh_dynamic():
     models = refresh_pg.partial(run=run, catalog=catalog, base=base).expand(pg=plan_pgs(run, base, catalog))
     parts = embed_shard.partial(run=run, catalog=catalog).expand(shard=plan_embed(run, models, catalog))
     summary = report(run, parts)
-    agnostic = sparse_autoencoder(run, summary)
+    agnostic = agnostic_embeddings(run, summary)
     promotion_gate(run, publish(run, summary, [agnostic, evaluate(run, summary, agnostic)]))
 
 

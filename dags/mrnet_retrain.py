@@ -18,8 +18,8 @@ reused from the cache when the catalog text and the settings are unchanged.
 """
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
-from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, embed_shard, evaluate, plan_embed, promotion_gate, publish,
-                          report, run_params, setting, sparse_autoencoder, validated_catalog)
+from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, agnostic_embeddings, embed_shard, evaluate, plan_embed,
+                          promotion_gate, publish, report, run_params, setting, validated_catalog)
 
 
 @dag(
@@ -76,7 +76,7 @@ def mrnet_retrain():
     models = train_pg.partial(run=run, catalog=catalog, vectors=vectors).expand(pg=plan_pgs(run, catalog))
     parts = embed_shard.partial(run=run, catalog=catalog).expand(shard=plan_embed(run, models, catalog))
     summary = report(run, parts)
-    agnostic = sparse_autoencoder(run, summary)
+    agnostic = agnostic_embeddings(run, summary)
     stages = [agnostic, cross_language_autoencoder(run, summary), evaluate(run, summary, agnostic)]
     promotion_gate(run, publish(run, summary, stages))
 

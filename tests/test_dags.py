@@ -94,11 +94,12 @@ def test_retrain_structure(dagbag):
     dag = dagbag.dags["mrnet_retrain"]
     assert set(dag.task_ids) == {"start", "plan_catalog", "check_catalog_part", "validate_catalog", "build_corpus",
                                  "train_word2vec", "plan_pgs",
-                                 "train_pg", "plan_embed", "embed_shard", "report", "sparse_autoencoder",
+                                 "train_pg", "plan_embed", "embed_shard", "report", "sparse_autoencoder", "plan_agnostic",
+                                 "encode_agnostic", "commit_agnostic",
                                  "cross_language_autoencoder", "evaluate", "publish", "promotion_gate"}
     chain = ["start", "plan_catalog", "check_catalog_part", "validate_catalog", "build_corpus", "train_word2vec",
-             "train_pg", "plan_embed", "embed_shard",
-             "report", "sparse_autoencoder", "evaluate", "publish", "promotion_gate"]
+             "train_pg", "plan_embed", "embed_shard", "report", "sparse_autoencoder", "plan_agnostic",
+             "encode_agnostic", "commit_agnostic", "evaluate", "publish", "promotion_gate"]
     for up, down in zip(chain, chain[1:]):
         assert down in _task(dag, up).downstream_task_ids, (up, down)
     for up, down in [("report", "cross_language_autoencoder"), ("cross_language_autoencoder", "publish")]:
@@ -117,15 +118,15 @@ def test_retrain_structure(dagbag):
 def test_refresh_structure(dagbag):
     dag = dagbag.dags["mrnet_refresh_dynamic"]
     assert set(dag.task_ids) == {"start", "pin_base_release", "plan_catalog", "check_catalog_part", "validate_catalog",
-                                 "plan_pgs", "refresh_pg",
-                                 "plan_embed", "embed_shard", "report", "sparse_autoencoder", "evaluate", "publish",
+                                 "plan_pgs", "refresh_pg", "plan_embed", "embed_shard", "report", "sparse_autoencoder",
+                                 "plan_agnostic", "encode_agnostic", "commit_agnostic", "evaluate", "publish",
                                  "promotion_gate"}
     for up, down in [("start", "pin_base_release"), ("pin_base_release", "plan_pgs"), ("plan_pgs", "refresh_pg"),
                      ("start", "plan_catalog"), ("plan_catalog", "check_catalog_part"),
                      ("check_catalog_part", "validate_catalog"),
                      ("validate_catalog", "refresh_pg"), ("refresh_pg", "plan_embed"), ("plan_embed", "embed_shard"),
-                     ("embed_shard", "report"), ("report", "sparse_autoencoder"), ("sparse_autoencoder", "evaluate"),
-                     ("evaluate", "publish"), ("sparse_autoencoder", "publish"),
+                     ("embed_shard", "report"), ("report", "sparse_autoencoder"), ("commit_agnostic", "evaluate"),
+                     ("evaluate", "publish"), ("commit_agnostic", "publish"),
                      ("publish", "promotion_gate")]:
         assert down in _task(dag, up).downstream_task_ids, (up, down)
     _check_common(dag, "refresh_pg")
@@ -249,7 +250,11 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
     assert current["dag_id"] == "mrnet_retrain" and set(current["models"]) == set(PGS)
     assert _stage(home, run1, "corpus")["cache_hit"] is False
     # both autoencoder stages ran as tasks and are part of the promoted, registered release
-    agnostic = pd.read_parquet(current["agnostic"]["embeddings"])
+    agnostic = pd.read_parquet(current["agnostic"]["embeddings"])  # a folder of one part per PG shard
+    assert len(json.loads((Path(current["agnostic"]["embeddings"]) / "_manifest.json").read_text())["parts"]) == len(
+        json.loads((watches / "_manifest.json").read_text())["parts"]) + sum(
+        len(json.loads((home / "runs" / run1 / "embeddings" / pg / "_manifest.json").read_text())["parts"])
+        for pg in PGS if pg != "watches")
     assert set(agnostic["product_group"]) == set(PGS) and len(agnostic["embedding"][0]) == 512
     assert set(current["crosslingual"]["mrr"]) >= {"random", "autoencoder", "least_squares", "no_projection"}
     assert {"sparse_ae", "crosslingual_ae"} <= set(current["registry"])

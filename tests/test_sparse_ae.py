@@ -188,3 +188,42 @@ def test_a_product_without_an_anchor_target_adds_no_anchor_error():
     loss = sparse_ae_loss(SparseAutoencoder(1, 3), torch.randn(3, 3), torch.zeros(3, dtype=torch.long),
                           anchor=anchor, target=torch.from_numpy(a))
     assert torch.isfinite(loss)
+
+
+def test_sharded_agnostic_embeddings_equal_the_single_file_and_training_reads_a_bounded_sample(tmp_path):
+    """One part per PG shard (the DAGs' encode_agnostic), committed with a manifest, holds exactly the single
+    file's rows and values; training draws a stable hash sample within sparse_ae.max_products."""
+    import numpy as np
+    import pandas as pd
+
+    from mrnet.autoencoders import sparse as sparse_ae
+    from mrnet.config.autoencoders import SparseAEConfig
+    from mrnet.encoder.embed import commit_dataset, read_embeddings
+
+    rng = np.random.default_rng(1)
+    emb = {}
+    for pg, n in (("a", 250), ("b", 90)):  # PG a in three shards, b in one
+        folder, parts = tmp_path / pg, []
+        folder.mkdir()
+        x = rng.normal(size=(n, 6)).astype(np.float32)
+        for i, rows in enumerate(np.array_split(np.arange(n), 3 if pg == "a" else 1)):
+            part = _write_pg(folder / f"part-{i:05d}-of-00003.parquet", [f"{pg}{r}" for r in rows], x[rows], pg)
+            parts.append((part, len(rows)))
+        emb[pg] = commit_dataset(str(folder), parts, "v")
+    assert sparse_ae.sample_sizes({"a": 250, "b": 90}, 200, 250) == {"a": 160, "b": 90}
+    cfg = SparseAEConfig(epochs=2, batch_size=32, hidden=12, products_per_pg=200, max_products=250, val_fraction=0.1)
+    uri, report = sparse_ae.train_sparse_ae(cfg, emb, ["a", "b"], str(tmp_path / "ae.safetensors"), progress=False)
+    assert report["n_train"] + report["n_val"] == 250
+    ids, _, _ = sparse_ae.load_embeddings(emb, ["a", "b"], 200, 13, 250)
+    assert ids == sparse_ae.load_embeddings(emb, ["a", "b"], 200, 13, 250)[0]  # stable
+    assert sum(i.startswith("a") for i in ids) == 160
+    single = read_embeddings(sparse_ae.encode_all(uri, emb, str(tmp_path / "one.parquet"))[0])
+    out, parts = tmp_path / "pg_agnostic", []
+    for pg in emb:
+        for part in sorted((tmp_path / pg).glob("part-*.parquet")):
+            name = f"{pg}/{part.stem}.parquet"
+            _, stats = sparse_ae.encode_part(uri, str(part), pg, str(out / name), batch_rows=7)
+            parts.append((name, stats["products"]))
+    sharded = read_embeddings(commit_dataset(str(out), parts, "v"), columns=("product_id", "product_group"))
+    assert sharded[0]["product_id"].tolist() == single[0]["product_id"].tolist()
+    assert np.abs(sharded[1] - single[1]).max() < 1e-6 and len(pd.read_parquet(out)) == 340

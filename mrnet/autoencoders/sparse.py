@@ -26,9 +26,9 @@ materialized here:
   is what a classifier across PGs and a category unseen in training need (docs/AUTOENCODERS.md).
   Training only: the saved model and the encoding are unchanged.
 
-Training (``train_sparse_ae``) reads every PG's embedding Parquet, samples up to
-``sparse_ae.products_per_pg`` products per PG (the paper: 500K), holds out a seeded
-``val_fraction`` by product id, and runs Adam on large shuffled batches. The block index g of
+Training (``train_sparse_ae``) reads a stable hash sample of every PG's embeddings, batch by batch:
+up to ``sparse_ae.products_per_pg`` products per PG (the paper: 500K) and ``sparse_ae.max_products``
+in all; it holds out a seeded ``val_fraction`` by product id and runs Adam on large shuffled batches. The block index g of
 a PG is its position in the PG mapping (``pg_order``), not in this run's PG subset, so a PG
 keeps its block across runs. ``encode_all`` writes the 2d-dim PG-agnostic embedding of every
 product to one Parquet beside the PG-specific ones. The model is one safetensors file whose
@@ -188,21 +188,43 @@ def standardize(a: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------ training and inference
 
 
-def load_embeddings(embeddings: dict[str, str], pg_order: list[str], cap: int | None, seed: int):
-    """(ids, x (N, d) float32, group (N,) int64): up to ``cap`` products per PG (seeded sample)."""
-    from mrnet.encoder.embed import read_embeddings
+def sample_sizes(rows: dict[str, int], per_pg: int | None, total: int | None) -> dict[str, int]:
+    """Products drawn per PG: at most ``per_pg`` each and ``total`` in all, shared out so that a PG below
+    its share keeps every product and the larger PGs split the rest equally (water filling)."""
+    caps = {pg: min(n, per_pg or n) for pg, n in rows.items()}
+    if total is None or sum(caps.values()) <= total:
+        return caps
+    out, left, pending = {}, total, sorted(caps, key=caps.get)
+    while pending:
+        share = left // len(pending)
+        pg = pending.pop(0)
+        out[pg] = min(caps[pg], share)
+        left -= out[pg]
+    return out
 
-    ids, xs, groups = [], [], []
+
+def load_embeddings(embeddings: dict[str, str], pg_order: list[str], cap: int | None, seed: int,
+                    total: int | None = None):
+    """(ids, x (N, d) float32, group (N,) int64): a stable hash sample of up to ``cap`` products per PG and
+    ``total`` in all (``sample_sizes``), read batch by batch: only the sample is held."""
+    from mrnet.data.sample import hash_rank, smallest_rank
+    from mrnet.encoder.embed import dataset_rows, embedding_batches
+
     for pg, uri in sorted(embeddings.items()):
         if pg not in pg_order:
             raise ValueError(f"PG {pg!r} of {uri} is not in the PG mapping {pg_order}")
-        df, x = read_embeddings(uri)
-        if cap is not None and len(x) > cap:
-            keep = np.sort(np.random.default_rng(seed).choice(len(x), cap, replace=False))
-            df, x = df.iloc[keep], x[keep]
-        ids += df["product_id"].tolist()
-        xs.append(x)
-        groups.append(np.full(len(x), pg_order.index(pg), np.int64))
+    sizes = sample_sizes({pg: dataset_rows(uri) for pg, uri in embeddings.items()}, cap, total)
+    ids, xs, groups = [], [], []
+    for pg, uri in sorted(embeddings.items()):
+        threshold = smallest_rank((hash_rank(df["product_id"], seed, "sparse_ae") for df, _ in
+                                   embedding_batches(uri)), sizes[pg]) if sizes[pg] < dataset_rows(uri) else None
+        for df, x in embedding_batches(uri):
+            if threshold is not None:
+                keep = hash_rank(df["product_id"], seed, "sparse_ae") <= threshold
+                df, x = df[keep], x[keep]
+            ids += df["product_id"].tolist()
+            xs.append(x)
+            groups.append(np.full(len(x), pg_order.index(pg), np.int64))
     if not ids:
         raise ValueError("sparse autoencoder: no PG embeddings to train on")
     return ids, np.concatenate(xs), np.concatenate(groups)
@@ -243,16 +265,18 @@ def train_sparse_ae(cfg: SparseAEConfig, embeddings: dict[str, str], pg_order: l
     ``anchors(product ids) → (N, k)`` gives the shared anchor target (``Anchor``); it is used when
     ``uses_anchor``."""
     torch.manual_seed(seed)
-    ids, x_np, g_np = load_embeddings(embeddings, pg_order, cfg.products_per_pg, seed)
+    ids, x_np, g_np = load_embeddings(embeddings, pg_order, cfg.products_per_pg, seed, cfg.max_products)
     val = _val_mask(ids, cfg.val_fraction, seed)
-    x, group, val = (torch.from_numpy(a).to(device) for a in (x_np, g_np, val))
-    x_tr, g_tr, x_va, g_va = x[~val], group[~val], x[val], group[val]
+    order = np.argsort(val, kind="stable")  # training rows first, then validation: two views, not two copies
+    ids, x_np, g_np, n_tr = [ids[i] for i in order], x_np[order], g_np[order], int((~val).sum())
+    x, group = (torch.from_numpy(a).to(device) for a in (x_np, g_np))
+    x_tr, g_tr, x_va, g_va = x[:n_tr], group[:n_tr], x[n_tr:], group[n_tr:]
     d = x.shape[1]
     model = SparseAutoencoder(len(pg_order), d, cfg.hidden, init_scale_for(cfg, len(pg_order))).to(device)
     anchor, a_tr, a_va = None, None, None
     if anchors is not None and uses_anchor(cfg, len(pg_order)):
         a = torch.from_numpy(standardize(np.asarray(anchors(ids), np.float32))).to(device)
-        a_tr, a_va = a[~val], a[val]
+        a_tr, a_va = a[:n_tr], a[n_tr:]
         # in relative units: weight 1 makes the anchor's error at its prior (||a||², a z-scored) weigh what
         # the reconstruction's error at its prior (||x||²) weighs, whatever d and the word-vector size are
         scale = float(x_tr.pow(2).sum(1).mean()) / max(float(a_tr.nan_to_num().pow(2).sum(1).mean()), 1e-12)
@@ -310,25 +334,48 @@ def agnostic(model: SparseAutoencoder, meta: dict, x: np.ndarray, pg: str, batch
     return torch.cat(out).numpy() if out else np.zeros((0, model.hidden), np.float32)
 
 
-def encode_all(model_uri: str, embeddings: dict[str, str], out_uri: str, dtype: str = "float32") -> tuple[str, dict]:
-    """The PG-agnostic embedding of every product of every PG → one Parquet (encoder/embed.py's schema,
-    stored as ``dtype``: ``embed.dtype``), written PG by PG so memory holds one PG at a time."""
+def encode_part(model_uri: str, source_uri: str, pg: str, out_uri: str, dtype: str = "float32",
+                batch_rows: int = 65_536) -> tuple[str, dict]:
+    """The PG-agnostic embeddings of one part of a PG's embeddings (one embedding shard) → one Parquet part
+    (encoder/embed.py's schema, stored as ``dtype``: ``embed.dtype``), batch by batch: memory holds one
+    batch, whatever the part's size. One such task per PG shard (the DAGs' ``encode_agnostic``)."""
     import pyarrow.parquet as pq
 
-    from mrnet.encoder.embed import embedding_table, model_version, read_embeddings
+    from mrnet.encoder.embed import embedding_batches, embedding_table, model_version
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model, meta = load(model_uri)
+    version, writer, n = model_version(model_uri), None, 0
+    with storage.atomic_path(out_uri, suffix=".parquet") as tmp:
+        for df, x in embedding_batches(source_uri, batch_rows=batch_rows):
+            table = embedding_table(df["product_id"], pg, version, agnostic(model, meta, x, pg), dtype)
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+            n += len(x)
+        if writer is None:
+            empty = np.zeros((0, model.hidden), np.float32)
+            writer = pq.ParquetWriter(tmp, embedding_table([], pg, version, empty, dtype).schema)
+        writer.close()
+    return out_uri, {"pg": pg, "products": n, "dim": model.hidden}
+
+
+def encode_all(model_uri: str, embeddings: dict[str, str], out_uri: str, dtype: str = "float32") -> tuple[str, dict]:
+    """The PG-agnostic embedding of every product of every PG → one Parquet, batch by batch (the runs write
+    one part per PG shard instead, ``encode_part``; this single file is for benchmarks and comparisons)."""
+    import pyarrow.parquet as pq
+
+    from mrnet.encoder.embed import embedding_batches, embedding_table, model_version
 
     torch.set_num_threads(os.cpu_count() or 1)
     model, meta = load(model_uri)
     version, writer, n = model_version(model_uri), None, 0
     with storage.atomic_path(out_uri, suffix=".parquet") as tmp:
         for pg, uri in sorted(embeddings.items()):
-            df, x = read_embeddings(uri)
-            if not len(x):
-                continue
-            table = embedding_table(df["product_id"], pg, version, agnostic(model, meta, x, pg), dtype)
-            writer = writer or pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
-            n += len(x)
+            for df, x in embedding_batches(uri):
+                table = embedding_table(df["product_id"], pg, version, agnostic(model, meta, x, pg), dtype)
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                n += len(x)
         if writer is None:
             raise ValueError("sparse autoencoder: no PG embeddings to encode")
         writer.close()

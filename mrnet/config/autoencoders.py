@@ -17,6 +17,9 @@ class SparseAEConfig(Frozen):
 
     enabled: bool = True
     products_per_pg: int = Field(default=500_000, ge=1)  # paper: 500K random products per PG
+    # and at most this many in all (a stable hash sample, shared out so that small PGs keep every product):
+    # the training set is held in memory, 4·d bytes per product: 500K at d 512 is 1 GiB (docs/SCALING.md)
+    max_products: int = Field(default=500_000, ge=100, le=100_000_000)
     hidden: int | None = Field(default=None, ge=2, le=65_536)  # None = 2d
     epochs: int = Field(default=10, ge=1)
     # the exact loss's Gram term costs the same at any batch size, so large batches are cheaper per

@@ -123,6 +123,33 @@ def read_embeddings(uri: str, columns=("product_id",)) -> tuple[pd.DataFrame, np
     return table.drop(["embedding"]).to_pandas(), x
 
 
+def embedding_batches(uri: str, columns=("product_id",), batch_rows: int = 65_536, ids=None):
+    """(frame of ``columns``, vectors (n, d) float32) of an embedding file or sharded folder, batch by
+    batch: memory holds one batch, not the dataset. ``ids``: keep only these product ids."""
+    import pyarrow.compute as pc
+
+    wanted = None if ids is None else pa.array(list(ids), pa.string())
+    for part in dataset_parts(uri):
+        parquet = pq.ParquetFile(storage.local_path(part))
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=list(dict.fromkeys([*columns, "embedding"]))):
+            if wanted is not None:
+                batch = batch.filter(pc.is_in(batch.column("product_id"), value_set=wanted))
+                if not len(batch):
+                    continue
+            column = batch.column("embedding")
+            d = column.type.list_size
+            x = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, d)
+            yield pa.Table.from_batches([batch]).drop(["embedding"]).to_pandas(), x
+
+
+def dataset_rows(uri: str) -> int:
+    """Rows of an embedding file or sharded folder, from its manifest or Parquet metadata."""
+    manifest = None if uri.endswith(".parquet") else storage.read_json(storage.join(uri, MANIFEST))
+    if manifest is not None:
+        return int(manifest["rows"])
+    return sum(pq.ParquetFile(storage.local_path(p)).metadata.num_rows for p in dataset_parts(uri))
+
+
 def model_version(model_uri: str) -> str:
     return storage.sha256_file(storage.local_path(model_uri))[:12]
 
@@ -232,9 +259,15 @@ def embed_shard(model_uri: str, catalog_uri: str, shard: str, out_uri: str, cfg,
 
 
 def commit_dataset(folder_uri: str, parts: list[tuple[str, int]], version: str) -> str:
-    """Write ``<folder>/_manifest.json`` naming the (part uri, rows) of a PG: the commit that makes
-    the sharded embeddings readable. Parts are listed relative to the folder."""
-    files = [{"file": uri.rsplit("/", 1)[-1], "rows": rows} for uri, rows in parts]
+    """Write ``<folder>/_manifest.json`` naming the (part, rows) of a dataset (a PG's shards, or the
+    PG-agnostic parts): the commit that makes it readable. A part is a URI inside the folder or a path
+    relative to it (``footwear/part-00000-of-00002.parquet``); the manifest lists them relative."""
+    def relative(uri: str) -> str:
+        if uri.startswith(folder_uri.rstrip("/") + "/"):
+            return uri[len(folder_uri.rstrip("/")) + 1:]
+        return uri.rsplit("/", 1)[-1] if uri.startswith(("/", storage.S3)) else uri
+
+    files = [{"file": relative(uri), "rows": rows} for uri, rows in parts]
     storage.write_text(storage.join(folder_uri, MANIFEST), json.dumps(
         {"format": "mrnet-embeddings-v1", "model_version": version, "rows": sum(f["rows"] for f in files),
          "parts": files}, indent=2))

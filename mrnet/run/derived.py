@@ -2,9 +2,11 @@
 ``sparse_autoencoder``, ``cross_language_autoencoder`` and ``evaluate``; like stages.py, URIs in
 and a URI out (dags/ reach them through stages.py).
 
-- ``sparse_autoencoder`` (paper §3.2): trains on the PG embeddings of this release (a refresh
-  adds the untouched PGs of its base release) and writes the PG-agnostic embedding of every
-  product to ``embeddings/pg_agnostic.parquet``; model and metrics under ``agnostic/``.
+- ``sparse_autoencoder`` (paper §3.2): trains on a bounded sample of the PG embeddings of this
+  release (a refresh adds the untouched PGs of its base release); model and metrics under
+  ``agnostic/``. ``plan_agnostic`` → ``encode_agnostic`` (one task per PG shard) → ``commit_agnostic``
+  write the PG-agnostic embedding of every product to ``embeddings/pg_agnostic/<pg>/<part>.parquet``
+  and its ``_manifest.json`` (last).
 - ``cross_language`` (paper §5): locale models + multimodal autoencoder + held-out retrieval
   report under ``crosslingual/`` (autoencoders/crosslingual.py).
 
@@ -22,7 +24,7 @@ import numpy as np
 from mrnet.data.pgs import mapped_pgs
 from mrnet.io import storage
 from mrnet.run.context import (Run, base_manifest, cached_catalog, cached_vectors, epoch_logger, load_run, nested_run,
-                               optional_stage, read_stage, run_device, skip, timed_stage)
+                               optional_stage, read_stage, record_stage, run_device, skip, timed_stage)
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,9 @@ def release_embeddings(run: Run, summary: dict) -> dict[str, str]:
 
 
 def sparse_autoencoder(run_uri: str, summary_uri: str) -> str:
-    """Train the PG-agnostic sparse autoencoder; return the agnostic embeddings' URI."""
+    """Train the PG-agnostic sparse autoencoder on a bounded sample of the release's PG embeddings;
+    return the model's URI ('' when ``sparse_ae.enabled`` is false). ``plan_agnostic`` then cuts the
+    encoding into one task per PG shard."""
     from mrnet.autoencoders import sparse as sparse_ae
 
     run = load_run(run_uri)
@@ -52,18 +56,85 @@ def sparse_autoencoder(run_uri: str, summary_uri: str) -> str:
             cfg, embeddings, order, run.path("agnostic", "sparse_ae.safetensors"), run.cfg.train.seed, run_device(run),
             run.cfg.train.progress, epoch_logger(run, mlflow_run, flatten),
             title_anchors(run) if sparse_ae.uses_anchor(cfg, len(order)) else None)
-        out, stats = sparse_ae.encode_all(model_uri, embeddings, run.path("embeddings", "pg_agnostic.parquet"),
-                                          run.cfg.embed.dtype)
         metrics_uri = run.path("agnostic", "metrics.json")
-        storage.write_text(metrics_uri, json.dumps(report | {"encoded": stats}, indent=2))
+        storage.write_text(metrics_uri, json.dumps(report, indent=2))
         last = report["history"][-1]["val"]
-        stage.record = {"uri": out, "model": model_uri, "metrics": metrics_uri, "products": stats["products"],
-                        "dim": stats["dim"], "val": last}
-        stage.metrics = {"products": stats["products"], "n_train": report["n_train"]}
+        stage.record = {"model": model_uri, "metrics": metrics_uri, "dim": report["hidden"], "val": last,
+                        "n_train": report["n_train"]}
+        stage.metrics = {"n_train": report["n_train"]}
         stage.artifacts = [(model_uri, "model")] * run.cfg.tracking.log_weights + [(metrics_uri, "model")]
-    log.info("[sparse_autoencoder] %d products → %d-d PG-agnostic embeddings (val recon_rel %s) → %s",
-             stats["products"], stats["dim"], last.get("recon_rel"), out)
+    log.info("[sparse_autoencoder] trained on %d products (val recon_rel %s) → %s", report["n_train"],
+             last.get("recon_rel"), model_uri)
+    return model_uri
+
+
+def plan_agnostic(run_uri: str, summary_uri: str, model_uri: str = "") -> list[str]:
+    """One PG-agnostic encoding task per part of the release's PG embeddings (one per PG shard):
+    ``<pg>/<part>`` ids, e.g. ``footwear/part-00000-of-00002``; none when the autoencoder is off."""
+    from mrnet.encoder.embed import dataset_parts
+
+    run = load_run(run_uri)
+    if not model_uri:
+        record_stage(run, "agnostic_plan", {"shards": {}})
+        return []
+    embeddings = release_embeddings(run, json.loads(storage.read_text(summary_uri)))
+    shards = {}
+    for pg, uri in sorted(embeddings.items()):
+        for part in dataset_parts(uri):
+            shards[f"{pg}/{part.rsplit('/', 1)[-1].removesuffix('.parquet')}"] = part
+    record_stage(run, "agnostic_plan", {"model": model_uri, "shards": shards})
+    log.info("[sparse_autoencoder] %d PG-agnostic encoding task(s), one per PG shard", len(shards))
+    return list(shards)
+
+
+def encode_agnostic(run_uri: str, shard: str) -> str:
+    """The PG-agnostic embeddings of one PG shard → ``embeddings/pg_agnostic/<pg>/<part>.parquet``."""
+    from mrnet.autoencoders import sparse as sparse_ae
+
+    run = load_run(run_uri)
+    plan = read_stage(run, "agnostic_plan")
+    if shard not in plan["shards"]:
+        raise ValueError(f"{shard!r} is not a planned PG-agnostic shard of run {run.run_id}")
+    pg = shard.split("/", 1)[0]
+    out, stats = sparse_ae.encode_part(plan["model"], plan["shards"][shard], pg,
+                                       run.path("embeddings", "pg_agnostic", f"{shard}.parquet"), run.cfg.embed.dtype)
+    log.info("[sparse_autoencoder] %s: %d products → %s", shard, stats["products"], out)
     return out
+
+
+def commit_agnostic(run_uri: str, parts=None) -> str:
+    """Commit the PG-agnostic parts as one dataset (``embeddings/pg_agnostic/_manifest.json``, written last)
+    once every planned part is there; return its URI ('' when the autoencoder is off). ``parts``: the
+    encoding tasks' URIs (the DAG's dependency; the plan names the parts)."""
+    from mrnet.encoder.embed import commit_dataset, model_version
+
+    run = load_run(run_uri)
+    plan = read_stage(run, "agnostic_plan")
+    if not plan["shards"]:
+        return ""
+    folder = run.path("embeddings", "pg_agnostic")
+    files = {shard: run.path("embeddings", "pg_agnostic", f"{shard}.parquet") for shard in plan["shards"]}
+    missing = [shard for shard, uri in files.items() if not storage.exists(uri)]
+    if missing:
+        raise RuntimeError(f"PG-agnostic encoding: {len(missing)} of {len(files)} part(s) missing ({missing[:5]}); "
+                           "their encode_agnostic tasks failed, see their logs")
+    import pyarrow.parquet as pq
+
+    with timed_stage(run, "agnostic_embeddings") as stage:
+        rows = [(uri, pq.ParquetFile(storage.local_path(uri)).metadata.num_rows) for uri in files.values()]
+        commit_dataset(folder, [(f"{shard}.parquet", n) for shard, (_, n) in zip(files, rows)],
+                       model_version(plan["model"]))
+        stage.record = {"uri": folder, "products": sum(n for _, n in rows), "parts": len(rows)}
+        stage.metrics = {"products": stage.record["products"]}
+    log.info("[sparse_autoencoder] %d products in %d part(s) → %s", stage.record["products"], len(rows), folder)
+    return folder
+
+
+def agnostic_embeddings(run_uri: str, summary_uri: str) -> str:
+    """Train, plan, encode every PG shard and commit, in this process (``mrnet run``); the DAGs map the
+    encoding tasks instead. Returns the PG-agnostic dataset's URI ('' when the autoencoder is off)."""
+    model = sparse_autoencoder(run_uri, summary_uri)
+    return commit_agnostic(run_uri, [encode_agnostic(run_uri, s) for s in plan_agnostic(run_uri, summary_uri, model)])
 
 
 def cross_language(run_uri: str) -> str:
@@ -128,7 +199,7 @@ def evaluate_run(run: Run, summary_uri: str, out_dir: str, cfg=None, agnostic: s
 
     cfg = cfg or run.cfg
     embeddings = release_embeddings(run, json.loads(storage.read_text(summary_uri)))
-    agnostic = agnostic or (optional_stage(run, "sparse_autoencoder") or {}).get("uri") or None
+    agnostic = agnostic or (optional_stage(run, "agnostic_embeddings") or {}).get("uri") or None
     catalog = cached_catalog(read_stage(run, "validate")["uri"])
     result = evaluation.evaluate(cfg, catalog, embeddings, agnostic, _word_vectors(run), cfg.train.progress)
     return result, eval_report.write(result, out_dir, f"run {run.run_id}", cfg.evaluation.neighbors.shown)

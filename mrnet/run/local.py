@@ -47,7 +47,7 @@ def _stages(run_uri: str, mode: str) -> dict:
         except Exception as exc:  # as above: the PG's failure file names the shard
             print(f"[embed {i}/{len(shards)}] {shard}: FAILED {type(exc).__name__}: {exc}", flush=True)
     summary_uri = stages.report(run_uri, parts)
-    parts = [stages.sparse_autoencoder(run_uri, summary_uri)]
+    parts = [stages.agnostic_embeddings(run_uri, summary_uri)]
     parts.append(stages.evaluate(run_uri, summary_uri, parts[0]))
     if mode == "retrain":  # a refresh carries the cross-language model over from its base release
         parts.append(stages.cross_language(run_uri))

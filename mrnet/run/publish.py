@@ -163,9 +163,9 @@ def _parts(run: Run) -> dict:
     from mrnet.encoder.embed import model_version
 
     out = {}
-    sae = optional_stage(run, "sparse_autoencoder")
-    if sae and "uri" in sae:
-        out["agnostic"] = {"model": sae["model"], "version": model_version(sae["model"]), "embeddings": sae["uri"],
+    sae, encoded = optional_stage(run, "sparse_autoencoder"), optional_stage(run, "agnostic_embeddings")
+    if sae and "model" in sae and encoded:
+        out["agnostic"] = {"model": sae["model"], "version": model_version(sae["model"]), "embeddings": encoded["uri"],
                            "dim": sae["dim"], "val": sae["val"]}
     ev = optional_stage(run, "evaluate")
     if ev and "uri" in ev:

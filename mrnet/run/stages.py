@@ -23,12 +23,14 @@ from mrnet.run import steps
 from mrnet.run.context import (CORPUS_FORMAT, Run, base_manifest, cache_key, cached, cached_subwords,
                                cached_vectors, epoch_logger, load_run, pg_stage, read_stage, record_stage, run_device,
                                start_run, text_hash, timed_stage)
-from mrnet.run.derived import cross_language, evaluate, sparse_autoencoder
+from mrnet.run.derived import (agnostic_embeddings, commit_agnostic, cross_language, encode_agnostic, evaluate,
+                               plan_agnostic, sparse_autoencoder)
 from mrnet.run.publish import base_release, promote, publish, report
 
 __all__ = ["start_run", "plan_catalog", "check_catalog_part", "merge_catalog", "validate", "corpus", "word2vec", "plan",
            "train", "refresh", "plan_embed", "embed_shard",
-           "embed_all", "base_release", "report", "sparse_autoencoder", "cross_language", "evaluate", "publish",
+           "embed_all", "base_release", "report", "sparse_autoencoder", "plan_agnostic", "encode_agnostic",
+           "commit_agnostic", "agnostic_embeddings", "cross_language", "evaluate", "publish",
            "promote", "housekeeping"]
 log = logging.getLogger(__name__)
 
