@@ -53,11 +53,12 @@ def read_seconds(files: dict[str, str]) -> float:
 
 
 def evaluate(run_folder: str, files: dict[str, str]) -> dict[str, float]:
+    from mrnet.data.catalog import read_catalog
     from mrnet.evaluation import score
-    from mrnet.run.context import cached_catalog, load_run, read_stage
+    from mrnet.run.context import load_run, read_stage
 
     run = load_run(str(Path(run_folder) / "run.json"))
-    catalog = cached_catalog(read_stage(run, "validate")["uri"])
+    catalog = read_catalog(read_stage(run, "validate")["uri"])
     cfg = run.cfg.model_copy(update={"evaluation": run.cfg.evaluation.model_copy(update={"extras": []})})
     result = score.evaluate(cfg, catalog, files, None, None, False)  # MRNet and TF-IDF only: what changes
     return {f"{r['task']}.{r['classifier']}": round(r["mean"], 4) for r in result["rows"] if r["feature"] == "pg"}

@@ -206,6 +206,13 @@ def publish(run: str, summary: str, parts: list[str]) -> str:
 
 
 @task
+def build_index(run: str, release_manifest: str) -> str:
+    from mrnet.run import stages
+
+    return stages.build_index(run, release_manifest)
+
+
+@task
 def promotion_gate(run: str, release_manifest: str) -> str:
     from mrnet.run import stages
 

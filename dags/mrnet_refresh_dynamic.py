@@ -17,7 +17,7 @@ model's vocabulary and task list; changing those takes a full retrain.
 """
 
 from airflow.sdk import CronTriggerTimetable, dag, task
-from mrnet_common import (DAG_DEFAULTS, GPU_TASK, agnostic_embeddings, embed_shard, evaluate, plan_embed, promotion_gate,
+from mrnet_common import (DAG_DEFAULTS, GPU_TASK, agnostic_embeddings, build_index, embed_shard, evaluate, plan_embed, promotion_gate,
                           publish, report, run_params, setting, validated_catalog)
 
 
@@ -61,7 +61,7 @@ def mrnet_refresh_dynamic():
     parts = embed_shard.partial(run=run, catalog=catalog).expand(shard=plan_embed(run, models, catalog))
     summary = report(run, parts)
     agnostic = agnostic_embeddings(run, summary)
-    promotion_gate(run, publish(run, summary, [agnostic, evaluate(run, summary, agnostic)]))
+    promotion_gate(run, build_index(run, publish(run, summary, [agnostic, evaluate(run, summary, agnostic)])))
 
 
 mrnet_refresh_dynamic()

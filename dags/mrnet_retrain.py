@@ -18,7 +18,7 @@ reused from the cache when the catalog text and the settings are unchanged.
 """
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
-from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, agnostic_embeddings, embed_shard, evaluate, plan_embed,
+from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, agnostic_embeddings, build_index, embed_shard, evaluate, plan_embed,
                           promotion_gate, publish, report, run_params, setting, validated_catalog)
 
 
@@ -78,7 +78,7 @@ def mrnet_retrain():
     summary = report(run, parts)
     agnostic = agnostic_embeddings(run, summary)
     stages = [agnostic, cross_language_autoencoder(run, summary), evaluate(run, summary, agnostic)]
-    promotion_gate(run, publish(run, summary, stages))
+    promotion_gate(run, build_index(run, publish(run, summary, stages)))
 
 
 mrnet_retrain()

@@ -168,7 +168,7 @@ def _cmd_neighbors(cfg: Config, args) -> None:
     from mrnet.release import neighbors as nn
 
     manifest = nn.load_release(cfg, args.release)
-    query, rows = nn.neighbors(manifest, args.k, args.space, args.pg, args.id, args.title, args.ann)
+    query, rows = nn.neighbors(manifest, args.k, args.space, args.pg, args.id, args.title, args.exact)
     print(nn.format_table(query, rows))
 
 
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PG-specific (d-dim, 256 by default) or PG-agnostic (2d) embeddings (default: %(default)s)")
     p.add_argument("-k", type=int, default=10, help="neighbours to show (default: %(default)s)")
     p.add_argument("--release", help="release.json or run folder (default: the champion release)")
-    p.add_argument("--ann", action="store_true", help="approximate search with a faiss HNSW index (large catalogs)")
+    p.add_argument("--exact", action="store_true", help="read the whole space and search it exactly, not the release index")
     p.set_defaults(fn=_cmd_neighbors)
     return parser
 

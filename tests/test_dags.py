@@ -96,10 +96,10 @@ def test_retrain_structure(dagbag):
                                  "train_word2vec", "plan_pgs",
                                  "train_pg", "plan_embed", "embed_shard", "report", "sparse_autoencoder", "plan_agnostic",
                                  "encode_agnostic", "commit_agnostic",
-                                 "cross_language_autoencoder", "evaluate", "publish", "promotion_gate"}
+                                 "cross_language_autoencoder", "evaluate", "publish", "build_index", "promotion_gate"}
     chain = ["start", "plan_catalog", "check_catalog_part", "validate_catalog", "build_corpus", "train_word2vec",
              "train_pg", "plan_embed", "embed_shard", "report", "sparse_autoencoder", "plan_agnostic",
-             "encode_agnostic", "commit_agnostic", "evaluate", "publish", "promotion_gate"]
+             "encode_agnostic", "commit_agnostic", "evaluate", "publish", "build_index", "promotion_gate"]
     for up, down in zip(chain, chain[1:]):
         assert down in _task(dag, up).downstream_task_ids, (up, down)
     for up, down in [("report", "cross_language_autoencoder"), ("cross_language_autoencoder", "publish")]:
@@ -120,14 +120,14 @@ def test_refresh_structure(dagbag):
     assert set(dag.task_ids) == {"start", "pin_base_release", "plan_catalog", "check_catalog_part", "validate_catalog",
                                  "plan_pgs", "refresh_pg", "plan_embed", "embed_shard", "report", "sparse_autoencoder",
                                  "plan_agnostic", "encode_agnostic", "commit_agnostic", "evaluate", "publish",
-                                 "promotion_gate"}
+                                 "build_index", "promotion_gate"}
     for up, down in [("start", "pin_base_release"), ("pin_base_release", "plan_pgs"), ("plan_pgs", "refresh_pg"),
                      ("start", "plan_catalog"), ("plan_catalog", "check_catalog_part"),
                      ("check_catalog_part", "validate_catalog"),
                      ("validate_catalog", "refresh_pg"), ("refresh_pg", "plan_embed"), ("plan_embed", "embed_shard"),
                      ("embed_shard", "report"), ("report", "sparse_autoencoder"), ("commit_agnostic", "evaluate"),
                      ("evaluate", "publish"), ("commit_agnostic", "publish"),
-                     ("publish", "promotion_gate")]:
+                     ("publish", "build_index"), ("build_index", "promotion_gate")]:
         assert down in _task(dag, up).downstream_task_ids, (up, down)
     _check_common(dag, "refresh_pg")
     assert dag.timetable.expression == "0 2 * * 3"
@@ -270,7 +270,7 @@ def test_retrain_then_refresh_then_partial_failure(airflow_db, fixture_catalog, 
                            "Titan men analog steel watch", "--pg", "watches", "--space", "agnostic", "-k", "3"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)   # champion via the registry
     assert near.returncode == 0, near.stderr[-2000:]
-    assert f"3 nearest to title 'Titan men analog steel watch' (agnostic space, PG watches; exact Euclidean over " \
+    assert f"3 nearest to title 'Titan men analog steel watch' (agnostic space, PG watches; exact, indexed Euclidean over " \
            f"{len(agnostic)} products; release {current['release']})" in near.stdout
 
     df = pd.read_parquet(fixture_catalog)

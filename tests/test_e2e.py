@@ -36,7 +36,7 @@ def test_mrnet_run_tiny_end_to_end(tmp_path):
     assert shown.returncode == 0 and "| watches |" in shown.stdout and str(root) in shown.stdout
     assert "PG-agnostic embeddings (sparse autoencoder, §3.2): 512-d, val recon_rel" in shown.stdout
     assert "cross-language autoencoder (§5), held-out MRR: random" in shown.stdout
-    agnostic = pd.read_parquet(root / "embeddings" / "pg_agnostic.parquet")
+    agnostic = pd.read_parquet(root / "embeddings" / "pg_agnostic")  # one part per PG shard, committed
     assert len(agnostic) == sum(len(pd.read_parquet(root / "embeddings" / pg)) for pg in summary["pgs"])
 
 

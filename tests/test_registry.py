@@ -147,8 +147,8 @@ def test_parent_and_nested_runs_are_tagged_and_logged(history):
     assert {a.path for a in c.list_artifacts(parent.info.run_id, "summary")} >= {"summary/training_curves.png"}
     assert {a.path for a in c.list_artifacts(parent.info.run_id, "gate")} == {"gate/decision.json", "gate/compare.txt"}
     stages = {r.data.tags["mrnet.stage"]: r.info.run_id for r in _runs(home, run_id="better", kind="stage")}
-    assert set(stages) == {"validate", "corpus", "word2vec", "sparse_autoencoder", "cross_language_autoencoder",
-                           "evaluate"}
+    assert set(stages) == {"validate", "corpus", "word2vec", "sparse_autoencoder", "agnostic_embeddings",
+                           "cross_language_autoencoder", "evaluate", "index"}
     ev = c.get_run(stages["evaluate"]).data.metrics
     assert {"eval.ingestible.agnostic.lr", "eval.ingestible.tfidf.rf", "eval.seconds", "seconds"} <= set(ev)
     assert {"evaluation/report.md", "evaluation/table2.csv", "evaluation/table2.png", "evaluation/neighbors.html",
@@ -158,7 +158,8 @@ def test_parent_and_nested_runs_are_tagged_and_logged(history):
     assert {a.path for a in c.list_artifacts(parent.info.run_id, "evaluation")} == {
         "evaluation/report.md", "evaluation/table2.png"}
     sae = c.get_run(stages["sparse_autoencoder"]).data.metrics
-    assert {"train_loss", "val.recon_rel", "val.kl", "val.mean_activation", "products", "seconds"} <= set(sae)
+    assert {"train_loss", "val.recon_rel", "val.kl", "val.mean_activation", "n_train", "seconds"} <= set(sae)
+    assert "products" in c.get_run(stages["agnostic_embeddings"]).data.metrics
     assert [m.step for m in c.get_metric_history(stages["sparse_autoencoder"], "val.recon_rel")] == [1, 2]  # tiny: 2 epochs
     assert {a.path for a in c.list_artifacts(stages["sparse_autoencoder"], "model")} == {
         "model/sparse_ae.safetensors", "model/metrics.json"}

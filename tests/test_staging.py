@@ -126,6 +126,11 @@ def test_parts_on_s3_validate(tmp_path):
         uri, summary = _validate("s3://cat/catalog", tmp_path / "out")
         assert summary["files"] == ["s3://cat/catalog/part-0.csv", "s3://cat/catalog/part-1.csv"]
         assert summary["rows_in"] == 500 == summary["rows_clean"] + summary["rows_quarantined"]
+        # staged on S3 too (an artifact root on S3: check tasks on other workers), and cleaned up after the merge
+        s3_uri, s3_summary = _validate("s3://cat/catalog", "s3://cat/run/catalog", chunk_rows=100)
+        assert pd.read_parquet(storage.local_path(s3_uri)).equals(pd.read_parquet(uri))
+        assert s3_summary["by_reason"] == summary["by_reason"]
+        assert not [k for k in storage.sizes("s3://cat/run/catalog") if k.startswith("staging/")]
 
 
 def test_a_retried_part_starts_over_and_a_missing_part_stops_the_merge(tmp_path):

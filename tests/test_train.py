@@ -162,12 +162,14 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tiny_artifacts, tmp_
 def test_a_pg_is_read_alone_and_a_large_one_as_a_stable_hash_sample(raw_catalog, tmp_path):
     """Training reads its PG's row groups only; ``train.max_products`` caps it at exactly that many products,
     the same ones on every read, in catalog order; a larger cap keeps every product of a smaller one."""
-    from mrnet.data.pgs import pg_counts, read_pg
+    from mrnet.data.pgs import pg_counts
+    from mrnet.data.reads import read_pg
 
     df = pd.read_parquet(raw_catalog).dropna(subset=["product_group"]).sort_values("product_group", kind="stable")
     path = tmp_path / "catalog.parquet"
     df.to_parquet(path, index=False, row_group_size=997)
-    footwear = df[df.product_group == "footwear"].reset_index(drop=True)
+    catalog = read_catalog(str(path))  # None for a missing number, as every catalog reader gives it
+    footwear = catalog[catalog.product_group == "footwear"].reset_index(drop=True)
     whole = read_pg(str(path), "footwear")
     pd.testing.assert_frame_equal(whole, footwear, check_dtype=False)
     some = read_pg(str(path), "footwear", ["title", "color"], max_products=2000, seed=13)
@@ -180,3 +182,22 @@ def test_a_pg_is_read_alone_and_a_large_one_as_a_stable_hash_sample(raw_catalog,
     assert len(read_pg(str(path), "footwear", ["title"], max_products=10**6)) == len(footwear)
     assert read_pg(str(path), "no_such_pg", ["title"]).empty
     assert pg_counts(str(path)) == df["product_group"].value_counts().to_dict()
+
+
+def test_a_pg_stops_before_an_epoch_that_would_overrun_its_budget(tiny_artifacts, tmp_path):
+    """train.budget_minutes: the first epoch always runs; the next one only if it fits in the PG's share."""
+    from mrnet.config.schema import load_config
+    from mrnet.encoder.train import over_budget
+    from mrnet.run.steps import budget_share
+
+    cfg, catalog, words, vectors = _inputs(tiny_artifacts)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 3, "patience": None})})
+    _, free = train_pg(cfg, "watches", catalog, words, vectors, str(tmp_path / "free"))
+    _, tight = train_pg(cfg, "watches", catalog, words, vectors, str(tmp_path / "tight"), budget_seconds=1e-3)
+    assert len(free["history"]) == 3 and not free["stopped_by_budget"]
+    assert len(tight["history"]) == 1 and tight["stopped_by_budget"] and tight["budget_seconds"] == 1e-3
+    assert not over_budget([{"seconds": 1.0, "wall": 2.0}], 4.0) and over_budget([{"seconds": 1.0, "wall": 2.0}], 3.9)
+    budgeted = load_config(REPO / "configs" / "demo.yaml", ["train.budget_minutes=10", "train.max_products=1000"])
+    counts = {"a": 3000, "b": 500, "c": 500}  # a trains on 1,000 (the cap): shares 1000 : 500 : 500
+    assert budget_share(budgeted, "a", counts, ["a", "b", "c"]) == 300 and budget_share(budgeted, "b", counts, ["a", "b", "c"]) == 150
+    assert budget_share(cfg, "a", counts, ["a"]) is None

@@ -89,6 +89,10 @@ class EvaluationConfig(Frozen):
     embeddings vs TF-IDF of titles (fit on the training folds only)."""
 
     enabled: bool = True
+    # the evaluation reads a stable hash sample of at most this many catalog products, and their embeddings
+    # only (data/reads.read_sample): its memory and time stop growing with the catalog (docs/SCALING.md);
+    # each task then keeps at most its own max_products of them
+    max_products: int = Field(default=200_000, ge=1_000, le=100_000_000)
     folds: int = Field(default=5, ge=2)
     seed: int = Field(default=13, ge=0, le=2**32 - 1)
     # LR's inverse regularization: "auto" picks it per (task, feature, fold) from lr_c_grid on an inner 25 % split

@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 
 import yaml
+from typing import Annotated, Literal
+
 from pydantic import Field, ValidationError, model_validator
 
 from mrnet.config.autoencoders import CrossLingualConfig, SparseAEConfig
@@ -58,6 +60,23 @@ class GateConfig(Frozen):
     eval_tolerance: float = Field(default=0.02, ge=0.0)
 
 
+class IndexConfig(Frozen):
+    """The nearest-neighbour index of each release space (release/index.py; docs/NEIGHBORS.md), built once
+    after publish. A space of at least ``min_products`` gets a faiss IVF-PQ index (read memory-mapped at
+    query time), whose ``rerank`` x k best candidates are re-scored exactly from the stored vectors; a
+    smaller one is searched exactly. ``nlist`` / ``pq_bytes`` ``auto``: ~sqrt(N) lists (a power of two in
+    [64, 65536]: adding N vectors costs N·nlist·d, the build's largest step) and d/8 bytes per code."""
+
+    enabled: bool = True
+    min_products: int = Field(default=100_000, ge=1, le=10**10)
+    nlist: Annotated[int, Field(ge=1, le=65_536)] | Literal["auto"] = "auto"
+    pq_bytes: Annotated[int, Field(ge=1, le=4096)] | Literal["auto"] = "auto"
+    nprobe: int = Field(default=32, ge=1, le=65_536)
+    rerank: int = Field(default=10, ge=1, le=1000)
+    train_sample: int = Field(default=200_000, ge=1_000, le=10_000_000)
+    recall_queries: int = Field(default=100, ge=0, le=100_000)  # recall@10 against exact search, in the index manifest
+
+
 class Config(Frozen):
     artifact_root: str = "artifacts/demo"
     pgs: list[str] | None = None  # None = every PG of the mapping
@@ -73,6 +92,7 @@ class Config(Frozen):
     crosslingual: CrossLingualConfig = CrossLingualConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     retention: RetentionConfig = RetentionConfig()
+    index: IndexConfig = IndexConfig()
     tasks: list[TaskSpec]
 
     @model_validator(mode="after")
@@ -109,6 +129,7 @@ class Config(Frozen):
         tree = self.model_dump(mode="json", exclude={"artifact_root": True, "pgs": True, "embed": True,
                                                      "tracking": True, "gate": True, "sparse_ae": True,
                                                      "crosslingual": True, "evaluation": True, "retention": True,
+                                                     "index": True,
                                                      "train": {"progress"}})
         return digest(tree, 16)
 

@@ -179,6 +179,10 @@ class TrainConfig(Frozen):
     # training task's memory and epoch time stop growing with the PG (docs/SCALING.md); every product is still
     # embedded. None: every product, whatever the PG's size
     max_products: int | None = Field(default=1_000_000, ge=100, le=1_000_000_000)
+    # a wall-clock budget for the whole training phase, shared out by PG size (products trained on): a PG stops
+    # before an epoch that would end past its share (encoder/train.over_budget); the epochs cap and early
+    # stopping still apply, and the first epoch always runs. None: no budget
+    budget_minutes: float | None = Field(default=None, gt=0.0, le=1_000_000.0)
     patience: int | None = Field(default=3, ge=1, le=1000)  # None: train all ``epochs``
     min_delta: float = Field(default=0.002, ge=0.0, le=1.0)
     # a task whose own normalized validation loss has been more than ``retire_delta`` above its best for

@@ -125,7 +125,7 @@ def _parquet_chunks(path: Path, chunk_rows: int):
     nullable, yielded = _nullable_floats(parquet), False
     for batch in parquet.iter_batches(batch_size=chunk_rows):
         yielded = True
-        yield _keep_nan(batch, nullable), []
+        yield frame_keep_nan(batch, nullable), []
     if not yielded:
         yield parquet.schema_arrow.empty_table().to_pandas(), []
 
@@ -178,7 +178,7 @@ def _read_parquet_keep_nan(path: Path) -> pd.DataFrame:
     """Parquet → DataFrame where a null float is None and a stored NaN stays NaN (a defect)."""
     import pyarrow.parquet as pq
 
-    return _keep_nan(pq.read_table(path))
+    return frame_keep_nan(pq.read_table(path))
 
 
 def _nullable_floats(parquet) -> set[str]:
@@ -199,8 +199,9 @@ def _nullable_floats(parquet) -> set[str]:
     return out
 
 
-def _keep_nan(table, nullable: set[str] | None = None) -> pd.DataFrame:
-    """An Arrow table or batch as a DataFrame where a null float is None and a stored NaN stays NaN.
+def frame_keep_nan(table, nullable: set[str] | None = None) -> pd.DataFrame:
+    """An Arrow table or batch as a DataFrame where a null float is None and a stored NaN stays NaN: every
+    reader of a catalog sees its numbers the same way (``read_catalog``, data/reads.py).
     ``nullable``: the float columns to convert (default: those with a null in ``table``)."""
     df = table.to_pandas()
     for name in table.column_names:

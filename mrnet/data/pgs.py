@@ -70,50 +70,6 @@ def pg_row_groups(parquet, pg: str) -> list[int]:
     return counts
 
 
-def pg_batches(catalog_uri: str, pg: str, columns: list[str] | None = None):
-    """The rows of one PG of a catalog as Arrow tables, row group by row group, in catalog order:
-    only the row groups that hold the PG are read (a validated catalog is sorted by PG)."""
-    import pyarrow.compute as pc
-
-    parquet = pq.ParquetFile(storage.local_path(catalog_uri))
-    read = None if columns is None else list(dict.fromkeys([*columns, "product_group"]))
-    for rg, n in enumerate(pg_row_groups(parquet, pg)):
-        if n:
-            table = parquet.read_row_group(rg, columns=read)
-            if n < len(table):
-                table = table.filter(pc.equal(table.column("product_group"), pg))
-            yield table if columns is None or "product_group" in columns else table.drop(["product_group"])
-
-
-def read_pg(catalog_uri: str, pg: str, columns: list[str] | None = None, max_products: int | None = None,
-            seed: int = 0):
-    """One PG's rows as a DataFrame (``columns`` that the catalog has; None: all). With ``max_products``,
-    a PG larger than that gives a stable hash sample of exactly that many products (by product id and
-    ``seed``, so a product stays in or out from one retrain to the next), in catalog order. Memory: the
-    rows returned, plus one row group (data/sample.py ``smallest_rank``)."""
-    import pyarrow as pa
-
-    from mrnet.data.sample import hash_rank, smallest_rank
-
-    names = set(pq.read_schema(storage.local_path(catalog_uri)).names)
-    columns = None if columns is None else [c for c in dict.fromkeys(["product_id", *columns]) if c in names]
-    threshold = None
-    if max_products:
-        ranks = (hash_rank(t.column(0).to_numpy(zero_copy_only=False), seed, "train_sample")
-                 for t in pg_batches(catalog_uri, pg, ["product_id"]))
-        threshold = smallest_rank(ranks, max_products)
-    tables = []
-    for table in pg_batches(catalog_uri, pg, columns):
-        if threshold is not None:
-            rank = hash_rank(table.column("product_id").to_numpy(zero_copy_only=False), seed, "train_sample")
-            table = table.filter(pa.array(rank <= threshold))
-        tables.append(table)
-    if not tables:
-        schema = pq.read_schema(storage.local_path(catalog_uri))
-        return schema.empty_table().select(columns or schema.names).to_pandas()
-    return pa.concat_tables(tables).to_pandas()
-
-
 def mapped_pgs(cfg: Config) -> list[str] | None:
     """Every PG of ``data.pg_mapping`` in its file order; None without a mapping."""
     return list(load_pg_mapping(cfg.data.pg_mapping)) if cfg.data.pg_mapping else None

@@ -28,7 +28,10 @@ import fnmatch
 import json
 import logging
 import math
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from collections import Counter
 
 import numpy as np
@@ -127,10 +130,8 @@ def check_part(plan_record: dict, part: str, out_dir: str, pgs: list[str] | None
     columns, or None for a canonical file); write the part's staging files, ``index.json`` last."""
     index = part_index(part)
     uri = plan_record["files"][index]
-    folder = storage.local_path(out_dir) / "staging" / part if not storage.is_s3(out_dir) else None
-    if folder is None:
-        raise ValueError(f"{out_dir}: validation stages its parts on a local disk; give a local artifact_root "
-                         "for the catalog (inputs may be on S3)")
+    remote = storage.is_s3(out_dir)  # S3: built in a scratch folder, uploaded, index.json last
+    folder = Path(tempfile.mkdtemp(prefix="mrnet-part-")) if remote else Path(storage.join(out_dir, "staging", part))
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*"):  # a retried task starts its part over
         stale.unlink()
@@ -165,8 +166,12 @@ def check_part(plan_record: dict, part: str, out_dir: str, pgs: list[str] | None
               "bad_rows": len(bad_rows), "clean": counts["clean"], "quarantined": counts["quarantined"] + len(bad_rows),
               "columns": columns, "warnings": warnings, "chunks": chunks, "key_buckets": keys.close(),
               "row_groups": groups, "sha256": storage.sha256_file(storage.local_path(uri)),
-              "seconds": round(seconds, 2)}
-    storage.write_text(str(folder / "index.json"), json.dumps(record, indent=1))
+              "seconds": round(seconds, 2), "files": sorted(p.name for p in folder.iterdir())}
+    if remote:
+        for path in sorted(folder.iterdir()):
+            storage.put_file(path, storage.join(out_dir, "staging", part, path.name))
+        shutil.rmtree(folder, ignore_errors=True)
+    storage.write_text(storage.join(out_dir, "staging", part, "index.json"), json.dumps(record, indent=1))
     log.info("[catalog] %s %s: %d rows, %d quarantined (%.0f rows/s)", part, uri.rsplit("/", 1)[-1],
              record["rows_in"], record["quarantined"], record["rows_in"] / max(seconds, 1e-9))
     return record
@@ -222,8 +227,8 @@ def merge(out_dir: str, plan_record: dict, seed: int = 0, max_rows_per_pg: int |
           sample_fraction: float | None = None, row_group_rows: int = 100_000) -> tuple[str, dict]:
     """Duplicates across every part, then the quarantine (by file, then row), the clean catalog sorted
     by PG and the summary (data/catalog.py's outputs); returns (catalog URI, summary)."""
-    staging = storage.local_path(out_dir) / "staging"
-    parts = [_read_index(staging, part_id(i)) for i in range(len(plan_record["files"]))]
+    parts = [_read_index(out_dir, part_id(i)) for i in range(len(plan_record["files"]))]
+    staging = _local_staging(out_dir, parts)
     t0 = time.perf_counter()
     dups = find_duplicates(staging, parts, plan_record)
     catalog_uri, quarantine_uri = storage.join(out_dir, "catalog.parquet"), storage.join(out_dir, "quarantine.parquet")
@@ -255,18 +260,32 @@ def merge(out_dir: str, plan_record: dict, seed: int = 0, max_rows_per_pg: int |
                "seconds": {"check": round(sum(p["seconds"] for p in parts), 2),
                            "merge": round(time.perf_counter() - t0, 2)}}
     storage.write_text(storage.join(out_dir, "quarantine_summary.json"), json.dumps(summary, indent=2))
-    _remove(staging)
+    _remove(out_dir, staging)
     if not summary["rows_used"]:  # nothing to train on: stop here, before an empty corpus is built and cached
         why = f"all {rows_in} quarantined ({summary['by_reason']})" if rows_in else "it has no rows"
         raise CatalogError(f"{source}: no usable product: {why}; see {quarantine_uri}")
     return catalog_uri, summary
 
 
-def _read_index(staging, part: str) -> dict:
-    path = staging / part / "index.json"
-    if not path.exists():
-        raise RuntimeError(f"catalog {part} was never checked ({path} is missing): its check task did not finish")
-    return json.loads(path.read_text())
+def _read_index(out_dir: str, part: str) -> dict:
+    uri = storage.join(out_dir, "staging", part, "index.json")
+    record = storage.read_json(uri)
+    if record is None:
+        raise RuntimeError(f"catalog {part} was never checked ({uri} is missing): its check task did not finish")
+    return record
+
+
+def _local_staging(out_dir: str, parts: list[dict]) -> Path:
+    """The staging folder on local disk: itself, or (an S3 artifact root) the parts' files downloaded."""
+    if not storage.is_s3(out_dir):
+        return Path(storage.join(out_dir, "staging"))
+    local = Path(tempfile.mkdtemp(prefix="mrnet-staging-"))
+    for part in parts:
+        (local / part["part"]).mkdir()
+        for name in part["files"]:
+            shutil.copyfile(storage.local_path(storage.join(out_dir, "staging", part["part"], name)),
+                            local / part["part"] / name)
+    return local
 
 
 def _catalog_hash(parts: list[dict]) -> str:
@@ -523,10 +542,13 @@ def _as_quarantine(table: pa.Table, dups: dict, part: dict, files: list[str]) ->
     return pa.table(out)
 
 
-def _remove(staging) -> None:
-    import shutil
-
+def _remove(out_dir: str, staging: Path) -> None:
+    """The staging files, once the merge's outputs are written (on S3: every object under staging/)."""
     shutil.rmtree(staging, ignore_errors=True)
+    if storage.is_s3(out_dir):
+        root = storage.join(out_dir, "staging")
+        for name in storage.sizes(root):
+            storage.delete(storage.join(root, name))
 
 
 # ------------------------------------------------------------------ the three steps in one process

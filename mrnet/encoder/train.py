@@ -282,7 +282,8 @@ def pg_split(cfg: Config, catalog: pd.DataFrame, pg: str) -> tuple[pd.DataFrame,
 
 
 def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors: np.ndarray,
-             out_dir: str, on_epoch=None, subwords: tuple[np.ndarray, dict] | None = None) -> tuple[str, dict]:
+             out_dir: str, on_epoch=None, subwords: tuple[np.ndarray, dict] | None = None,
+             budget_seconds: float | None = None) -> tuple[str, dict]:
     """Train (or resume) the model of one PG; write model.safetensors + metrics.json.
     ``subwords`` (FastText's n-gram table, info): the PG's words below min count get their
     n-gram vector instead of ``<unk>``, and the table travels in the model for cold start."""
@@ -300,7 +301,7 @@ def train_pg(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vect
     torch.manual_seed(cfg.train.seed)  # the LSTM's initial weights
     model = build_model(meta)
     init_weights(model, vectors, active, None if subwords is None else subwords[0])
-    return fit(cfg, model, meta, train_df, val_df, active, out_dir, on_epoch)
+    return fit(cfg, model, meta, train_df, val_df, active, out_dir, on_epoch, budget_seconds)
 
 
 def make_optimizers(model: MRNet, active: dict[str, dict], cfg) -> dict[str, torch.optim.Optimizer]:
@@ -328,10 +329,21 @@ def epoch_line(pg: str, entry: dict, epochs: int, elapsed: float) -> str:
             f"loss train→val: {tasks}{retired}  (ETA ≤ {eta:.0f} s)")
 
 
+def over_budget(history: list[dict], budget_seconds: float | None) -> bool:
+    """Whether another epoch would end past this PG's share of ``train.budget_minutes``: the epochs so far
+    (of every attempt: the history is in the checkpoint) plus one more as long as the last one. The first
+    epoch always runs."""
+    if budget_seconds is None or not history:
+        return False
+    spent = sum(h.get("wall", h["seconds"]) for h in history)
+    return spent + history[-1].get("wall", history[-1]["seconds"]) > budget_seconds
+
+
 def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: pd.DataFrame,
-        active: dict[str, dict], out_dir: str, on_epoch=None) -> tuple[str, dict]:
+        active: dict[str, dict], out_dir: str, on_epoch=None, budget_seconds: float | None = None) -> tuple[str, dict]:
     """Run up to ``cfg.train.epochs`` epochs of the configured loop on ``active`` tasks, stopping
-    early on validation loss (``train.patience``) and restoring the best epoch's weights;
+    early on validation loss (``train.patience``) or when the next epoch would overrun
+    ``budget_seconds`` (this PG's share of ``train.budget_minutes``), and restoring the best epoch's weights;
     checkpoint each epoch to ``out_dir/ckpt.pt`` and resume from it when ``meta['config_hash']``
     matches (a retried task continues instead of starting over). Writes model.safetensors +
     metrics.json. ``on_epoch(entry)`` sees each epoch's history entry once its checkpoint is written."""
@@ -358,15 +370,20 @@ def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: p
     batch = batch_size_for(cfg.train, len(train_df))
     loop = alternating_optimization if cfg.train.optimization == "alternating" else joint_optimization
     amp = use_amp(cfg.train.amp, device)
-    t_start = time.perf_counter()
+    t_start, budget_stop = time.perf_counter(), False
     for epoch in range(start + 1, cfg.train.epochs + 1):
         if stopped:
+            break
+        if over_budget(history, budget_seconds):
+            budget_stop = True
+            logging.getLogger(__name__).info("[%s] stopped after epoch %d: another epoch would overrun its %.0f s "
+                                             "share of train.budget_minutes", pg, epoch - 1, budget_seconds)
             break
         drawn = {name: state for name, state in active.items() if name not in stopper.retired}
         steps = cfg.train.steps_per_epoch or epoch_steps(train, batch, drawn, loop is joint_optimization)
         bar = progress_bar(total=steps, desc=f"{pg} epoch {epoch}/{cfg.train.epochs}", unit="step", leave=False,
                            progress=cfg.train.progress)
-        t0 = time.perf_counter()
+        t0 = t_epoch = time.perf_counter()
         losses, titles = loop(model, opts, train, drawn, steps, batch, gen, device, amp, bar)
         seconds = time.perf_counter() - t0
         bar.close()
@@ -375,7 +392,7 @@ def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: p
                         "train_loss": {k: float(np.mean(v)) for k, v in losses.items() if v},
                         "val": validate(model, val, active, device)})
         stopped = stopper.update(epoch, history[-1]["val"], model)
-        history[-1]["retired"] = sorted(stopper.retired)
+        history[-1] |= {"retired": sorted(stopper.retired), "wall": round(time.perf_counter() - t_epoch, 3)}
         save_checkpoint({"model": model.state_dict(), "optimizer": _optimizer_states(opts), "epoch": epoch,
                          "step": sum(h.get("steps", 0) for h in history), "stopped": stopped,
                          "stopper": stopper.state(),
@@ -394,6 +411,7 @@ def fit(cfg: Config, model: MRNet, meta: dict, train_df: pd.DataFrame, val_df: p
     model_uri = save_model(model, meta, storage.join(out_dir, "model.safetensors"))
     report = {"pg": pg, "n_train": len(train_df), "n_val": len(val_df), "history": history,
               "best_epoch": best, "early_stopped": bool(stopped), "resumed_from_epoch": start,
+              "budget_seconds": budget_seconds, "stopped_by_budget": budget_stop,
               "batch_size": batch, "bf16_autocast": amp, "retired": dict(stopper.retired),
               "inactive_tasks": {s["name"]: s["why"] for s in meta["tasks"] if not s["active"]}}
     storage.write_text(storage.join(out_dir, "metrics.json"), json.dumps(report, indent=2))

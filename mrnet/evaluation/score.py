@@ -55,11 +55,14 @@ class Table:
         return np.fromiter((get(i, -1) for i in ids), np.int64, count=len(ids))
 
 
-def read_table(uris) -> Table:
-    """One Table from one or more embedding Parquet files (encoder/embed.py schema)."""
-    from mrnet.encoder.embed import read_embeddings
+def read_table(uris, ids=None) -> Table:
+    """One Table from one or more embedding datasets (encoder/embed.py schema); ``ids``: only these
+    products (the evaluation's catalog sample), read batch by batch."""
+    from mrnet.encoder.embed import embedding_batches
 
-    parts = [read_embeddings(u) for u in ([uris] if isinstance(uris, str) else uris)]
+    parts = [(df, x) for u in ([uris] if isinstance(uris, str) else uris) for df, x in embedding_batches(u, ids=ids)]
+    if not parts:
+        return Table(np.zeros(0, str), np.zeros((0, 1), np.float32))
     return Table(np.concatenate([df["product_id"].to_numpy(str) for df, _ in parts]),
                  np.concatenate([x for _, x in parts]))
 
@@ -311,7 +314,9 @@ def evaluate(cfg, catalog, embeddings: dict[str, str], agnostic: str | None, wor
     from mrnet.evaluation.labels import Skip, derive
 
     t0, ecfg = time.perf_counter(), cfg.evaluation
-    tables = {"pg": read_table(list(embeddings.values()))} | ({"agnostic": read_table(agnostic)} if agnostic else {})
+    ids = catalog["product_id"].to_numpy(dtype=object)  # only the catalog's products: a sample at scale
+    tables = {"pg": read_table(list(embeddings.values()), ids)} | (
+        {"agnostic": read_table(agnostic, ids)} if agnostic else {})
     derived = derive(ecfg.tasks, catalog, ecfg.seed)
     rows, info, skipped, kept_tasks, speed = [], {}, {}, {}, {}
     extra_tables = {}

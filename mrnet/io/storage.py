@@ -139,6 +139,14 @@ def write_parquet(frame, uri: str) -> str:
     return uri
 
 
+def put_file(path: str | Path, uri: str) -> str:
+    """Publish a finished local file at ``uri`` (a copy, or one upload to S3), atomically: large
+    artifacts built in a scratch folder (an index's vectors) go out without being read into memory."""
+    with atomic_path(uri, suffix=Path(path).suffix) as tmp:
+        shutil.copyfile(path, tmp)
+    return uri
+
+
 def write_bytes(uri: str, data: bytes) -> str:
     with atomic_path(uri) as tmp:
         tmp.write_bytes(data)

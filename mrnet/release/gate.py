@@ -34,10 +34,9 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import pandas as pd
 
 from mrnet.config.schema import GateConfig
-from mrnet.data.sample import hash_sample
+from mrnet.data.sample import hash_rank, smallest_rank
 from mrnet.encoder.stopping import informative
 from mrnet.evaluation.retrieval import knn
 
@@ -221,10 +220,18 @@ def _rows(new: dict, old: dict, cfg: GateConfig, retired: set = frozenset(), se:
     return rows
 
 
-def _sample_ids(ids, n: int) -> list[str]:
-    """A fixed sample of n product ids (stable across releases)."""
-    ids = list(ids)
-    return [ids[i] for i in hash_sample(ids, n, 0, "stability")]
+def sample_vectors(uri: str, n: int) -> tuple[list[str], np.ndarray]:
+    """The ``n`` product ids of an embedding dataset with the smallest stability hash (stable across
+    releases) and their vectors, read batch by batch: memory holds the sample, not the dataset."""
+    from mrnet.encoder.embed import embedding_batches
+
+    threshold = smallest_rank((hash_rank(df["product_id"], 0, "stability") for df, _ in embedding_batches(uri)), n)
+    ids, xs = [], []
+    for df, x in embedding_batches(uri):
+        keep = np.ones(len(df), bool) if threshold is None else hash_rank(df["product_id"], 0, "stability") <= threshold
+        ids += df["product_id"][keep].tolist()
+        xs.append(x[keep])
+    return ids, np.concatenate(xs) if xs else np.zeros((0, 0), np.float32)
 
 
 def knn_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
@@ -236,20 +243,25 @@ def knn_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(r) & set(s)) / k for r, s in zip(na, nb)]))
 
 
-def stability(champion_embeddings: dict[str, str], challenger_embeddings: dict[str, str], cfg: GateConfig,
-              read) -> dict[str, float]:
+def stability(champion_embeddings: dict[str, str], challenger_embeddings: dict[str, str], cfg: GateConfig) -> dict[str, float]:
     """Per-PG k-NN overlap@k between the champion's and the challenger's embeddings of the same
-    fixed product sample, plus their mean as ``mean``; ``read(uri)`` returns (frame with
-    ``product_id``, vectors (N, d)) as ``embed.read_embeddings`` does."""
+    fixed product sample, plus their mean as ``mean``. The sample is the ``gate.stability_sample`` ids
+    of both with the smallest stability hash: drawn from the challenger's 2x smallest, which hold them
+    whenever at least half of those are in the champion too (a weekly catalog keeps most products)."""
+    from mrnet.encoder.embed import embedding_batches
+
     out = {}
     for pg in sorted(set(champion_embeddings) & set(challenger_embeddings)):
-        (old, x_old), (new, x_new) = read(champion_embeddings[pg]), read(challenger_embeddings[pg])
-        ids = _sample_ids(set(old["product_id"]) & set(new["product_id"]), cfg.stability_sample)
-        if len(ids) <= cfg.stability_k:
+        new_ids, x_new = sample_vectors(challenger_embeddings[pg], 2 * cfg.stability_sample)
+        old = {pid: row for df, x in embedding_batches(champion_embeddings[pg], ids=new_ids)
+               for pid, row in zip(df["product_id"], x)}
+        common = [i for i, pid in enumerate(new_ids) if pid in old]
+        common = [common[j] for j in np.argsort(hash_rank([new_ids[i] for i in common], 0, "stability"),
+                                                kind="stable")[:cfg.stability_sample]]
+        if len(common) <= cfg.stability_k:
             continue
-        a = x_old[pd.Index(old["product_id"]).get_indexer(ids)]
-        b = x_new[pd.Index(new["product_id"]).get_indexer(ids)]
-        out[pg] = knn_overlap(a, b, cfg.stability_k)
+        a = np.stack([old[new_ids[i]] for i in common])
+        out[pg] = knn_overlap(a, x_new[common], cfg.stability_k)
     if out:
         out["mean"] = float(np.mean(list(out.values())))
     return out

@@ -177,7 +177,6 @@ def judge(cfg, manifest: dict, summary: dict, champion: dict | None) -> tuple[di
     """The gate's decision, the k-NN stability and the table, for ``mrnet compare`` and the gate.
     A refresh of a subset: PGs the challenger lacks but its manifest still names are the
     champion's own, so the champion's results stand in for them."""
-    from mrnet.encoder.embed import read_embeddings
     from mrnet.release import gate
 
     embeddings = manifest["embeddings"]
@@ -187,5 +186,5 @@ def judge(cfg, manifest: dict, summary: dict, champion: dict | None) -> tuple[di
     evaluation, note = gate.comparable(manifest.get("evaluation"), (champion or {}).get("evaluation"))
     decision = gate.decide(summary, old, cfg.gate, evaluation, {t.name: t.weight for t in cfg.evaluation.tasks})
     decision["reasons"] += [note] if note and champion else []
-    stable = gate.stability(champion["embeddings"], embeddings, cfg.gate, read_embeddings) if champion else {}
+    stable = gate.stability(champion["embeddings"], embeddings, cfg.gate) if champion else {}
     return decision, stable, gate.table(decision, stable, cfg.gate.stability_k)

@@ -5,11 +5,11 @@ embedding from the sparse autoencoder, §3.2).
 A query is a product id of the release, or a free-text title: cold start (§6) through the
 PG's model, then, for the agnostic space, through the sparse autoencoder at the PG's block.
 
-Search is exact by default (retrieval.knn: chunked matrix products, no N×N matrix). For
-large catalogs ``--ann`` uses a faiss HNSW index (``faiss-cpu``, approximate), built once
-and saved beside the embedding file as ``<file>.hnsw.faiss`` (in a sharded PG folder:
-``_manifest.json.hnsw.faiss``, which Parquet readers skip) (faiss's own binary format,
-not pickle); docs/NEIGHBORS.md has the measured recall and speed.
+A release built with an index (release/index.py, the ``build_index`` task) answers from it: the
+space's IVF-PQ candidates re-ranked exactly, or an exact scan of a small space, reading a few rows
+of memory-mapped files, never the whole space. ``exact=True`` (``--exact``), or a release without
+an index, reads the whole space and searches it exactly (retrieval.knn: chunked matrix products,
+no N×N matrix). docs/NEIGHBORS.md has the measured recall and latency.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from mrnet.evaluation import retrieval
 from mrnet.io import storage
 
 ATTRIBUTES = ["brand", "color", "gender", "subcategory", "item_type", "price"]
+METHODS = {"exact": "exact", "flat": "exact, indexed", "ivfpq": "IVF-PQ, re-ranked exactly"}
 
 
 def load_release(cfg, release: str | None) -> dict:
@@ -57,13 +58,25 @@ def _space(manifest: dict, space: str, pg: str | None) -> str:
 
 
 def find_pg(manifest: dict, product_id: str) -> str:
-    """The PG whose embedding file holds ``product_id``."""
+    """The PG whose embeddings hold ``product_id`` (a binary search per PG with an index)."""
+    from mrnet.encoder.embed import embedding_batches
+
     for pg, uri in sorted(manifest["embeddings"].items()):
-        ids = pd.read_parquet(storage.local_path(uri), columns=["product_id"])["product_id"]
-        if (ids == product_id).any():
+        opened = _indexed(manifest, f"pg/{pg}")
+        if opened is not None and opened.row_of(product_id) is not None:
+            return pg
+        if opened is None and any((df["product_id"] == product_id).any() for df, _ in embedding_batches(uri)):
             return pg
     raise ValueError(f"product id {product_id!r} is not in release {manifest['release']} "
                      f"({len(manifest['embeddings'])} PGs searched); check the id, or query by --title")
+
+
+def _indexed(manifest: dict, space: str):
+    """The release's built index of ``space`` (release/index.py), or None."""
+    from mrnet.release.index import open_space
+
+    uri = (manifest.get("index") or {}).get("uri")
+    return open_space(uri, space) if uri else None
 
 
 def _matrix(uri: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -98,31 +111,10 @@ def embed_title(manifest: dict, title: str, pg: str | None, space: str) -> np.nd
     return x
 
 
-def _ann(uri: str, x: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """faiss HNSW (approximate) search; the index is cached beside a local embedding file."""
-    import faiss
-
-    from mrnet.encoder.embed import MANIFEST
-
-    anchor = uri if uri.endswith(".parquet") else storage.join(uri, MANIFEST)
-    local = storage.local_path(anchor)
-    cache = Path(str(local) + ".hnsw.faiss")
-    if cache.exists() and cache.stat().st_mtime >= local.stat().st_mtime:
-        index = faiss.read_index(str(cache))
-    else:
-        index = faiss.IndexHNSWFlat(x.shape[1], 32)
-        index.hnsw.efConstruction = 80
-        index.add(x)
-        with storage.atomic_path(str(cache), suffix=".faiss") as tmp:
-            faiss.write_index(index, str(tmp))
-    index.hnsw.efSearch = max(64, 2 * k)
-    dist, idx = index.search(q, k)
-    return np.sqrt(np.maximum(dist, 0)), idx
-
-
 def neighbors(manifest: dict, k: int = 10, space: str = "pg", pg: str | None = None, product_id: str | None = None,
-              title: str | None = None, ann: bool = False) -> tuple[dict, pd.DataFrame]:
-    """(query description, k neighbours with distance, PG, title and key attributes)."""
+              title: str | None = None, exact: bool = False) -> tuple[dict, pd.DataFrame]:
+    """(query description, k neighbours with distance, PG, title and key attributes). From the release's
+    index when it has one (unless ``exact``), else an exact search over the whole space."""
     if (product_id is None) == (title is None):
         raise ValueError("give exactly one query: --id PRODUCT_ID or --title TEXT")
     if k < 1:
@@ -132,6 +124,11 @@ def neighbors(manifest: dict, k: int = 10, space: str = "pg", pg: str | None = N
     elif pg is None:
         pg = find_pg(manifest, product_id)
     uri = _space(manifest, space, pg)
+    opened = None if exact else _indexed(manifest, "agnostic" if space == "agnostic" else f"pg/{pg}")
+    query = {"product_id": product_id, "title": title, "pg": pg, "space": space, "release": manifest["release"]}
+    if opened is not None:
+        return query | {"candidates": len(opened), "method": opened.info["kind"]}, _from_index(
+            manifest, opened, k, space, pg, product_id, title)
     ids, x = _matrix(uri)
     exclude = None
     if product_id is not None:
@@ -142,26 +139,40 @@ def neighbors(manifest: dict, k: int = 10, space: str = "pg", pg: str | None = N
         q, exclude = x[where[:1]], where[:1]
     else:
         q = embed_title(manifest, title, pg, space)
-    if ann:
-        dist, idx = _ann(uri, x, q, k + (exclude is not None))
-        keep = idx[0] != (exclude[0] if exclude is not None else -2)
-        dist, idx = dist[:, keep][:, :k], idx[:, keep][:, :k]
-    else:
-        dist, idx = retrieval.knn(q, x, k, "euclidean", exclude=exclude)
+    dist, idx = retrieval.knn(q, x, k, "euclidean", exclude=exclude)
     rows = ids.iloc[idx[0][idx[0] >= 0]].assign(distance=dist[0][idx[0] >= 0]).reset_index(drop=True)
-    return {"product_id": product_id, "title": title, "pg": pg, "space": space, "candidates": len(ids),
-            "release": manifest["release"], "exact": not ann}, _attach(manifest, rows, product_id, pg)
+    return query | {"candidates": len(ids), "method": "exact"}, _attach(manifest, rows, product_id, pg)
+
+
+def _from_index(manifest: dict, opened, k: int, space: str, pg: str | None, product_id: str | None,
+                title: str | None) -> pd.DataFrame:
+    """The neighbours from a built index: rows (title and attributes included) taken by row number."""
+    exclude = None
+    if product_id is not None:
+        exclude = opened.row_of(product_id)
+        if exclude is None:
+            raise ValueError(f"product id {product_id!r} is not in the {space} embeddings of release "
+                             f"{manifest['release']} (PG {pg})")
+        q = opened.vector(exclude)
+    else:
+        q = embed_title(manifest, title, pg, space)
+    dist, rows = opened.search(q, k, exclude)
+    out = opened.take(rows).assign(distance=dist)
+    if exclude is not None:
+        out = pd.concat([opened.take([exclude]).assign(distance=0.0), out], ignore_index=True)
+    ranks = (["query"] if exclude is not None else []) + [str(i) for i in range(1, len(rows) + 1)]
+    first = ["rank", "distance", "product_id", "product_group", "title"]
+    out = out.assign(rank=ranks)
+    return out[first + [c for c in out.columns if c not in first]]
 
 
 def _attach(manifest: dict, rows: pd.DataFrame, query_id: str | None, pg: str | None) -> pd.DataFrame:
-    """Title and key attributes from the release's catalog (query row first, if any)."""
-    import pyarrow.parquet as pq
+    """Title and key attributes from the release's catalog (query row first, if any): the rows of these
+    ids only."""
+    from mrnet.data.reads import read_rows
 
-    path = storage.local_path(manifest["catalog"])
-    names = pq.ParquetFile(path).schema_arrow.names
-    catalog = pd.read_parquet(path, columns=["product_id", "title"] + [c for c in ATTRIBUTES if c in names])
     wanted = set(rows["product_id"]) | ({query_id} if query_id else set())
-    info = catalog[catalog["product_id"].isin(wanted)].drop_duplicates("product_id")
+    info = read_rows(manifest["catalog"], wanted, ["title", *ATTRIBUTES]).reset_index()
     out = rows.merge(info, on="product_id", how="left")
     if query_id:
         query = info[info["product_id"] == query_id].assign(distance=0.0)
@@ -176,7 +187,7 @@ def format_table(query: dict, rows: pd.DataFrame, width: int = 60) -> str:
     what = f"id {query['product_id']}" if query["product_id"] else f"title {query['title']!r}"
     head = (f"{len(rows) - bool(query['product_id'])} nearest to {what} "
             f"({query['space']} space{', PG ' + query['pg'] if query['pg'] else ''}; "
-            f"{'exact' if query['exact'] else 'approximate (HNSW)'} Euclidean over {query['candidates']} products; "
+            f"{METHODS[query['method']]} Euclidean over {query['candidates']} products; "
             f"release {query['release']})")
     shown = rows.astype(object).where(rows.notna(), "")
     shown["title"] = shown["title"].map(lambda t: str(t)[:width])

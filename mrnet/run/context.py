@@ -282,13 +282,6 @@ def cached(run: Run, kind: str, key: str, filename: str, build, texts=None) -> s
 
 
 @functools.lru_cache(maxsize=2)
-def cached_catalog(uri: str):
-    from mrnet.data.catalog import read_catalog
-
-    return read_catalog(uri)
-
-
-@functools.lru_cache(maxsize=2)
 def cached_vectors(uri: str):
     from mrnet.data.word2vec import load_vectors
 

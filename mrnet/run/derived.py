@@ -23,7 +23,7 @@ import numpy as np
 
 from mrnet.data.pgs import mapped_pgs
 from mrnet.io import storage
-from mrnet.run.context import (Run, base_manifest, cached_catalog, cached_vectors, epoch_logger, load_run, nested_run,
+from mrnet.run.context import (Run, base_manifest, cached_vectors, epoch_logger, load_run, nested_run,
                                optional_stage, read_stage, record_stage, run_device, skip, timed_stage)
 
 log = logging.getLogger(__name__)
@@ -161,18 +161,19 @@ def cross_language(run_uri: str) -> str:
 
 def title_anchors(run: Run):
     """product ids → their titles' mean word vectors: the sparse autoencoder's shared anchor (§3.2,
-    autoencoders/sparse.py Anchor). None when the run has no word vectors."""
+    autoencoders/sparse.py Anchor); the titles of the training sample only are read. None when the
+    run has no word vectors."""
+    from mrnet.data.reads import read_rows
     from mrnet.data.word2vec import word2vec_mean
 
     vectors = _word_vectors(run)
     if vectors is None:
         log.warning("[sparse_autoencoder] no word vectors: trained without the anchor (sparse_ae.anchor_weight)")
         return None
-    titles = cached_catalog(read_stage(run, "validate")["uri"]).set_index("product_id")["title"]
 
     def anchors(ids: list[str]) -> np.ndarray:
         """(N, k); NaN rows for products today's catalog lacks (a refresh's base PGs): no anchor for them."""
-        found = titles.reindex(ids)
+        found = read_rows(read_stage(run, "validate")["uri"], ids, ["title"])["title"].reindex(ids)
         known = found.notna().to_numpy()
         out = np.full((len(ids), vectors[1].shape[1]), np.nan, np.float32)
         out[known] = word2vec_mean(found[known].tolist(), *vectors)
@@ -194,13 +195,14 @@ def evaluate_run(run: Run, summary_uri: str, out_dir: str, cfg=None, agnostic: s
     """Evaluate a run's release embeddings (its PGs, a refresh's base PGs, the PG-agnostic file)
     with ``cfg.evaluation`` (default: the run's own config); write the report under ``out_dir``.
     Returns (result, {file name: uri})."""
+    from mrnet.data.reads import read_sample
     from mrnet.evaluation import report as eval_report
     from mrnet.evaluation import score as evaluation
 
     cfg = cfg or run.cfg
     embeddings = release_embeddings(run, json.loads(storage.read_text(summary_uri)))
     agnostic = agnostic or (optional_stage(run, "agnostic_embeddings") or {}).get("uri") or None
-    catalog = cached_catalog(read_stage(run, "validate")["uri"])
+    catalog = read_sample(read_stage(run, "validate")["uri"], cfg.evaluation.max_products, cfg.evaluation.seed)
     result = evaluation.evaluate(cfg, catalog, embeddings, agnostic, _word_vectors(run), cfg.train.progress)
     return result, eval_report.write(result, out_dir, f"run {run.run_id}", cfg.evaluation.neighbors.shown)
 
@@ -231,3 +233,24 @@ def evaluate(run_uri: str, summary_uri: str, agnostic_uri: str = "") -> str:
     log.info("[evaluate] %d task(s) evaluated, %d skipped, %.1f s → %s\n%s", len(result["tasks"]),
              len(result["skipped"]), stage.seconds, files["report.md"], eval_report.table2_text(result))
     return files["metrics.json"]
+
+
+def build_index(run_uri: str, release_uri: str) -> str:
+    """The nearest-neighbour index of every space of the published release (release/index.py) under
+    ``index/``, its ``_manifest.json`` last; returns the release manifest's URI for the gate."""
+    from mrnet.release.index import build_release_index
+
+    run = load_run(run_uri)
+    manifest = json.loads(storage.read_text(release_uri))
+    if "index" not in manifest:
+        skip(run, "index", "index.enabled is false")
+        return release_uri
+    with timed_stage(run, "index") as stage:
+        record = build_release_index(manifest, manifest["index"]["uri"], run.cfg.index)
+        recall = {name: s["recall_at_10"] for name, s in record["spaces"].items() if "recall_at_10" in s}
+        stage.record = {"uri": manifest["index"]["uri"], "spaces": len(record["spaces"]), "recall_at_10": recall,
+                        "kinds": {name: s["kind"] for name, s in record["spaces"].items()}}
+        stage.metrics = {f"recall_at_10.{name.replace('/', '.')}": v for name, v in recall.items()}
+    log.info("[index] %d space(s) indexed under %s (%.1f s)", len(record["spaces"]), manifest["index"]["uri"],
+             stage.seconds)
+    return release_uri

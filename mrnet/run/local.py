@@ -51,5 +51,5 @@ def _stages(run_uri: str, mode: str) -> dict:
     parts.append(stages.evaluate(run_uri, summary_uri, parts[0]))
     if mode == "retrain":  # a refresh carries the cross-language model over from its base release
         parts.append(stages.cross_language(run_uri))
-    stages.promote(run_uri, stages.publish(run_uri, summary_uri, parts))
+    stages.promote(run_uri, stages.build_index(run_uri, stages.publish(run_uri, summary_uri, parts)))
     return json.loads(storage.read_text(summary_uri))

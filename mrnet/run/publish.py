@@ -148,6 +148,8 @@ def _manifest(run: Run, summary: dict, summary_uri: str, base: dict | None) -> d
                            for pg, r in summary["pgs"].items()},
                 "embeddings": {pg: r["embeddings"] for pg, r in summary["pgs"].items()},
                 "embedding_dtype": run.cfg.embed.dtype}
+    if run.cfg.index.enabled:  # built by the build_index task after publish, committed by its _manifest.json
+        manifest["index"] = {"uri": run.path("index")}
     manifest |= _parts(run)
     if base:  # a refresh covers the PGs it refreshed; the others stay as they were released
         for key in ("models", "embeddings", "registry"):

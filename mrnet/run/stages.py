@@ -21,16 +21,16 @@ from mrnet.data.pgs import pg_counts, pg_list
 from mrnet.io import storage
 from mrnet.run import steps
 from mrnet.run.context import (CORPUS_FORMAT, Run, base_manifest, cache_key, cached, cached_subwords,
-                               cached_vectors, epoch_logger, load_run, pg_stage, read_stage, record_stage, run_device,
+                               cached_vectors, epoch_logger, load_run, optional_stage, pg_stage, read_stage, record_stage, run_device,
                                start_run, text_hash, timed_stage)
-from mrnet.run.derived import (agnostic_embeddings, commit_agnostic, cross_language, encode_agnostic, evaluate,
-                               plan_agnostic, sparse_autoencoder)
+from mrnet.run.derived import (agnostic_embeddings, build_index, commit_agnostic, cross_language, encode_agnostic,
+                               evaluate, plan_agnostic, sparse_autoencoder)
 from mrnet.run.publish import base_release, promote, publish, report
 
 __all__ = ["start_run", "plan_catalog", "check_catalog_part", "merge_catalog", "validate", "corpus", "word2vec", "plan",
            "train", "refresh", "plan_embed", "embed_shard",
            "embed_all", "base_release", "report", "sparse_autoencoder", "plan_agnostic", "encode_agnostic",
-           "commit_agnostic", "agnostic_embeddings", "cross_language", "evaluate", "publish",
+           "commit_agnostic", "agnostic_embeddings", "cross_language", "evaluate", "publish", "build_index",
            "promote", "housekeeping"]
 log = logging.getLogger(__name__)
 
@@ -138,9 +138,10 @@ def train(run_uri: str, pg: str, catalog_uri: str, vectors_uri: str) -> str:
     run = load_run(run_uri)
     with pg_stage(run, pg, "train") as mlflow_run:
         words, vectors = cached_vectors(vectors_uri)
+        share = steps.budget_share(run.cfg, pg, pg_counts(catalog_uri), (optional_stage(run, "plan") or {}).get("pgs", [pg]))
         uri, report = steps.train_loaded(run.cfg, pg, steps.pg_rows(run.cfg, catalog_uri, pg), words, vectors,
-                                            on_epoch=epoch_logger(run, mlflow_run),
-                                            subwords=cached_subwords(vectors_uri))
+                                         on_epoch=epoch_logger(run, mlflow_run), subwords=cached_subwords(vectors_uri),
+                                         budget_seconds=share)
         _log_model(run, mlflow_run, uri, pg)
     resumed, total = report["resumed_from_epoch"], pg_counts(catalog_uri).get(pg, 0)
     sampled = report["n_train"] + report["n_val"] < total

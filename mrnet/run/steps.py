@@ -74,19 +74,28 @@ def word2vec_step(cfg: Config, corpus_uri: str, out: str | None = None) -> tuple
 def pg_rows(cfg: Config, catalog_uri: str, pg: str) -> pd.DataFrame:
     """What one PG's training reads of the catalog: its rows only (the PG's row groups), the columns its
     tasks use, and at most ``train.max_products`` of them (a stable hash sample)."""
-    from mrnet.data.pgs import read_pg
+    from mrnet.data.reads import read_pg
 
     columns = ["product_id", "product_group", "title", *(t.column for t in cfg.tasks)]
     return read_pg(catalog_uri, pg, columns, cfg.train.max_products, cfg.train.seed)
 
 
 def train_loaded(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], vectors,
-                 on_epoch=None, subwords=None) -> tuple[str, dict]:
+                 on_epoch=None, subwords=None, budget_seconds: float | None = None) -> tuple[str, dict]:
     """One PG's training on inputs already in memory (a run stage loads them once per process)."""
     from mrnet.encoder.train import train_pg
 
     return train_pg(cfg, pg, catalog, words, vectors, storage.join(cfg.artifact_root, "models", pg), on_epoch,
-                    subwords)
+                    subwords, budget_seconds)
+
+
+def budget_share(cfg: Config, pg: str, counts: dict[str, int], pgs: list[str]) -> float | None:
+    """This PG's seconds of ``train.budget_minutes``: its share of the products the run's PGs train on."""
+    if cfg.train.budget_minutes is None:
+        return None
+    cap = cfg.train.max_products or float("inf")
+    trained = {p: min(counts.get(p, 0), cap) for p in pgs}
+    return 60 * cfg.train.budget_minutes * trained.get(pg, 0) / max(sum(trained.values()), 1)
 
 
 def _embed(cfg: Config, model_uri: str, catalog: pd.DataFrame, pg: str) -> tuple[str, dict]:

@@ -142,7 +142,8 @@ def neighbors(form: dict, pgs: list[str], result: tuple[dict, list[dict]] | None
         query, rows = result
         what = f"id {query['product_id']}" if query["product_id"] else f"title “{query['title']}”"
         body.append(f"<p>nearest to {escape(what)} in PG {escape(query['pg'] or '–')} ({query['space']} space, "
-                    f"{query['candidates']} products, release {escape(query['release'])})</p>")
+                    f"{query['candidates']} products, {escape(query.get('method', 'exact'))} search, "
+                    f"release {escape(query['release'])})</p>")
         columns = [c for c in rows[0] if c != "rank"] if rows else []
         cells = [[escape(str(r["rank"]))] + [num(r[c], 3) if c == "distance" else escape(str(r[c]) if r[c] is not None else "")
                                              for c in columns] for r in rows]
