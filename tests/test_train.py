@@ -200,4 +200,6 @@ def test_a_pg_stops_before_an_epoch_that_would_overrun_its_budget(tiny_artifacts
     budgeted = load_config(REPO / "configs" / "demo.yaml", ["train.budget_minutes=10", "train.max_products=1000"])
     counts = {"a": 3000, "b": 500, "c": 500}  # a trains on 1,000 (the cap): shares 1000 : 500 : 500
     assert budget_share(budgeted, "a", counts, ["a", "b", "c"]) == 300 and budget_share(budgeted, "b", counts, ["a", "b", "c"]) == 150
+    # a finished in 100 s of its 300: b and c share the other 500 s
+    assert budget_share(budgeted, "b", counts, ["a", "b", "c"], {"a": 100.0}) == 250
     assert budget_share(cfg, "a", counts, ["a"]) is None

@@ -22,7 +22,7 @@ from mrnet.io import storage
 from mrnet.run import steps
 from mrnet.run.context import (CORPUS_FORMAT, Run, base_manifest, cache_key, cached, cached_subwords,
                                cached_vectors, epoch_logger, load_run, optional_stage, pg_stage, read_stage, record_stage, run_device,
-                               start_run, text_hash, timed_stage)
+                               stage_name, start_run, text_hash, timed_stage)
 from mrnet.run.derived import (agnostic_embeddings, build_index, commit_agnostic, cross_language, encode_agnostic,
                                evaluate, plan_agnostic, sparse_autoencoder)
 from mrnet.run.publish import base_release, promote, publish, report
@@ -138,7 +138,7 @@ def train(run_uri: str, pg: str, catalog_uri: str, vectors_uri: str) -> str:
     run = load_run(run_uri)
     with pg_stage(run, pg, "train") as mlflow_run:
         words, vectors = cached_vectors(vectors_uri)
-        share = steps.budget_share(run.cfg, pg, pg_counts(catalog_uri), (optional_stage(run, "plan") or {}).get("pgs", [pg]))
+        share = _budget_share(run, pg, catalog_uri)
         uri, report = steps.train_loaded(run.cfg, pg, steps.pg_rows(run.cfg, catalog_uri, pg), words, vectors,
                                          on_epoch=epoch_logger(run, mlflow_run), subwords=cached_subwords(vectors_uri),
                                          budget_seconds=share)
@@ -149,6 +149,15 @@ def train(run_uri: str, pg: str, catalog_uri: str, vectors_uri: str) -> str:
              f" (a stable sample of its {total:,}: train.max_products)" if sampled else "", len(report["history"]),
              f" (resumed after epoch {resumed})" if resumed else "")
     return uri
+
+
+def _budget_share(run: Run, pg: str, catalog_uri: str) -> float | None:
+    """This PG's seconds of ``train.budget_minutes`` (steps.budget_share), from the plan and the PGs trained so far."""
+    if run.cfg.train.budget_minutes is None:
+        return None
+    pgs = (optional_stage(run, "plan") or {}).get("pgs", [pg])
+    done = {p: record["seconds"] for p in pgs if (record := optional_stage(run, stage_name("train", p)))}
+    return steps.budget_share(run.cfg, pg, pg_counts(catalog_uri), pgs, done)
 
 
 def refresh(run_uri: str, pg: str, catalog_uri: str, base_release_uri: str) -> str:

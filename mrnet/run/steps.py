@@ -89,13 +89,18 @@ def train_loaded(cfg: Config, pg: str, catalog: pd.DataFrame, words: list[str], 
                     subwords, budget_seconds)
 
 
-def budget_share(cfg: Config, pg: str, counts: dict[str, int], pgs: list[str]) -> float | None:
-    """This PG's seconds of ``train.budget_minutes``: its share of the products the run's PGs train on."""
+def budget_share(cfg: Config, pg: str, counts: dict[str, int], pgs: list[str],
+                 spent: dict[str, float] | None = None) -> float | None:
+    """This PG's seconds of ``train.budget_minutes``: what is left of the budget after the PGs that finished
+    (``spent``: their training seconds), shared among this PG and the others not finished yet by the products
+    each trains on. A PG that finishes under its share leaves the rest to the ones after it."""
     if cfg.train.budget_minutes is None:
         return None
+    spent = spent or {}
     cap = cfg.train.max_products or float("inf")
-    trained = {p: min(counts.get(p, 0), cap) for p in pgs}
-    return 60 * cfg.train.budget_minutes * trained.get(pg, 0) / max(sum(trained.values()), 1)
+    waiting = {p: min(counts.get(p, 0), cap) for p in pgs if p not in spent or p == pg}
+    left = max(60 * cfg.train.budget_minutes - sum(v for p, v in spent.items() if p != pg), 0.0)
+    return left * waiting.get(pg, 0) / max(sum(waiting.values()), 1)
 
 
 def _embed(cfg: Config, model_uri: str, catalog: pd.DataFrame, pg: str) -> tuple[str, dict]:
