@@ -284,22 +284,43 @@ def embed_pg(model_uri: str, catalog: pd.DataFrame, out_uri: str, batch_size: in
     return out_uri, {"pg": meta["pg"], "products": len(rows)}
 
 
-def read_titles_csv(uri: str) -> pd.DataFrame:
-    """A CSV of new titles: a ``title`` column, optional ``product_id`` (else row numbers)."""
-    df = pd.read_csv(storage.local_path(uri), dtype=str, keep_default_na=False, skip_blank_lines=False)
-    if "title" not in df.columns:
-        raise ValueError(f"{uri}: required column 'title' is missing (columns: {list(df.columns)})")
-    empty = df.index[df["title"].str.strip() == ""]
-    if len(empty):
-        raise ValueError(f"{uri}: column 'title' is empty on row(s) {[int(i) + 1 for i in empty[:10]]}")
-    if "product_id" not in df.columns:
-        df["product_id"] = [f"row-{i + 1}" for i in range(len(df))]
-    return df
+def read_titles_csv(uri: str, chunk_rows: int | None = None):
+    """A CSV of new titles: a ``title`` column, optional ``product_id`` (else row numbers). Whole, or with
+    ``chunk_rows`` an iterator of frames of that many rows (row numbers and errors count from the file's start)."""
+    frames = titles_batches(uri, chunk_rows or 1 << 62)
+    return frames if chunk_rows else next(frames)
 
 
-def embed_cold_start(model_uri: str, titles_uri: str, out_uri: str, batch_size: int = 8192) -> str:
-    """Cold start: embed new titles with a trained PG model."""
+def titles_batches(uri: str, chunk_rows: int):
+    reader = pd.read_csv(storage.local_path(uri), dtype=str, keep_default_na=False, skip_blank_lines=False,
+                         chunksize=chunk_rows)
+    first = 0
+    with reader:
+        for df in reader:
+            if "title" not in df.columns:
+                raise ValueError(f"{uri}: required column 'title' is missing (columns: {list(df.columns)})")
+            df = df.reset_index(drop=True)
+            empty = df.index[df["title"].str.strip() == ""]
+            if len(empty):
+                raise ValueError(f"{uri}: column 'title' is empty on row(s) {[first + int(i) + 1 for i in empty[:10]]}")
+            if "product_id" not in df.columns:
+                df["product_id"] = [f"row-{first + i + 1}" for i in range(len(df))]
+            first += len(df)
+            yield df
+
+
+def embed_cold_start(model_uri: str, titles_uri: str, out_uri: str, batch_size: int = 8192,
+                     chunk_rows: int = 262_144) -> str:
+    """Cold start: embed new titles with a trained PG model, ``chunk_rows`` at a time into one Parquet file."""
     model, meta = load_model(model_uri)
-    df = read_titles_csv(titles_uri)
-    emb = embed_titles(model, meta, df["title"].tolist(), batch_size)
-    return write_embeddings(out_uri, df["product_id"], meta["pg"], model_version(model_uri), emb)
+    version, writer = model_version(model_uri), None
+    with storage.atomic_path(out_uri, suffix=".parquet") as tmp:
+        for df in titles_batches(titles_uri, chunk_rows):
+            table = embedding_table(df["product_id"], meta["pg"], version,
+                                    embed_titles(model, meta, df["title"].tolist(), batch_size))
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+        if writer is None:
+            raise ValueError(f"{titles_uri}: no title to embed (the file has a header only)")
+        writer.close()
+    return out_uri

@@ -31,6 +31,7 @@ import functools
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -98,6 +99,7 @@ def build_space(dataset_uri: str, catalog_uri: str, out_uri: str, cfg) -> dict:
                 "source": dataset_uri}
         if kind == "ivfpq":
             info |= _write_ivfpq(scratch, sample, n, d, dtype, cfg)
+        del sample
         if kind == "ivfpq" and cfg.recall_queries:
             info["recall_at_10"] = recall_at_10(Space(str(scratch), info), cfg.recall_queries)
         for path in sorted(scratch.iterdir()):
@@ -173,7 +175,7 @@ def _write_rows_and_vectors(dataset_uri, catalog_uri, scratch: Path, n: int, tra
             vectors.close()
     if row != n or not row:
         raise RuntimeError(f"index of {dataset_uri}: read {row} rows, its manifest says {n}")
-    return int(sample[0].shape[1]), dtype, np.concatenate(sample).astype(np.float32)
+    return int(sample[0].shape[1]), dtype, np.concatenate(sample)  # float32 already (embedding_batches)
 
 
 def _attributes(df: pd.DataFrame, readers: dict, catalog_uri: str, columns: list[str], by_pg: bool) -> pd.DataFrame:
@@ -186,8 +188,10 @@ def _attributes(df: pd.DataFrame, readers: dict, catalog_uri: str, columns: list
         if not by_pg:
             frames.append(pd.DataFrame({c: [None] * (b - a) for c in columns}))
             continue
-        reader = readers.setdefault(pgs[a], _CatalogRows(catalog_uri, pgs[a], columns))
-        frames.append(reader.take(ids[a:b]))
+        if pgs[a] not in readers:  # the PGs come one after the other: one reader (one row group) at a time
+            readers.clear()
+            readers[pgs[a]] = _CatalogRows(catalog_uri, pgs[a], columns)
+        frames.append(readers[pgs[a]].take(ids[a:b]))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -274,15 +278,20 @@ def _write_ivfpq(scratch: Path, sample: np.ndarray, n: int, d: int, dtype: str, 
 
 
 class Space:
-    """One built space, opened for queries: rows and vectors memory-mapped, the IVF-PQ index read with
-    ``IO_FLAG_MMAP``. Nothing is read whole."""
+    """One built space, opened for queries: rows memory-mapped, vectors read row by row, the IVF-PQ index read
+    with ``IO_FLAG_MMAP``. Nothing is read whole."""
 
     def __init__(self, uri: str, info: dict | None = None):
         import pyarrow.ipc as ipc
 
         self.uri, self.info = uri, info or json.loads(storage.read_text(storage.join(uri, MANIFEST)))
         self.rows = ipc.open_file(pa.memory_map(str(self.file("rows.arrow")))).read_all()
-        self.vectors = np.load(self.file("vectors.npy"), mmap_mode="r")
+        self.vectors_path = self.file("vectors.npy")
+        with open(self.vectors_path, "rb") as fh:
+            np.lib.format.read_magic(fh)
+            shape, _, self.dtype = np.lib.format.read_array_header_1_0(fh)
+            self.offset, self.d = fh.tell(), shape[1]
+        self.fd = os.open(self.vectors_path, os.O_RDONLY)
         self.index = None
         if self.info["kind"] == "ivfpq":
             import faiss
@@ -308,8 +317,15 @@ class Space:
             return int(np.load(self.file(f"ids-{b:05d}.rows.npy"), mmap_mode="r")[at])
         return None
 
+    def vectors_at(self, rows) -> np.ndarray:
+        """The stored vectors of ``rows`` (float32, (n, d)): one positioned read each, no memory map (whose
+        read-ahead would pull in pages around every random row)."""
+        size = self.d * self.dtype.itemsize
+        data = b"".join(os.pread(self.fd, size, self.offset + int(r) * size) for r in rows)
+        return np.frombuffer(data, self.dtype).reshape(-1, self.d).astype(np.float32)
+
     def vector(self, row: int) -> np.ndarray:
-        return np.asarray(self.vectors[row:row + 1], np.float32)
+        return self.vectors_at([row])
 
     def search(self, q: np.ndarray, k: int, exclude: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(distances (k,), rows (k,)) of the k nearest rows to one query (1, d), Euclidean, ``exclude`` left out."""
@@ -326,13 +342,12 @@ class Space:
     def exact(self, q: np.ndarray, k: int, candidates: np.ndarray | None, block: int = 262_144):
         """Exact Euclidean top k over the candidate rows (sorted), or over every row block by block."""
         if candidates is not None:
-            x = np.asarray(self.vectors[candidates], np.float32)
+            x = self.vectors_at(candidates)
             dist = np.sqrt(np.maximum(((x - q) ** 2).sum(1), 0))
             order = np.argsort(dist, kind="stable")[:k]
             return dist[order], candidates[order]
         best_d, best_r = np.zeros(0, np.float32), np.zeros(0, np.int64)
-        for start in range(0, len(self), block):
-            x = np.asarray(self.vectors[start:start + block], np.float32)
+        for start, x in _vector_blocks(self.vectors_path, block):
             dist = np.sqrt(np.maximum(((x - q) ** 2).sum(1), 0))
             best_d, best_r = np.concatenate([best_d, dist]), np.concatenate([best_r, np.arange(start, start + len(x))])
             order = np.argsort(best_d, kind="stable")[:k]
@@ -364,7 +379,7 @@ def recall_at_10(space: Space, queries: int) -> float:
     one pass over the vectors for all queries at once (``exact_top``)."""
     rows = np.unique(np.linspace(0, len(space) - 1, min(queries, len(space))).astype(np.int64))
     q = np.concatenate([space.vector(int(r)) for r in rows])
-    truth = exact_top(space.file("vectors.npy"), q, 11)
+    truth = exact_top(space.vectors_path, q, 11)
     hits = []
     for row, query, exact in zip(rows, q, truth):
         _, approx = space.search(query[None], 10, exclude=int(row))

@@ -103,13 +103,6 @@ def budget_share(cfg: Config, pg: str, counts: dict[str, int], pgs: list[str],
     return left * waiting.get(pg, 0) / max(sum(waiting.values()), 1)
 
 
-def _embed(cfg: Config, model_uri: str, catalog: pd.DataFrame, pg: str) -> tuple[str, dict]:
-    from mrnet.encoder.embed import embed_pg
-
-    return embed_pg(model_uri, catalog, storage.join(cfg.artifact_root, "embeddings", f"{pg}.parquet"),
-                    cfg.embed.batch_size)
-
-
 def train_step(cfg: Config, pg: str, catalog_uri: str, vectors_uri: str) -> tuple[str, dict]:
     """One PG's training as its own task (reads its inputs; `run` loads them once for all PGs)."""
     from mrnet.data.word2vec import load_subwords, load_vectors
@@ -119,9 +112,17 @@ def train_step(cfg: Config, pg: str, catalog_uri: str, vectors_uri: str) -> tupl
 
 
 def embed_step(cfg: Config, model_uri: str, catalog_uri: str, pg: str) -> tuple[str, dict]:
-    from mrnet.data.catalog import read_catalog
+    """Every product of one PG with its model (``mrnet embed --pg``): the run's shards, one after the other,
+    committed as ``<artifact_root>/embeddings/<pg>/`` (part files + _manifest.json)."""
+    from mrnet.data.pgs import pg_counts
+    from mrnet.encoder.embed import commit_dataset, embed_shard, model_version, shard_ids
 
-    return _embed(cfg, model_uri, read_catalog(catalog_uri), pg)
+    folder, parts = storage.join(cfg.artifact_root, "embeddings", pg), []
+    for shard in shard_ids(pg, pg_counts(catalog_uri).get(pg, 0), cfg.embed.shard_size):
+        uri, stats = embed_shard(model_uri, catalog_uri, shard, storage.join(cfg.artifact_root, "embeddings",
+                                                                              f"{shard}.parquet"), cfg.embed)
+        parts.append((uri, stats["products"]))
+    return commit_dataset(folder, parts, model_version(model_uri)), {"pg": pg, "products": sum(n for _, n in parts)}
 
 
 def latest_run(runs_uri: str) -> str:
