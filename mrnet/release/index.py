@@ -285,7 +285,8 @@ class Space:
         import pyarrow.ipc as ipc
 
         self.uri, self.info = uri, info or json.loads(storage.read_text(storage.join(uri, MANIFEST)))
-        self.rows = ipc.open_file(pa.memory_map(str(self.file("rows.arrow")))).read_all()
+        self.reader = ipc.open_file(pa.memory_map(str(self.file("rows.arrow"))))  # record batches, zero-copy
+        self.starts = np.cumsum([0] + [self.reader.get_batch(i).num_rows for i in range(self.reader.num_record_batches)])
         self.vectors_path = self.file("vectors.npy")
         with open(self.vectors_path, "rb") as fh:
             np.lib.format.read_magic(fh)
@@ -354,8 +355,20 @@ class Space:
             best_d, best_r = best_d[order], best_r[order]
         return best_d, best_r
 
-    def take(self, rows: np.ndarray) -> pd.DataFrame:
-        return self.rows.take(pa.array(np.asarray(rows, np.int64))).to_pandas()
+    def take(self, rows) -> pd.DataFrame:
+        """The rows' product id, PG, title and attributes, in the order given: only the record batches that
+        hold them are touched."""
+        rows = np.asarray(rows, np.int64)
+        batch = np.searchsorted(self.starts, rows, side="right") - 1
+        parts, order = [], []
+        for b in np.unique(batch):
+            sel = np.flatnonzero(batch == b)
+            parts.append(self.reader.get_batch(int(b)).take(pa.array(rows[sel] - self.starts[b])))
+            order.append(sel)
+        if not parts:
+            return self.reader.schema.empty_table().to_pandas()
+        table = pa.Table.from_batches(parts)
+        return table.take(pa.array(np.argsort(np.concatenate(order), kind="stable"))).to_pandas()
 
 
 @functools.lru_cache(maxsize=64)

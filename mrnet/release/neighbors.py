@@ -14,6 +14,7 @@ no N×N matrix). docs/NEIGHBORS.md has the measured recall and latency.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -97,18 +98,31 @@ def check_title(manifest: dict, title: str, pg: str | None) -> None:
 
 
 def embed_title(manifest: dict, title: str, pg: str | None, space: str) -> np.ndarray:
-    """Cold start: the title's embedding (1, d) in the requested space."""
+    """Cold start: the title's embedding (1, d) in the requested space (the models are loaded once per process)."""
     from mrnet.encoder.embed import embed_titles
-    from mrnet.encoder.model import load_model
 
-    model, meta = load_model(manifest["models"][pg]["uri"])
+    model, meta = _pg_model(manifest["models"][pg]["uri"])
     x = embed_titles(model, meta, [title])
     if space == "agnostic":
         from mrnet.autoencoders import sparse as sparse_ae
 
-        ae, ae_meta = sparse_ae.load(manifest["agnostic"]["model"])
+        ae, ae_meta = _agnostic_model(manifest["agnostic"]["model"])
         x = sparse_ae.agnostic(ae, ae_meta, x, pg)
     return x
+
+
+@functools.lru_cache(maxsize=8)
+def _pg_model(uri: str):
+    from mrnet.encoder.model import load_model
+
+    return load_model(uri)
+
+
+@functools.lru_cache(maxsize=2)
+def _agnostic_model(uri: str):
+    from mrnet.autoencoders import sparse as sparse_ae
+
+    return sparse_ae.load(uri)
 
 
 def neighbors(manifest: dict, k: int = 10, space: str = "pg", pg: str | None = None, product_id: str | None = None,
