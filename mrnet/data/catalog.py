@@ -54,26 +54,21 @@ class CatalogError(ValueError):
 
 
 def read_catalog(uri: str, bad_rows: list | None = None) -> pd.DataFrame:
-    """Read Parquet as typed columns, CSV as text (invalid UTF-8 kept as surrogates). A CSV
-    record with the wrong number of fields is an error naming the file and its line, unless a
-    ``bad_rows`` list is given: then the record is skipped and appended to it as (data row,
-    problem, fields), for the quarantine. Any unreadable file is one CatalogError naming it."""
-    path = storage.local_path(uri)
-    if path.is_dir():
-        raise CatalogError(f"{uri} is a directory: give a catalog file (.parquet or .csv)")
-    try:
-        if path.suffix == ".parquet":
-            return _read_parquet_keep_nan(path)
-        if path.suffix in {".csv", ".gz", ".tsv"}:
-            return _read_csv(path, "\t" if ".tsv" in path.suffixes else ",", bad_rows)
-    except CatalogError:
-        raise
-    except pd.errors.EmptyDataError:
-        raise CatalogError(f"{uri}: the file is empty (no header row)") from None
-    except (pd.errors.ParserError, EOFError, OSError, UnicodeError, ValueError) as exc:  # truncated .gz, bad parquet ...
-        problem = " ".join(str(exc).split()).removeprefix("Error tokenizing data. C error: ")
-        raise CatalogError(f"{uri}: cannot read the file: {problem or type(exc).__name__}") from None
-    raise CatalogError(f"{uri}: unsupported catalog format {path.suffix!r} (use .parquet or .csv)")
+    """Read a whole catalog file: Parquet as typed columns, CSV as text (invalid UTF-8 kept as surrogates).
+    A CSV record with the wrong number of fields is an error naming the file and its line, unless a
+    ``bad_rows`` list is given: then the record is skipped and appended to it as (data row, problem,
+    fields), for the quarantine. Any unreadable file is one CatalogError naming it (``read_chunks``)."""
+    frames, skipped = [], []
+    for frame, bad in read_chunks(uri, 1 << 62):
+        frames.append(frame)
+        skipped += bad
+    if skipped and bad_rows is None:
+        row, problem = skipped[0]
+        raise CatalogError(f"{uri}: cannot read the file: {problem} (line {row + 1})")
+    if skipped:
+        fields = bad_row_fields(uri, [r for r, _ in skipped])
+        bad_rows += [(r, problem, fields.get(r)) for r, problem in skipped]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def read_chunks(uri: str, chunk_rows: int):
@@ -139,22 +134,6 @@ def bad_row_fields(uri: str, rows: list[int]) -> dict[int, str]:
     return {line - 1: text for line, text in fields.items()}
 
 
-def _read_csv(path: Path, sep: str, bad_rows: list | None) -> pd.DataFrame:
-    import warnings
-
-    options = dict(dtype=object, keep_default_na=False, sep=sep, encoding="utf-8", encoding_errors="surrogateescape")
-    if bad_rows is None:
-        return pd.read_csv(path, **options)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", pd.errors.ParserWarning)
-        df = pd.read_csv(path, on_bad_lines="warn", **options)
-    skipped = [(int(m["line"]), m["problem"]) for w in caught for m in _BAD_LINE.finditer(str(w.message))]
-    if skipped:
-        fields = _records(path, sep, {line for line, _ in skipped})
-        bad_rows += [(line - 1, problem, fields.get(line)) for line, problem in skipped]  # line 1 = header
-    return df
-
-
 _BAD_LINE = re.compile(r"Skipping line (?P<line>\d+): (?P<problem>[^\n]*)")
 
 
@@ -172,13 +151,6 @@ def _records(path: Path, sep: str, wanted: set[int]) -> dict[int, str]:
             if number >= max(wanted):
                 break
     return out
-
-
-def _read_parquet_keep_nan(path: Path) -> pd.DataFrame:
-    """Parquet → DataFrame where a null float is None and a stored NaN stays NaN (a defect)."""
-    import pyarrow.parquet as pq
-
-    return frame_keep_nan(pq.read_table(path))
 
 
 def _nullable_floats(parquet) -> set[str]:
