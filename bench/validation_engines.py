@@ -5,7 +5,7 @@ order, then row order) among every file's checked rows, and write the clean rows
 Parquet file. The row checks before it are Python per cell whatever engine feeds them, so they are not
 compared here. Three engines do the same merge on the same staged rows, each in its own process:
 
-- ``pyarrow``: mrnet's own (``data/staging.merge``): hash buckets of ids, pyarrow sorts, row groups copied PG by PG;
+- ``pyarrow``: mrnet's own (``data/merge.merge``): hash buckets of ids, pyarrow sorts, row groups copied PG by PG;
 - ``duckdb``: one ``COPY (… QUALIFY row_number() OVER (PARTITION BY product_id …) = 1 ORDER BY …)``, with a
   ``memory_limit`` and spilling to disk;
 - ``polars``: a lazy scan, ``unique(keep="first", maintain_order=True)``, a stable sort, ``sink_parquet``.
@@ -50,10 +50,10 @@ ENGINES = {
     "pyarrow": """
 import json, sys
 from pathlib import Path
-from mrnet.data import staging
+from mrnet.data import merge
 out = sys.argv[1]
 record = json.loads((Path(out) / "staging" / "plan.json").read_text())
-uri, summary = staging.merge(out, record)
+uri, summary = merge.merge(out, record)
 print(summary["rows_used"])
 """,
     "duckdb": """

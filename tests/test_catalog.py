@@ -7,7 +7,7 @@ import pytest
 
 from mrnet.config.schema import load_config
 from mrnet.data.catalog import CatalogError, read_catalog, validate
-from mrnet.data.staging import validate_catalog
+from mrnet.data.merge import validate_catalog
 from mrnet.data.demo import CANONICAL, assign_pg, load_pg_mapping
 from tests.helpers import REPO
 

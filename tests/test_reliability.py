@@ -81,7 +81,7 @@ def test_required_columns_must_be_text_in_parquet(tmp_path):
     import pandas as pd
 
     from mrnet.data.catalog import CatalogError
-    from mrnet.data.staging import validate_catalog
+    from mrnet.data.merge import validate_catalog
 
     rows = {"product_id": [1, 2], "product_group": ["watches"] * 2, "source": ["s"] * 2, "locale": ["en"] * 2,
             "title": ["Analog watch", "Digital watch"]}
@@ -95,7 +95,7 @@ def test_required_columns_must_be_text_in_parquet(tmp_path):
 
 def test_an_empty_clean_catalog_fails_validation_and_leaves_no_catalog(tmp_path):
     from mrnet.data.catalog import CatalogError
-    from mrnet.data.staging import validate_catalog
+    from mrnet.data.merge import validate_catalog
 
     header = "product_id,product_group,source,locale,title\n"
     (tmp_path / "header.csv").write_text(header)
@@ -110,7 +110,7 @@ def test_an_empty_clean_catalog_fails_validation_and_leaves_no_catalog(tmp_path)
 def test_a_csv_row_with_extra_fields_is_quarantined_with_its_line(tmp_path):
     import pandas as pd
 
-    from mrnet.data.staging import validate_catalog
+    from mrnet.data.merge import validate_catalog
 
     (tmp_path / "c.csv").write_text("product_id,product_group,source,locale,title\n"
                                     "p1,watches,s,en,Analog watch\n"

@@ -1,4 +1,4 @@
-"""Streaming validation (data/staging.py): the same clean catalog and quarantine as validating the whole
+"""Streaming validation (data/staging.py, data/merge.py): the same clean catalog and quarantine as validating the whole
 catalog in memory, across batches, hash buckets and files; exact accounting; memory flat in catalog size."""
 
 import json
@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mrnet.config.schema import load_config
-from mrnet.data import staging
+from mrnet.data import merge, staging
 from mrnet.data.catalog import read_catalog, sample_per_pg, validate
 from tests.helpers import REPO, moto_s3
 
@@ -45,7 +45,7 @@ def defect_rows(n: int, seed: int = 0, start: int = 0) -> list[str]:
 
 
 def _validate(source, out, **knobs):
-    return staging.validate_catalog(str(source), str(out), PGS, CFG.tasks, 512, **knobs)
+    return merge.validate_catalog(str(source), str(out), PGS, CFG.tasks, 512, **knobs)
 
 
 def _in_memory(path):
@@ -138,10 +138,10 @@ def test_a_retried_part_starts_over_and_a_missing_part_stops_the_merge(tmp_path)
     path.write_text("\n".join([HEADER, *defect_rows(300, seed=4)]) + "\n")
     record = staging.plan(str(path), str(tmp_path / "out"), 1 << 20)
     with pytest.raises(RuntimeError, match="catalog part-00000 was never checked"):
-        staging.merge(str(tmp_path / "out"), record)
+        merge.merge(str(tmp_path / "out"), record)
     for _ in range(2):  # a retry rewrites the part's files, never appends to them
         staging.check_part(record, "part-00000", str(tmp_path / "out"), PGS, CFG.tasks, 512, chunk_rows=100)
-    _, summary = staging.merge(str(tmp_path / "out"), record)
+    _, summary = merge.merge(str(tmp_path / "out"), record)
     assert summary["rows_in"] == 300 == summary["rows_clean"] + summary["rows_quarantined"]
     assert not (tmp_path / "out" / "staging").exists()
 
@@ -149,10 +149,10 @@ def test_a_retried_part_starts_over_and_a_missing_part_stops_the_merge(tmp_path)
 PEAK = """
 import resource, sys
 from mrnet.config.schema import load_config
-from mrnet.data import staging
+from mrnet.data import merge
 cfg = load_config(sys.argv[3])
-staging.validate_catalog(sys.argv[1], sys.argv[2], None, cfg.tasks, 512, chunk_rows=20_000, bucket_bytes=8_000_000,
-                         row_group_rows=20_000)
+merge.validate_catalog(sys.argv[1], sys.argv[2], None, cfg.tasks, 512, chunk_rows=20_000, bucket_bytes=8_000_000,
+                       row_group_rows=20_000)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

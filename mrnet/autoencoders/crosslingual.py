@@ -181,7 +181,7 @@ def _inputs(cfg, out_dir: str):
     """Validated locale catalogs and clean pairs; quarantines written under ``out_dir``."""
     from mrnet.autoencoders import locales
     from mrnet.data.catalog import read_catalog
-    from mrnet.data.staging import validate_catalog
+    from mrnet.data.merge import validate_catalog
 
     xl = cfg.crosslingual
     build = locales.builtin_inputs if xl.pairs.startswith("builtin:") else locales.file_inputs

@@ -49,9 +49,9 @@ def check_part_step(cfg: Config, record: dict, part: str) -> dict:
 
 def merge_step(cfg: Config, record: dict) -> tuple[str, dict]:
     """Duplicates across every file, then the clean catalog sorted by PG, quarantine and summary."""
-    from mrnet.data import staging
+    from mrnet.data import merge
 
-    return staging.merge(storage.join(cfg.artifact_root, "catalog"), record, cfg.train.seed, cfg.data.max_rows_per_pg,
+    return merge.merge(storage.join(cfg.artifact_root, "catalog"), record, cfg.train.seed, cfg.data.max_rows_per_pg,
                          cfg.data.sample_fraction, cfg.data.row_group_rows)
 
 
