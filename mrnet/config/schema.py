@@ -65,7 +65,8 @@ class IndexConfig(Frozen):
     after publish. A space of at least ``min_products`` gets a faiss IVF-PQ index (read memory-mapped at
     query time), whose ``rerank`` x k best candidates are re-scored exactly from the stored vectors; a
     smaller one is searched exactly. ``nlist`` / ``pq_bytes`` ``auto``: ~sqrt(N) lists (a power of two in
-    [64, 65536]: adding N vectors costs N·nlist·d, the build's largest step) and d/8 bytes per code."""
+    [64, 1024]: adding N vectors costs N·nlist·d, the build's largest step, so from 1M products on it grows
+    linearly) and d/8 bytes per code."""
 
     enabled: bool = True
     min_products: int = Field(default=100_000, ge=1, le=10**10)
