@@ -211,9 +211,11 @@ class TrainConfig(Frozen):
     threads: int = Field(default=0, ge=0)  # 0 = all cores
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # bf16 autocast of the training steps (weights, optimizer state, validation and embeddings stay fp32).
-    # ``auto``: on a CPU with native bf16 (AVX512-BF16 / AMX), where a demo PG's step ran 1.15x as fast at
-    # the same validation losses (bench/train_step.py); fp32 on CUDA, where an H200 ran the BiLSTM at d 128
-    # 0.68-0.74x as fast in bf16, and on CPUs without it (docs/BENCHMARKS.md). true forces it on CUDA and on a
+    # ``auto``: on a CPU with AVX512-BF16 and no AMX, where a demo PG's step ran 1.15x as fast at the same
+    # validation losses (bench/train_step.py); fp32 on a CPU with AMX tiles, where bf16 ran 1.1x as fast as fp32
+    # but oneDNN's bf16 LSTM backward hung or aborted ("double free") in the 23rd PG of `make demo`'s one
+    # process, twice, while fp32 finished (docs/TRAINING.md); fp32 on CUDA, where an H200 ran the BiLSTM at d 128
+    # 0.68-0.74x as fast in bf16, and on CPUs without bf16 (docs/BENCHMARKS.md). true forces it on CUDA and on a
     # CPU with native bf16 (elsewhere oneDNN has no bf16 LSTM: fp32 and a warning); false is fp32 everywhere
     amp: bool | Literal["auto"] = "auto"
     progress: bool = True

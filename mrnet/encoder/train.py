@@ -251,16 +251,26 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles, where oneDNN runs bf16 on them."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
 def use_amp(setting: bool | str, device: torch.device) -> bool:
-    """``train.amp``: ``auto`` = bf16 autocast on a CPU with native bf16 only (schema.TrainConfig says why).
-    ``true`` on a CPU without it trains in fp32 with a warning: oneDNN has no bf16 LSTM there (it raises
+    """``train.amp``: ``auto`` = bf16 autocast on a CPU with native bf16 and no AMX (schema.TrainConfig says why).
+    ``true`` on a CPU without native bf16 trains in fp32 with a warning: oneDNN has no bf16 LSTM there (it raises
     "could not create a primitive descriptor" on every shape)."""
     if device.type == "cpu" and not cpu_has_bf16():
         if setting is True:
             logging.getLogger("mrnet").warning("train.amp=true: this CPU has no native bf16 (AVX512-BF16 or AMX), "
                                                "which oneDNN's bf16 LSTM needs; training in fp32")
         return False
-    return device.type == "cpu" if setting == "auto" else bool(setting)
+    if setting == "auto":
+        return device.type == "cpu" and not cpu_has_amx()
+    return bool(setting)
 
 
 def _load_checkpoint(uri: str, config_hash: str) -> dict | None:
