@@ -7,9 +7,11 @@ training resumes from its checkpoint there. Layout::
 
     <artifact_root>/
       runs/<run_id>/run.json             resolved config + params; every stage reads it
-      runs/<run_id>/catalog/…            validated catalog + quarantine
+      runs/<run_id>/catalog/…            validated catalog + quarantine (staging/ while the check tasks run)
       runs/<run_id>/models/<pg>/…        model.safetensors, ckpt.pt, metrics.json
       runs/<run_id>/embeddings/<pg>/part-*.parquet + _manifest.json   one part per shard (encoder/embed.py)
+      runs/<run_id>/embeddings/pg_agnostic/<pg>/part-*.parquet + _manifest.json   one part per PG shard
+      runs/<run_id>/index/<space>/…      the release's nearest-neighbour index (release/index.py)
       runs/<run_id>/stages/*.json        what each stage produced: URIs, stats, cache hit, seconds
       runs/<run_id>/failures/<pg>.json   why a PG failed (its last attempt)
       runs/<run_id>/summary.{md,json}, training_curves.png, release.json
