@@ -4,6 +4,7 @@ in its own process as Airflow runs it, with its wall time, peak RSS and bytes wr
     .venv/bin/python bench/scale.py synth --products 1000000 --files 4 --out .scale/c1m
     .venv/bin/python bench/scale.py run --catalog .scale/c1m --home .scale/h1m
     .venv/bin/python bench/scale.py table .scale/h1m/scale.json .scale/h10m/scale.json
+    .venv/bin/python bench/scale.py plan .scale/h1m/scale.json .scale/h10m/scale.json   # estimates at 100M, 1B
 
 ``synth`` recombines and perturbs the titles of the three public catalogs (the demo catalog, 91,656 products
 in 23 PGs) into ``--products`` products, written as ``--files`` Parquet parts (a catalog in many files, as a
@@ -241,6 +242,44 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+MAPPED = {"check_catalog_part", "train", "embed_shard", "encode_agnostic"}  # spread over workers in a deployment
+
+
+def fit(records: list[dict]) -> dict[str, tuple[float, float, float, float]]:
+    """Per stage: (seconds at 0 products, seconds per product, largest task peak RSS MB, bytes per product),
+    a straight line through the two runs (the smallest and the largest catalog)."""
+    small, large = sorted(records, key=lambda r: r["products"])[:: max(1, len(records) - 1)][:2]
+    out = {}
+    for name in STAGES:
+        a = [t for t in small["tasks"] if t["stage"] == name]
+        b = [t for t in large["tasks"] if t["stage"] == name]
+        if not a or not b:
+            continue
+        sa, sb = sum(t["seconds"] for t in a), sum(t["seconds"] for t in b)
+        slope = (sb - sa) / (large["products"] - small["products"])
+        written = sum(t["bytes_written"] for t in b) / large["products"]
+        out[name] = (sa - slope * small["products"], slope, max(t["peak_rss_mb"] for t in a + b), written)
+    return out
+
+
+def plan(records: list[dict], sizes=(1e8, 1e9), workers=(1, 32)) -> str:
+    """**Estimates**: each stage's hours at ``sizes`` products from the fitted lines, the mapped stages spread
+    over ``workers`` 2-core CPU workers (their per-task fixed cost kept), the others in one task."""
+    lines = ["| stage | s per 1M (2 cores) | mapped | " + " | ".join(
+        f"{n / 1e6:,.0f}M, {w} worker{'s' if w > 1 else ''} (h)" for n in sizes for w in workers) + " |",
+        "|---" * (3 + len(sizes) * len(workers)) + "|"]
+    total = [0.0] * (len(sizes) * len(workers))
+    for name, (a, b, _, _) in fit(records).items():
+        cells = []
+        for i, (n, w) in enumerate((n, w) for n in sizes for w in workers):
+            hours = (max(a, 0) + b * n / (w if name in MAPPED else 1)) / 3600
+            total[i] += hours
+            cells.append(f"{hours:.2f}")
+        lines.append(f"| {name} | {b * 1e6:.1f} | {'yes' if name in MAPPED else ''} | " + " | ".join(cells) + " |")
+    lines.append("| **all** | | | " + " | ".join(f"**{h:.1f}**" for h in total) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -259,9 +298,12 @@ def main() -> None:
     p.add_argument("args")
     p = sub.add_parser("table")
     p.add_argument("records", nargs="+")
+    p = sub.add_parser("plan", help="hours at 100M and 1B products from two runs (estimates)")
+    p.add_argument("records", nargs=2)
     args = parser.parse_args()
-    if args.cmd == "table":
-        print(table([json.loads(Path(r).read_text()) for r in args.records]))
+    if args.cmd in ("table", "plan"):
+        records = [json.loads(Path(r).read_text()) for r in args.records]
+        print(table(records) if args.cmd == "table" else plan(records))
         return
     {"synth": synth, "run": run, "stage": stage}[args.cmd](args)
 
