@@ -3,7 +3,8 @@
 The merge is the part of validation an out-of-core engine could take over: find the ids seen before (file
 order, then row order) among every file's checked rows, and write the clean rows sorted by PG into one
 Parquet file. The row checks before it are Python per cell whatever engine feeds them, so they are not
-compared here. Three engines do the same merge on the same staged rows, each in its own process:
+compared here. Three engines do the same merge on the same staged rows, each in its own process, in
+``--repeats`` interleaved rounds (medians, and each engine's time as a ratio to pyarrow's):
 
 - ``pyarrow``: mrnet's own (``data/merge.merge``): hash buckets of ids, pyarrow sorts, row groups copied PG by PG;
 - ``duckdb``: one ``COPY (… QUALIFY row_number() OVER (PARTITION BY product_id …) = 1 ORDER BY …)``, with a
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -81,26 +83,41 @@ print(pl.scan_parquet(f"{out}/catalog.parquet").select(pl.len()).collect().item(
 }
 
 
+def once(name: str, code: str, staged: Path, engines: str) -> dict:
+    """One engine on a fresh copy of the staged rows, in its own process: wall time, peak RSS, rows kept."""
+    work = staged.parent / f"engine-{name}"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(staged / "staging", work / "staging")
+    wrapped = ("import resource, sys\nsys.path[:0] = [" + repr(str(REPO)) + ", " + repr(str(engines)) + "]\n"
+               + code + "\nprint('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", wrapped, str(work)], capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    shutil.rmtree(work, ignore_errors=True)
+    if out.returncode:
+        return {"error": out.stderr.strip().splitlines()[-1]}
+    lines = out.stdout.split()
+    return {"seconds": seconds, "peak_rss_mb": int(lines[-1]) / 1024, "rows": int(lines[-3])}
+
+
 def run(args) -> None:
-    """Each engine on a fresh copy of the staged rows, in its own process: wall time, peak RSS, rows kept."""
+    """``--repeats`` rounds, the engines interleaved within each; medians, and each engine's time as a ratio
+    to pyarrow's (mrnet's own, the reference)."""
+    runs = {name: [] for name in ENGINES}
+    for r in range(args.repeats):
+        for name, code in ENGINES.items():
+            runs[name].append(once(name, code, Path(args.staged).resolve(), args.engines))
+            print(r, name, runs[name][-1], flush=True)
     results = {}
-    for name, code in ENGINES.items():
-        work = Path(args.staged).resolve().parent / f"engine-{name}"
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(Path(args.staged).resolve() / "staging", work / "staging")
-        wrapped = ("import resource, sys\nsys.path[:0] = [" + repr(str(REPO)) + ", " + repr(str(args.engines)) + "]\n"
-                   + code + "\nprint('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", wrapped, str(work)], capture_output=True, text=True)
-        seconds = time.perf_counter() - t0
-        if out.returncode:
-            results[name] = {"error": out.stderr.strip().splitlines()[-1]}
-        else:
-            lines = out.stdout.split()
-            results[name] = {"seconds": round(seconds, 1), "peak_rss_mb": round(int(lines[-1]) / 1024),
-                             "rows": int(lines[-3])}
-        print(name, results[name], flush=True)
-        shutil.rmtree(work, ignore_errors=True)
+    for name, got in runs.items():
+        ok = [g for g in got if "error" not in g]
+        results[name] = {"error": got[-1]["error"]} if not ok else {
+            "seconds": round(statistics.median(g["seconds"] for g in ok), 1),
+            "peak_rss_mb": round(statistics.median(g["peak_rss_mb"] for g in ok)), "rows": ok[-1]["rows"], "runs": len(ok)}
+    reference = results["pyarrow"].get("seconds")
+    for result in results.values():
+        if reference and "seconds" in result:
+            result["ratio_to_pyarrow"] = round(result["seconds"] / reference, 2)
     print(json.dumps(results, indent=2))
 
 
@@ -113,6 +130,7 @@ def main() -> None:
     p = sub.add_parser("run")
     p.add_argument("--staged", required=True)
     p.add_argument("--engines", default="")
+    p.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     {"stage": stage, "run": run}[args.cmd](args)
 

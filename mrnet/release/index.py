@@ -403,10 +403,13 @@ def recall_at_10(space: Space, queries: int) -> float:
     return float(np.mean(hits))
 
 
-def exact_top(vectors_path: Path, q: np.ndarray, k: int, exclude: np.ndarray | None = None):
+def exact_top(vectors_path: Path, q: np.ndarray, k: int, exclude: np.ndarray | None = None, margin: int = 8):
     """(distances, rows), each (Q, k), of the k nearest vectors to each query, Euclidean, in one pass over a
     vectors.npy read block by block (not memory-mapped: a scan of every row would keep every page).
-    ``exclude``: one row per query left out (the query itself)."""
+    ``exclude``: one row per query left out (the query itself). The pass ranks by ‖q‖² − 2q·x + ‖x‖², whose
+    cancellation costs digits (1e-4 relative at norms ~9 and distances ~1.5), so its ``k + margin`` best are
+    re-scored as ‖x − q‖, the way a query scores its candidates (``Space.exact``)."""
+    keep = k + margin
     best_d = np.full((len(q), 0), np.inf, np.float32)
     best_r = np.zeros((len(q), 0), np.int64)
     q_sq = (q ** 2).sum(1)[:, None]
@@ -415,9 +418,15 @@ def exact_top(vectors_path: Path, q: np.ndarray, k: int, exclude: np.ndarray | N
         if exclude is not None:
             inside = (exclude >= start) & (exclude < start + len(block))
             d2[np.flatnonzero(inside), exclude[inside] - start] = np.inf
-        part = np.argpartition(d2, min(k, d2.shape[1] - 1), axis=1)[:, :k]
+        part = np.argpartition(d2, min(keep, d2.shape[1] - 1), axis=1)[:, :keep]
         best_d = np.concatenate([best_d, np.take_along_axis(d2, part, 1)], 1)
         best_r = np.concatenate([best_r, part + start], 1)
-        order = np.argsort(best_d, axis=1, kind="stable")[:, :k]
+        order = np.argsort(best_d, axis=1, kind="stable")[:, :keep]
         best_d, best_r = np.take_along_axis(best_d, order, 1), np.take_along_axis(best_r, order, 1)
-    return np.sqrt(np.maximum(best_d, 0)), best_r
+    stored = np.load(vectors_path, mmap_mode="r")
+    x = stored[np.sort(np.unique(best_r))]
+    at = np.searchsorted(np.sort(np.unique(best_r)), best_r)
+    dist = np.sqrt(np.maximum(((x[at].astype(np.float32) - q[:, None, :]) ** 2).sum(-1), 0))  # (Q, keep)
+    dist[~np.isfinite(best_d)] = np.inf
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(best_r, order, 1)
