@@ -58,6 +58,10 @@ def test_paper_settings_on_a_tiny_corpus_warn_and_auto_heals(tmp_path, caplog):
     _, auto = train_word2vec(str(corpus), Word2VecConfig(workers=1), str(tmp_path / "a.bin"), progress=False)
     assert (auto["min_count"], auto["epochs"]) == (2, 50)
     assert auto["health"]["mean_cosine"] < paper["health"]["mean_cosine"] - 0.2
+    # word2vec.max_vocab keeps the most frequent words only, raising the min count it reports
+    _, capped = train_word2vec(str(corpus), Word2VecConfig(workers=1, epochs=5, max_vocab=1000),
+                               str(tmp_path / "c.bin"), progress=False)
+    assert auto["vocab_size"] > 1000 >= capped["vocab_size"] > 500 and capped["min_count"] > auto["min_count"]
 
 
 def _toy_catalog(n=1200, seed=0):

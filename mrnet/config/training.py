@@ -121,6 +121,10 @@ class Word2VecConfig(Frozen):
     sg_below_tokens: int = Field(default=10_000_000, ge=0)
     workers: int = Field(default=0, ge=0)  # 0 = all cores
     seed: int = Field(default=13, ge=0, le=2**32 - 1)
+    # the most frequent ``max_vocab`` words keep a vector (gensim's max_final_vocab; the rest read as <unk>), and
+    # the vocabulary scan prunes rare words beyond 10x that many (max_vocab_size): every PG model's word table
+    # (max_vocab x vector_size float32, 1 GB at 2M x 128) and word2vec's memory stop growing with the catalog
+    max_vocab: int | None = Field(default=2_000_000, ge=1_000, le=50_000_000)
     # ``auto``: passes over the corpus until ~target_tokens words were seen, within [5, max_epochs]
     target_tokens: int = Field(default=20_000_000, ge=1)
     max_epochs: int = Field(default=50, ge=1, le=1000)

@@ -16,6 +16,11 @@ collapse onto one direction. ``auto`` picks, from the corpus token count N:
   10 from 100M on (the paper's value);
 - ``sg``: skip-gram below 10M tokens (``resolve_sg``), CBOW above.
 
+``max_vocab`` caps the vocabulary at the most frequent words (gensim's ``max_final_vocab``, which raises
+the effective min count where more words would pass it), and the vocabulary scan prunes its rarest
+words whenever it holds more than 10x that many (``max_vocab_size``, about 1 GB per 10M words): the word
+vectors, every PG model's frozen word table and this task's memory are bounded whatever the catalog.
+
 ``model: fasttext`` trains gensim FastText instead: the same word vectors plus a table of hashed
 character n-grams (``subwords.safetensors`` beside ``vectors.bin``), from which a word never seen
 in training gets a vector (``subword_vectors``, gensim's rule) at embed time.
@@ -131,6 +136,7 @@ def train_word2vec(corpus_uri: str, cfg: Word2VecConfig, out_uri: str,
     bar = progress_bar(total=epochs, desc=cfg.model, unit="epoch", progress=progress)
     common = dict(corpus_file=str(corpus), vector_size=cfg.vector_size, window=cfg.window, min_count=min_count,
                   sg=sg, epochs=epochs, seed=cfg.seed, workers=cfg.workers or os.cpu_count() or 1,
+                  max_final_vocab=cfg.max_vocab, max_vocab_size=cfg.max_vocab and 10 * cfg.max_vocab,
                   callbacks=[_Progress(bar)])
     if cfg.model == "fasttext":
         from gensim.models import FastText
@@ -147,7 +153,8 @@ def train_word2vec(corpus_uri: str, cfg: Word2VecConfig, out_uri: str,
     with storage.atomic_path(out_uri, suffix=".bin") as tmp:
         model.wv.save_word2vec_format(str(tmp), binary=True)
     stats = {"model": cfg.model, "vocab_size": len(model.wv), "corpus_words": int(model.corpus_total_words),
-             "min_count": min_count, "epochs": epochs, "sg": sg, "degenerate_cosine": cfg.degenerate_cosine,
+             "min_count": int(getattr(model, "effective_min_count", min_count)), "epochs": epochs, "sg": sg,
+             "degenerate_cosine": cfg.degenerate_cosine,
              "health": health(list(model.wv.index_to_key), np.asarray(model.wv.vectors))}
     line = health_line(stats, cfg.degenerate_cosine)
     (log.warning if line.startswith("WARNING") else log.info)(line)
