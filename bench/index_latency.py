@@ -2,7 +2,8 @@
 
 On a built release (e.g. the one `bench/scale.py run` publishes), for one space:
 - **cold**: a fresh process opens the space and answers one query by id; the time from before opening to the
-  answer (the interpreter's imports excluded), and the process's peak RSS;
+  answer (the interpreter's imports excluded), and the process's peak RSS; medians of ``--cold-runs`` processes,
+  each asking for another product;
 - **warm**: the median latency of ``--queries`` queries by id in one process, and of title queries (cold start
   through the PG model, loaded once);
 - **recall@10** of the same queries against exact search (one exact pass over the vectors for all of them; a neighbour
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("--release", required=True)
     parser.add_argument("--space", default="agnostic", help="agnostic, or pg/<pg>")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--cold-runs", type=int, default=5, help="fresh processes, each with another product (median)")
     args = parser.parse_args()
 
     import numpy as np
@@ -57,10 +59,11 @@ def main() -> None:
     rows = np.unique(np.linspace(0, len(space) - 1, args.queries).astype(np.int64))
     picked = space.take(rows)
     pg = None if args.space == "agnostic" else args.space.split("/", 1)[1]
-    cold = json.loads(subprocess.run([sys.executable, "-c", COLD.format(
+    colds = [json.loads(subprocess.run([sys.executable, "-c", COLD.format(
         repo=str(REPO), release=str(Path(args.release).resolve()), space="agnostic" if pg is None else "pg",
-        pg=pg or picked["product_group"][0], pid=picked["product_id"][0])], capture_output=True, text=True,
-        check=True).stdout.strip().splitlines()[-1])
+        pg=pg or picked["product_group"][i], pid=picked["product_id"][i])], capture_output=True, text=True,
+        check=True).stdout.strip().splitlines()[-1]) for i in range(0, len(rows), max(1, len(rows) // args.cold_runs))]
+    cold = {key: statistics.median(c[key] for c in colds) for key in ("seconds", "imports", "peak_mb")}
     by_id, found = [], []
     for pid, group in zip(picked["product_id"], picked["product_group"]):
         t0 = time.perf_counter()

@@ -23,6 +23,12 @@ def hash_rank(keys, seed: int, salt: str) -> np.ndarray:
     return (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+def bucket_of(ids, buckets: int) -> np.ndarray:
+    """A product id's hash bucket: the same id lands in the same bucket in every file (validation's
+    duplicate search, the release index's id lookup)."""
+    return np.minimum((hash_rank(ids, 0, "dedupe") * buckets).astype(np.int64), buckets - 1)
+
+
 def hash_sample(keys, n: int, seed: int, salt: str) -> np.ndarray:
     """Indices of the ``n`` keys with the smallest rank, in rank order: a fixed sample."""
     return np.argsort(hash_rank(keys, seed, salt), kind="stable")[:n]

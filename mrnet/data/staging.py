@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 from mrnet.config.training import TaskSpec
 from mrnet.data.catalog import (CatalogError, bad_row_fields, bad_row_quarantine, check_columns, check_rows,
                                 clean_text, conform, read_chunks)
-from mrnet.data.sample import hash_rank
+from mrnet.data.sample import bucket_of
 from mrnet.io import storage
 
 log = logging.getLogger(__name__)
@@ -87,11 +87,6 @@ def part_index(part: str) -> int:
     if not (part.startswith("part-") and part[5:].isdigit() and len(part) == 10):
         raise ValueError(f"bad catalog part id {part!r}; expected part-<5 digits>")
     return int(part[5:])
-
-
-def bucket_of(ids, buckets: int) -> np.ndarray:
-    """A product id's hash bucket: the same id lands in the same bucket in every file."""
-    return np.minimum((hash_rank(ids, 0, "dedupe") * buckets).astype(np.int64), buckets - 1)
 
 
 class _Keys:

@@ -93,11 +93,11 @@ def build_space(dataset_uri: str, catalog_uri: str, out_uri: str, cfg) -> dict:
     t0, n = time.perf_counter(), dataset_rows(dataset_uri)
     scratch = Path(tempfile.mkdtemp(prefix="mrnet-index-"))
     try:
-        d, dtype, sample = _write_rows_and_vectors(dataset_uri, catalog_uri, scratch, n, cfg.train_sample)
+        d, dtype, sample, batches = _write_rows_and_vectors(dataset_uri, catalog_uri, scratch, n, cfg.train_sample)
         buckets = _write_id_buckets(scratch, n)
         kind = "ivfpq" if n >= cfg.min_products else "flat"
         info = {"format": FORMAT, "kind": kind, "rows": n, "d": d, "dtype": dtype, "buckets": buckets,
-                "source": dataset_uri}
+                "source": dataset_uri, "batch_rows": batches}
         if kind == "ivfpq":
             info |= _write_ivfpq(scratch, sample, n, d, dtype, cfg)
         del sample
@@ -156,7 +156,7 @@ def _write_rows_and_vectors(dataset_uri, catalog_uri, scratch: Path, n: int, tra
     columns = ["product_id", "title", *[c for c in ATTRIBUTES if c in names]]
     stride, sample, row, readers = max(1, n // train_sample), [], 0, {}
     value_type = pq.read_schema(storage.local_path(dataset_parts(dataset_uri)[0])).field("embedding").type.value_type
-    dtype, writer, vectors = ("float16" if value_type == pa.float16() else "float32"), None, None
+    dtype, writer, vectors, batches = ("float16" if value_type == pa.float16() else "float32"), None, None, []
     try:
         for df, x in embedding_batches(dataset_uri, ("product_id", "product_group")):
             vectors = vectors or _NpyWriter(scratch / "vectors.npy", (n, x.shape[1]), dtype)
@@ -165,7 +165,8 @@ def _write_rows_and_vectors(dataset_uri, catalog_uri, scratch: Path, n: int, tra
                               "product_group": pa.array(df["product_group"].to_numpy(dtype=object), pa.string())}
                              | {c: _column(info[c], c) for c in columns[1:]})
             writer = writer or ipc.new_file(str(scratch / "rows.arrow"), table.schema)
-            writer.write_table(table)
+            writer.write_batch(table.to_batches()[0])  # one record batch per batch read: their lengths go in
+            batches.append(len(table))                 # the manifest, so a query need not walk the file
             vectors.write(x)
             sample.append(x[(np.arange(row, row + len(x)) % stride) == 0])
             row += len(x)
@@ -176,7 +177,7 @@ def _write_rows_and_vectors(dataset_uri, catalog_uri, scratch: Path, n: int, tra
             vectors.close()
     if row != n or not row:
         raise RuntimeError(f"index of {dataset_uri}: read {row} rows, its manifest says {n}")
-    return int(sample[0].shape[1]), dtype, np.concatenate(sample)  # float32 already (embedding_batches)
+    return int(sample[0].shape[1]), dtype, np.concatenate(sample), batches  # float32 already (embedding_batches)
 
 
 def _attributes(df: pd.DataFrame, readers: dict, catalog_uri: str, columns: list[str], by_pg: bool) -> pd.DataFrame:
@@ -222,7 +223,7 @@ def _write_id_buckets(scratch: Path, n: int) -> int:
     """ids-BBBBB.npy (sorted fixed-width UTF-8 ids) + ids-BBBBB.rows.npy per hash bucket of the ids."""
     import pyarrow.ipc as ipc
 
-    from mrnet.data.staging import bucket_of
+    from mrnet.data.sample import bucket_of
 
     buckets = max(1, math.ceil(n / BUCKET_ROWS))
     spill: dict[int, list[Path]] = {b: [] for b in range(buckets)}
@@ -287,7 +288,9 @@ class Space:
 
         self.uri, self.info = uri, info or json.loads(storage.read_text(storage.join(uri, MANIFEST)))
         self.reader = ipc.open_file(pa.memory_map(str(self.file("rows.arrow"))))  # record batches, zero-copy
-        self.starts = np.cumsum([0] + [self.reader.get_batch(i).num_rows for i in range(self.reader.num_record_batches)])
+        lengths = self.info.get("batch_rows") or [self.reader.get_batch(i).num_rows
+                                                  for i in range(self.reader.num_record_batches)]
+        self.starts = np.cumsum([0] + list(lengths))
         self.vectors_path = self.file("vectors.npy")
         with open(self.vectors_path, "rb") as fh:
             np.lib.format.read_magic(fh)
@@ -309,7 +312,7 @@ class Space:
 
     def row_of(self, product_id: str) -> int | None:
         """The row of a product id (a binary search in its hash bucket), or None."""
-        from mrnet.data.staging import bucket_of
+        from mrnet.data.sample import bucket_of
 
         b = int(bucket_of([product_id], self.info["buckets"])[0])
         ids = np.load(self.file(f"ids-{b:05d}.npy"), mmap_mode="r")
