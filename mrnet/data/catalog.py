@@ -116,7 +116,7 @@ def _csv_chunks(path: Path, sep: str, chunk_rows: int):
 def _parquet_chunks(path: Path, chunk_rows: int):
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
+    parquet = pq.ParquetFile(path, pre_buffer=False)
     nullable, yielded = _nullable_floats(parquet), False
     for batch in parquet.iter_batches(batch_size=chunk_rows):
         yielded = True

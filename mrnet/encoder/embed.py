@@ -130,7 +130,7 @@ def embedding_batches(uri: str, columns=("product_id",), batch_rows: int = 65_53
 
     wanted = None if ids is None else pa.array(list(ids), pa.string())
     for part in dataset_parts(uri):
-        parquet = pq.ParquetFile(storage.local_path(part))
+        parquet = pq.ParquetFile(storage.local_path(part), pre_buffer=False)  # pre-buffering keeps every batch read (apache/arrow#39808)
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=list(dict.fromkeys([*columns, "embedding"]))):
             if wanted is not None:
                 batch = batch.filter(pc.is_in(batch.column("product_id"), value_set=wanted))

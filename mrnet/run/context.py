@@ -245,7 +245,7 @@ def text_hash(catalog_uri: str, columns=("title", "description")) -> str:
     """Content hash of the text the corpus is built from: a price change keeps it."""
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(storage.local_path(catalog_uri))
+    parquet = pq.ParquetFile(storage.local_path(catalog_uri), pre_buffer=False)
     names = [c for c in columns if c in parquet.schema_arrow.names]
     digest = hashlib.sha256(json.dumps(names).encode())
     for batch in parquet.iter_batches(batch_size=50_000, columns=names):
