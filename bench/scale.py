@@ -243,11 +243,15 @@ def table(records: list[dict]) -> str:
 
 
 MAPPED = {"check_catalog_part", "train", "embed_shard", "encode_agnostic"}  # spread over workers in a deployment
+# word2vec's ``sg: auto`` is skip-gram below 10M corpus tokens and CBOW above: the two runs straddle the switch, so
+# its rate from 10M products on is the largest run's seconds per product, not the slope between the two
+LARGEST_RATE = {"word2vec"}
 
 
 def fit(records: list[dict]) -> dict[str, tuple[float, float, float, float]]:
     """Per stage: (seconds at 0 products, seconds per product, largest task peak RSS MB, bytes per product),
-    a straight line through the two runs (the smallest and the largest catalog)."""
+    a straight line through the two runs (the smallest and the largest catalog); ``LARGEST_RATE`` stages: through
+    the origin and the largest run."""
     small, large = sorted(records, key=lambda r: r["products"])[:: max(1, len(records) - 1)][:2]
     out = {}
     for name in STAGES:
@@ -257,22 +261,27 @@ def fit(records: list[dict]) -> dict[str, tuple[float, float, float, float]]:
             continue
         sa, sb = sum(t["seconds"] for t in a), sum(t["seconds"] for t in b)
         slope = (sb - sa) / (large["products"] - small["products"])
+        start = sa - slope * small["products"]
+        if name in LARGEST_RATE:
+            start, slope = 0.0, sb / large["products"]
         written = sum(t["bytes_written"] for t in b) / large["products"]
-        out[name] = (sa - slope * small["products"], slope, max(t["peak_rss_mb"] for t in a + b), written)
+        out[name] = (start, slope, max(t["peak_rss_mb"] for t in a + b), written)
     return out
 
 
 def plan(records: list[dict], sizes=(1e8, 1e9), workers=(1, 32)) -> str:
     """**Estimates**: each stage's hours at ``sizes`` products from the fitted lines, the mapped stages spread
-    over ``workers`` 2-core CPU workers (their per-task fixed cost kept), the others in one task."""
+    over ``workers`` 2-core CPU workers (their per-task fixed cost kept), the others in one task. A stage whose
+    time did not grow between the two runs counts its seconds at 10M, whatever the size."""
     lines = ["| stage | s per 1M (2 cores) | mapped | " + " | ".join(
         f"{n / 1e6:,.0f}M, {w} worker{'s' if w > 1 else ''} (h)" for n in sizes for w in workers) + " |",
         "|---" * (3 + len(sizes) * len(workers)) + "|"]
     total = [0.0] * (len(sizes) * len(workers))
     for name, (a, b, _, _) in fit(records).items():
-        cells = []
+        cells, fixed = [], max(a, 0.0) if b > 0 else a + b * 1e7  # a stage that did not grow: its 10M seconds
+        b = max(b, 0.0)
         for i, (n, w) in enumerate((n, w) for n in sizes for w in workers):
-            hours = (max(a, 0) + b * n / (w if name in MAPPED else 1)) / 3600
+            hours = (fixed + b * n / (w if name in MAPPED else 1)) / 3600
             total[i] += hours
             cells.append(f"{hours:.2f}")
         lines.append(f"| {name} | {b * 1e6:.1f} | {'yes' if name in MAPPED else ''} | " + " | ".join(cells) + " |")

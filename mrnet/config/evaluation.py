@@ -90,7 +90,7 @@ class EvaluationConfig(Frozen):
 
     enabled: bool = True
     # the evaluation reads a stable hash sample of at most this many catalog products, and their embeddings
-    # only (data/reads.read_sample): its memory and time stop growing with the catalog (docs/SCALING.md);
+    # only (data/reads.read_sample): its memory stops growing with the catalog (docs/SCALING.md);
     # each task then keeps at most its own max_products of them
     max_products: int = Field(default=200_000, ge=1_000, le=100_000_000)
     folds: int = Field(default=5, ge=2)
