@@ -1,4 +1,4 @@
-"""Benchmark (not a test): the downstream evaluation (issue 6) on a finished demo run.
+"""Benchmark (not a test): the downstream evaluation on a finished demo run.
 
 Usage: `.venv/bin/python bench/evaluation.py --run artifacts/demo/runs/<run_id> [--repeats 3]`.
 Prints Markdown for docs/BENCHMARKS.md:

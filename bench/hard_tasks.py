@@ -1,4 +1,4 @@
-"""Benchmark (not a test): the hard evaluation tasks of a finished run at full size (issue 14's targets).
+"""Benchmark (not a test): the hard evaluation tasks of a finished run at full size.
 
 `make demo` scores its hard tasks on a fixed hash sample with 3 folds, for its 10-minute budget. There a fold's
 AUC moves by about 0.01, as much as the gaps the targets are about (MRNet against LSA-256 and MiniLM with the

@@ -1,4 +1,4 @@
-"""Benchmarks of issue 2 (not tests): each figure is a median of several runs, side by side
+"""Library benchmarks (not tests): each figure is a median of several runs, side by side
 with a naive reference measured in the same process. Usage: `make bench` or
 `.venv/bin/python bench/run_all.py [--repeats 5]`. Prints Markdown for docs/BENCHMARKS.md.
 """

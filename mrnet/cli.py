@@ -116,14 +116,14 @@ def champion_model(cfg: Config, pg: str) -> str:
     """The PG's encoder in the champion release, read from the release's manifest: the one
     pointer that decides (``<prefix>-release@champion``, or releases/current.json without
     tracking), never a per-PG alias that a killed promotion may have left ahead of it."""
-    from mrnet.release.manifest import manifest_by_alias
+    from mrnet.release.manifest import manifest_by_alias, release_model
 
     manifest, where = manifest_by_alias(cfg, "champion")
     if manifest is None:
         raise ValueError(f"no champion release under {where}: run mrnet_retrain first, or give --model")
     if pg not in manifest["models"]:
         raise ValueError(f"unknown PG {pg!r}: champion release {manifest['release']} has {sorted(manifest['models'])}")
-    return manifest["models"][pg]["uri"]
+    return release_model(manifest, pg)
 
 
 def beside(uri: str, suffix: str) -> str:

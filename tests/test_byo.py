@@ -83,6 +83,35 @@ def test_init_refuses_a_file_without_a_title(tmp_path):
         starter_config("x.csv", df)
 
 
+def test_init_writes_configs_that_validate_on_awkward_files(tmp_path):
+    """Files on which `mrnet init` once wrote a config that `mrnet run` refused: an integer ``index`` id in
+    Parquet; unicode column names; ``Sale Price`` beside ``sale_price``; ``product_id`` (with repeats) beside the
+    ``index`` chosen as id. A numeric ``brand_id`` is a category, not a quantity."""
+    from mrnet.data.merge import validate_catalog
+
+    n = 90
+    df = pd.DataFrame({
+        "index": range(1, n + 1),
+        "product_id": [f"P{i % 30}" for i in range(n)],  # repeats: not the id
+        "product": [f"{['red', 'blue', 'green'][i % 3]} cotton {['shirt', 'sock', 'cap'][i % 3]} {i}" for i in range(n)],
+        "価格": [float(10 + i) for i in range(n)],
+        "Sale Price": [float(5 + i) for i in range(n)],
+        "sale_price": [float(3 + i) for i in range(n)],
+        "brand_id": [i % 4 for i in range(n)],
+    })
+    path = tmp_path / "shop.parquet"
+    df.to_parquet(path)
+    out = tmp_path / "shop.yaml"
+    assert main(["init", "--catalog", str(path), "--out", str(out)]) == 0
+    cfg = load_config(out)  # once: duplicate task names, a name '' and an id typed int64
+    assert cfg.data.columns == {"index": "product_id", "product": "title", "product_id": "product_id_original"}
+    kinds = {t.column: (t.name, t.kind) for t in cfg.tasks if t.kind in ("regression", "multiclass")}
+    assert kinds["brand_id"] == ("brand_id", "multiclass") and kinds["Sale Price"][0] != kinds["sale_price"][0]
+    assert kinds["価格"][0].startswith("column_")
+    clean, summary = validate_catalog(str(path), str(tmp_path / "out"), None, cfg.tasks, 512, data=cfg.data)
+    assert summary["rows_clean"] == n and pd.read_parquet(clean)["product_id"].iloc[0] == "1"
+
+
 @pytest.mark.slow
 def test_public_raw_catalog_runs_end_to_end_through_init(tmp_path):
     """BigBasket's raw CSV, raw column names, no product_group: init → run (tiny) → summary."""

@@ -106,6 +106,24 @@ def test_wrong_type_in_a_category_column():
     assert quarantine["reason"].tolist() == ["wrong_type:color"]
 
 
+def test_a_task_on_a_required_column_labels_with_its_text(tmp_path):
+    """`mrnet init` writes a multiclass task on a low-cardinality ``source`` or ``locale`` column: validation once
+    crashed on it (KeyError: 'source'); the label is the column's cleaned text, in memory and streamed alike."""
+    from mrnet.config.training import TaskSpec
+
+    tasks = [*CFG.tasks, TaskSpec(name="shop", kind="multiclass", column="source", top_k=5),
+             TaskSpec(name="where", kind="multiclass", column="locale", top_k=5),
+             TaskSpec(name="group", kind="multiclass", column="product_group", top_k=5)]
+    df = pd.DataFrame({"product_id": ["a", "b", "c"], "product_group": ["watches"] * 3, "source": [" x ", "y", "x"],
+                       "locale": "en_IN", "title": ["W1", "W2", "W3"]})
+    clean, quarantine = validate(df, "mem", PGS, tasks, 100)
+    assert quarantine.empty and clean["source"].tolist() == ["x", "y", "x"]
+    path = tmp_path / "c.csv"
+    df.to_csv(path, index=False)
+    clean_uri, summary = validate_catalog(str(path), str(tmp_path / "out"), PGS, tasks, 100)
+    assert pd.read_parquet(clean_uri)["source"].tolist() == ["x", "y", "x"] and summary["rows_clean"] == 3
+
+
 @pytest.mark.parametrize("header, message", [
     ("product_id,product_group,source,locale,name\n", "required column 'title' is missing"),
     ("productid,product_group,source,locale,title\n", "found 'productid': misnamed?"),

@@ -130,7 +130,7 @@ def test_the_filled_in_env_file_is_never_committed():
 
 
 def test_mlflow_needs_a_login_and_nothing_listens_beyond_localhost_by_default():
-    """Issue 15: champion is what embed, neighbours and the gate trust, so MLflow runs its own basic
+    """Champion is what embed, neighbours and the gate trust, so MLflow runs its own basic
     auth with an admin from .env, the tasks log in as a user of their own, and every published port
     binds the configured address (127.0.0.1 in .env.example)."""
     mlflow = COMPOSE["services"]["mlflow"]

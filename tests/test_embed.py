@@ -71,6 +71,12 @@ def test_shards_committed_equal_one_file(trained, tmp_path):
     assert sharded[0]["product_id"].tolist() == whole[0]["product_id"].tolist()
     assert np.abs(sharded[1] - whole[1]).max() < 1e-5
     assert len(pd.read_parquet(folder)) == n  # any Parquet reader takes the folder (skips _manifest.json)
+    # a part replaced after the commit by a valid Parquet with fewer rows is refused, naming it, by every reader
+    first = parts[0][0]
+    pd.read_parquet(first).head(2).to_parquet(first)
+    for read in (embed.read_embeddings, lambda u: list(embed.embedding_batches(u))):
+        with pytest.raises(ValueError, match=rf"{first}: 2 rows, where .*_manifest.json says {parts[0][1]}"):
+            read(str(folder))
 
 
 def test_a_shard_streams_in_chunks_with_one_tokenizer_pool(trained, tmp_path):

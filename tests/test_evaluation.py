@@ -1,4 +1,4 @@
-"""Downstream evaluation (issue 6, paper §4): label rules, the unseen-population filter,
+"""Downstream evaluation (paper §4): label rules, the unseen-population filter,
 fixed folds, skipped tasks, and the report files, on hand-made data with known answers."""
 
 import json
@@ -76,6 +76,17 @@ def test_too_few_positives_or_one_class_is_skipped_with_a_reason():
     assert isinstance(skip, D.Skip) and "0 positive / 1 negative" in skip.reason
     few = PLUGS.model_copy(update={"min_positives": 5})
     assert "min_positives=5" in D.from_rules(few, CATALOG).reason
+
+
+def test_tasks_on_a_category_path_the_catalog_lacks_are_skipped_with_a_reason():
+    """The demo config on a user's catalog without ``category_path`` once failed in evaluate (KeyError) and
+    published nothing: its rules and browse tasks are skipped, naming the column, and the unseen ones after them."""
+    browse = EvalTask(name="browse", kind="browse", pg="elec", level=2)
+    unseen = EvalTask(name="plugs_unseen", kind="unseen", base="plugs")
+    got = D.derive([PLUGS, browse, unseen], CATALOG.drop(columns=["category_path"]), seed=0)
+    assert got["plugs"].reason == "the catalog has no 'category_path' column, which a rules task reads"
+    assert "category_path" in got["browse"].reason and "base task 'plugs' was skipped" in got["plugs_unseen"].reason
+    assert not isinstance(D.derive([PLUGS], CATALOG, seed=0)["plugs"], D.Skip)
 
 
 def test_a_bad_rule_is_a_clear_error():

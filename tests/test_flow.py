@@ -177,3 +177,64 @@ def test_sample_fraction_is_per_pg_and_stable():
     assert set(sample_per_pg(df, None, 13, 0.25).product_id) <= set(half.product_id)  # nested samples
     assert len(sample_per_pg(df, 30, 13, 0.5)) == 60
 
+
+
+def test_two_runs_missing_one_cache_entry_build_it_once(tmp_path):
+    """Two runs with the same inputs both missed ``cache/word2vec/<key>``, both built it, and the second replaced
+    the first's while the first used it. Now one builds under a lock and the other waits, then reuses its entry."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    builds, got = [], {}
+
+    def build(out):
+        builds.append(out)
+        time.sleep(1.5)  # long enough for the other run to miss the entry and reach the lock
+        context.storage.write_text(out, f"vectors built by build {len(builds)}")
+        return out, {"words": 3}
+
+    def one_run(name):
+        run = SimpleNamespace(home=str(tmp_path), run_id=name, mlflow=None,
+                              path=lambda *parts, name=name: str(tmp_path.joinpath("runs", name, *parts)))
+        got[name] = context.cached(run, "word2vec", "k1", "vectors.bin", build)
+
+    threads = [threading.Thread(target=one_run, args=(name,)) for name in ("week1", "week2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and got["week1"] == got["week2"]
+    assert (tmp_path / "cache" / "word2vec" / "k1" / "vectors.bin").read_text() == "vectors built by build 1"
+    hits = {name: json.loads((tmp_path / "runs" / name / "stages" / "word2vec.json").read_text())["cache_hit"]
+            for name in got}
+    assert sorted(hits.values()) == [False, True] and not list((tmp_path / "locks").iterdir())
+
+
+def test_a_promotion_killed_before_it_ends_leaves_no_gate_json_so_resume_reruns_it(tmp_path, monkeypatch):
+    """gate.json said ``promote: true`` before the champion moved, so a promotion killed in between left a run
+    that ``mrnet run --resume`` skipped as finished. gate.json is now written once the decision is carried out."""
+    from types import SimpleNamespace
+
+    from mrnet.run import publish
+
+    run = SimpleNamespace(promote=True, cfg=None, home=str(tmp_path), mlflow=None, run_id="r1",
+                          path=lambda *parts: str(tmp_path.joinpath("runs", "r1", *parts)))
+    (tmp_path / "runs" / "r1").mkdir(parents=True)
+    (tmp_path / "runs" / "r1" / "run.json").write_text(json.dumps({"run_id": "r1", "started": 1.0, "params": {}}))
+    monkeypatch.setattr(publish, "repair_champion", lambda *args: [])
+    monkeypatch.setattr(publish, "champion_manifest", lambda run: None)
+    monkeypatch.setattr(publish, "_gate", lambda *args: {"promote": True, "reasons": []})
+
+    def killed(*args):
+        raise KeyboardInterrupt  # a kill between the gate's decision and the pointer's move
+
+    monkeypatch.setattr(publish, "publish_champion", killed)
+    with pytest.raises(KeyboardInterrupt):
+        publish._promote(run, {"base_release": None}, {})
+    assert not (tmp_path / "runs" / "r1" / "gate.json").exists()
+    assert context.unfinished_run(str(tmp_path))[0] == "r1"  # --resume takes it up again
+    monkeypatch.setattr(publish, "publish_champion", lambda *args: None)
+    publish._promote(run, {"base_release": None}, {})
+    assert json.loads((tmp_path / "runs" / "r1" / "gate.json").read_text())["promote"] is True
+    assert context.unfinished_run(str(tmp_path)) is None

@@ -140,7 +140,7 @@ def test_knn_overlap():
     assert knn_overlap(a, b, 1) == pytest.approx(0.0)
 
 
-# ---------------------------------------------------------------- downstream evaluation (issue 6)
+# ---------------------------------------------------------------- downstream evaluation
 SAME = summary({"watches": {"color": 0.50, "gender": 0.40}, "footwear": {"color": 0.60}})
 EVAL_OLD = {"eval.plugs.agnostic.lr": 0.95, "eval.plugs.agnostic.rf": 0.93, "eval.browse.pg.lr": 0.80}
 EVAL_GATE = GateConfig(tolerance=0.03, aggregate_tolerance=0.0, eval_tolerance=0.02)

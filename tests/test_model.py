@@ -85,3 +85,45 @@ def test_load_refuses_a_foreign_safetensors_file(tmp_path):
         assert "not an mrnet model" in str(err)
     else:
         raise AssertionError("a foreign file was accepted")
+
+
+def _saved(tmp_path):
+    """A small saved PG model: ``tmp_path/model.safetensors``."""
+    meta = {"pg": "watches", "vocab": Vocab([f"w{i}" for i in range(48)]).words,
+            "config": {"word2vec": {"vector_size": 16}, "model": {"embed_dim": 12, "max_tokens": 8,
+                                                                  "freeze_word_vectors": True}},
+            "tasks": [{"name": "color", "active": True, "out_dim": 5}]}
+    path = tmp_path / "model.safetensors"
+    save_model(_model(2).eval(), meta, str(path))
+    return path
+
+
+def test_a_truncated_model_file_is_one_line_naming_it(tmp_path):
+    """A truncated safetensors file once raised ``SafetensorError: … incomplete metadata`` without the file."""
+    import pytest
+
+    path = _saved(tmp_path)
+    whole = path.read_bytes()
+    for cut in (6, 300, len(whole) - 64):  # inside the length, inside the header, inside the weights
+        path.write_bytes(whole[:cut])
+        with pytest.raises(ValueError, match=rf"^{tmp_path}/model.safetensors: not a readable safetensors file \("):
+            load_model(str(path))
+
+
+def test_a_model_changed_after_publishing_is_refused_by_its_release(tmp_path):
+    """A bit flipped in a released model.safetensors was loaded and used (neighbour distances moved from 0.109 to
+    0.860, no message): loading through the release compares the file's SHA-256 with the version it recorded."""
+    import pytest
+
+    from mrnet.encoder.embed import model_version
+    from mrnet.release.manifest import file_version, release_model
+
+    path = _saved(tmp_path)
+    manifest = {"release": "r1", "models": {"watches": {"uri": str(path), "version": model_version(str(path))}}}
+    assert release_model(manifest, "watches") == str(path)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x10  # one bit of one weight
+    path.write_bytes(bytes(data))
+    file_version.cache_clear()
+    with pytest.raises(ValueError, match=rf"^{path}: its SHA-256 starts [0-9a-f]{{12}}, where release r1 recorded"):
+        release_model(manifest, "watches")

@@ -1,4 +1,4 @@
-"""Issue 15: a promotion SIGKILLed at any alias (or before current.json) leaves one champion that
+"""A promotion SIGKILLed at any alias (or before its archived copy or current.json) leaves one champion that
 every reader agrees on, and `repair_champion` / `mrnet promote --repair` makes the mirrors follow."""
 
 import json
@@ -32,7 +32,7 @@ def _release(uri, home, name):
         source.mkdir(parents=True)
         manifest["registry"][part] = tracking.register(uri, f"mrnet-{part}", str(source), run_id, {"release": name})
         if part in PARTS[:3]:
-            manifest["models"][part] = {"uri": str(source / "model.safetensors"), "version": name}
+            manifest["models"][part] = {"uri": str(source / "model.safetensors")}  # no file: no version to check
     path = home / name / "release.json"
     manifest["registry"]["release"] = tracking.register(uri, "mrnet-release", str(home / name), run_id,
                                                         {"release": name, "manifest": str(path)})
@@ -65,7 +65,7 @@ def set_alias(*args):
         os.kill(os.getpid(), signal.SIGKILL)
     real_alias(*args)
 def write_text(uri, text):
-    if at == "current.json" and uri.endswith("current.json"):
+    if uri.endswith("/" + at):  # current.json, or the archived copy releases/new.json
         os.kill(os.getpid(), signal.SIGKILL)
     return real_write(uri, text)
 tracking.set_alias, storage.write_text = set_alias, write_text
@@ -75,7 +75,7 @@ manifest.publish_champion(tiny_config(home, "tracking.enabled=true"), home, f"sq
 """
 
 
-@pytest.mark.parametrize("at", [str(i) for i in range(1, len(PARTS) + 2)] + ["current.json"])
+@pytest.mark.parametrize("at", [str(i) for i in range(1, len(PARTS) + 2)] + ["new.json", "current.json"])
 def test_a_promotion_killed_anywhere_leaves_one_champion_and_repair_mirrors_it(history, tmp_path, at):
     from mrnet.cli import champion_model
 
@@ -91,7 +91,7 @@ def test_a_promotion_killed_anywhere_leaves_one_champion_and_repair_mirrors_it(h
                           env=os.environ | {"PYTHONPATH": str(REPO)})
     assert proc.returncode == -9, proc.stderr[-2000:]
     cfg = _cfg(home)
-    expected = "new" if at == "current.json" else "old"  # calls 1-5: the mirrors; 6: the release pointer
+    expected = "new" if at.endswith(".json") else "old"  # calls 1-5: the mirrors; 6: the release pointer
     champion, _ = manifest.manifest_by_alias(cfg, "champion")
     assert champion["release"] == expected
     assert champion_model(cfg, "watches") == str(home / expected / "watches" / "model.safetensors")
@@ -100,4 +100,6 @@ def test_a_promotion_killed_anywhere_leaves_one_champion_and_repair_mirrors_it(h
         assert str(c.get_model_version_by_alias(f"mrnet-{part}", "champion").version) == version, part
     current = json.loads((home / "releases" / "current.json").read_text())
     assert current["release"] == expected
+    # the champion's archived copy exists, so gc keeps it as a rollback target once another run is champion
+    assert json.loads((home / "releases" / f"{expected}.json").read_text())["release"] == expected
     assert manifest.repair_champion(cfg, str(home), uri) == []  # nothing left to repair

@@ -1,4 +1,4 @@
-"""Issue 15: no name climbs out of the artifact root, and config errors are one line naming the value."""
+"""No name climbs out of the artifact root, and config errors are one line naming the value."""
 
 import pytest
 
@@ -55,6 +55,13 @@ def test_config_errors_are_one_line_with_the_value():
                               + ": train.epochs: Input should be greater than or equal to 1 (got -1)")
 
 
+def test_an_empty_pg_list_is_an_error_not_every_pg():
+    """``--set "pgs=[]"`` once trained all 23 PGs (an empty list read as "no filter")."""
+    with pytest.raises(ValueError, match=r"pgs is an empty list: name at least one PG, or leave pgs out"):
+        load_config(REPO / "configs" / "demo.yaml", ["pgs=[]"])
+    assert load_config(REPO / "configs" / "demo.yaml", ["pgs=[watches]"]).pgs == ["watches"]
+
+
 def test_a_run_refuses_file_names_that_climb_out(tmp_path):
     run = context.Run(uri="", run_id="r", dag_id="d", mode="retrain", home=str(tmp_path),
                    root=str(tmp_path / "runs" / "r"), promote=False, started=0.0, cfg=None, mlflow=None)
@@ -77,7 +84,9 @@ def test_artifacts_follow_the_umask_not_mkstemps_0600(tmp_path):
         os.umask(old)
 
 
-def test_required_columns_must_be_text_in_parquet(tmp_path):
+def test_required_columns_must_be_text_in_parquet_integer_ids_read_as_text(tmp_path):
+    """An integer id column (BigBasket's ``index`` as Parquet) reads as its exact text; a float id or a number
+    where a title belongs is refused, since its text would not be what was meant."""
     import pandas as pd
 
     from mrnet.data.catalog import CatalogError
@@ -86,8 +95,11 @@ def test_required_columns_must_be_text_in_parquet(tmp_path):
     rows = {"product_id": [1, 2], "product_group": ["watches"] * 2, "source": ["s"] * 2, "locale": ["en"] * 2,
             "title": ["Analog watch", "Digital watch"]}
     pd.DataFrame(rows).to_parquet(tmp_path / "ints.parquet")
-    with pytest.raises(CatalogError, match=r"ints.parquet: required column 'product_id' is int64, not text"):
-        validate_catalog(str(tmp_path / "ints.parquet"), str(tmp_path / "out"), None, [], 512)
+    clean, summary = validate_catalog(str(tmp_path / "ints.parquet"), str(tmp_path / "out0"), None, [], 512)
+    assert pd.read_parquet(clean)["product_id"].tolist() == ["1", "2"] and summary["rows_clean"] == 2
+    pd.DataFrame(rows | {"product_id": [1.0, 2.0]}).to_parquet(tmp_path / "floats.parquet")
+    with pytest.raises(CatalogError, match=r"floats.parquet: required column 'product_id' is float64, not text"):
+        validate_catalog(str(tmp_path / "floats.parquet"), str(tmp_path / "out"), None, [], 512)
     pd.DataFrame(rows | {"product_id": ["a", "b"]}).to_parquet(tmp_path / "text.parquet")
     _, summary = validate_catalog(str(tmp_path / "text.parquet"), str(tmp_path / "out2"), None, [], 512)
     assert summary["rows_clean"] == 2

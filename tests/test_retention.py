@@ -4,6 +4,7 @@ a gc SIGKILLed midway and rerun leaves nothing dangling while the champion keeps
 a promotion never interleave; and, on real tiny runs, the MLflow runs and versions of a deleted run go."""
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -99,6 +100,40 @@ def test_a_live_lock_blocks_and_a_dead_ones_is_taken_over(tmp_path):
                                         "what": "a killed gc"}))
     assert retention.execute(_cfg(home), dry_run=True)["delete"] == []  # taken over, then released
     assert not storage.exists(uri)
+
+
+def test_a_lock_is_never_visible_empty_and_an_empty_one_is_taken_over(tmp_path, monkeypatch, caplog):
+    """A lock created and then written stayed empty when the write failed (a full disk) or the process died in
+    between; unreadable, it was never stale, and gc failed on it for good. Now a lock appears whole or not at all,
+    a failed write names the cause and leaves nothing, and an unreadable lock older than a few seconds is debris."""
+    home = str(tmp_path)
+    uri = retention.lock_uri(home)
+
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, *args, **kwargs):
+            self.fh = real_fdopen(*args, **kwargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fdopen", Full)
+        with pytest.raises(OSError, match="No space left on device"):
+            retention.execute(_cfg(home), dry_run=True)
+    assert not storage.exists(uri) and not list((tmp_path / "locks").iterdir())  # no lock, no temp file
+    storage.write_text(uri, "")  # an empty lock, as a writer killed between create and write left it
+    os.utime(uri, (time.time() - 60, time.time() - 60))
+    with caplog.at_level(logging.WARNING, logger="mrnet.io.storage"):
+        assert retention.execute(_cfg(home), dry_run=True)["delete"] == []
+    assert "taking over" in caplog.text and "an unreadable lock" in caplog.text and not storage.exists(uri)
 
 
 @pytest.fixture(scope="module")

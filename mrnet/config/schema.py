@@ -98,6 +98,8 @@ class Config(Frozen):
 
     @model_validator(mode="after")
     def _pg_names(self) -> "Config":
+        if self.pgs is not None and not self.pgs:
+            raise ValueError("pgs is an empty list: name at least one PG, or leave pgs out (null) for every PG")
         for pg in self.pgs or ():
             check_segment(pg, "pgs: PG")
         return self

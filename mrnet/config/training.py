@@ -152,7 +152,7 @@ class ModelConfig(Frozen):
     512, four times the paper's 128: on three public 10k-product slices the TF-IDF decoding head, which
     carries most of what held-out category columns need, was capacity-bound at 128 and still at 256, and
     d 512 raised the held-out scores on BigBasket and Myntra (at 5k and 10k products) and left Flipkart
-    level (docs/TRAINING.md, ninth session). It costs about twice
+    level (docs/TRAINING.md). It costs about twice
     256's training time and embedding bytes; configs/demo.yaml keeps 256 for its 10-minute budget."""
 
     embed_dim: int = Field(default=512, ge=2, le=4096)
@@ -197,7 +197,7 @@ class TrainConfig(Frozen):
     retire_delta: float = Field(default=0.05, ge=0.0, le=10.0)
     # true: the stop score counts a task above the prior (normalized loss 1.0) as the prior, so an unpredictable
     # task's swings cannot pick the epoch (encoder/stopping.informative). Off: on BigBasket 10k it stopped 3 epochs
-    # sooner and scored 0.3-0.9 point lower on 15 of 16 cells in two seeds (docs/TRAINING.md, seventeenth session)
+    # sooner and scored 0.3-0.9 point lower on 15 of 16 cells in two seeds (docs/TRAINING.md)
     cap_at_prior: bool = False
     # ``auto``: by the PG's size (encoder/train.batch_size_for): its training products / 128, rounded down to
     # a power of two within [64, 256], so a small PG gets up to 4x the updates per epoch and a large one

@@ -213,6 +213,14 @@ def conform(df: pd.DataFrame, data, uri: str) -> pd.DataFrame:
     return df
 
 
+def integer_ids_as_text(df: pd.DataFrame) -> pd.DataFrame:
+    """An integer ``product_id`` column (a Parquet ``index``) as its exact text; any other type stays, for
+    ``check_columns`` to refuse (a float's text, ``1.0``, is not the id that was meant)."""
+    if "product_id" in df.columns and pd.api.types.is_integer_dtype(df["product_id"]):
+        df = df.assign(product_id=df["product_id"].astype("string").astype(object))
+    return df
+
+
 def check_columns(df: pd.DataFrame, uri: str, tasks: list[TaskSpec]) -> list[str]:
     """Raise on a missing required column; return warnings for absent task columns."""
     for col in REQUIRED:
@@ -317,7 +325,8 @@ def check_rows(df: pd.DataFrame, uri: str, pgs: list[str] | None, tasks: list[Ta
     left to the merge (data/staging.py), which sees every product id of every file."""
     df = df.reset_index(drop=True)
     reasons: list[list[str]] = [[] for _ in range(len(df))]
-    labels = _label_columns(df, tasks)
+    # a task on a required or text column (``source``, ``locale``, ``product_group``) labels with its cleaned text
+    labels = {c: k for c, k in _label_columns(df, tasks).items() if c not in REQUIRED + TEXT_COLUMNS}
     out = pd.DataFrame(index=df.index)
     for col in df.columns:
         if col in labels or not (col in REQUIRED + TEXT_COLUMNS or df[col].dtype == object
@@ -346,7 +355,10 @@ def check_rows(df: pd.DataFrame, uri: str, pgs: list[str] | None, tasks: list[Ta
         elif len(title) > max_title_chars:
             reasons[i].append("title_too_long")
     for col, kind in labels.items():
-        parsed = [_PARSERS[kind](v) for v in df[col].to_numpy(dtype=object)]
+        column = df[col]
+        if kind == "category" and pd.api.types.is_integer_dtype(column):  # a column of codes (brand_id): its text
+            column = column.astype("string")
+        parsed = [_PARSERS[kind](v) for v in column.to_numpy(dtype=object)]
         for i, (_, defect) in enumerate(parsed):
             if defect:
                 reasons[i].append(f"{defect}:{col}")

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from mrnet.config.training import TaskSpec
 from mrnet.data.catalog import (CatalogError, bad_row_fields, bad_row_quarantine, check_columns, check_rows,
-                                clean_text, conform, read_chunks)
+                                clean_text, conform, integer_ids_as_text, read_chunks)
 from mrnet.data.sample import bucket_of
 from mrnet.io import storage
 
@@ -132,8 +132,7 @@ def check_part(plan_record: dict, part: str, out_dir: str, pgs: list[str] | None
     counts = Counter()
     next_row, bad_rows = 1, []
     for frame, skipped in read_chunks(uri, chunk_rows):
-        if data is not None:
-            frame = conform(frame, data, uri)
+        frame = integer_ids_as_text(conform(frame, data, uri) if data is not None else frame)
         if warnings is None:
             warnings, columns = check_columns(frame, uri, tasks), [str(c) for c in frame.columns]
         bad_rows += skipped

@@ -49,8 +49,9 @@ def _id_like(name: str) -> bool:
 
 
 def column_kind(values: pd.Series) -> str:
-    """``empty`` / ``bool`` / ``number`` / ``id`` / ``category`` / ``text`` of one raw column
-    (a unique integer column is an ``id`` only when its name says so: prices can be unique too)."""
+    """``empty`` / ``bool`` / ``number`` / ``id`` / ``category`` / ``text`` of one raw column. A numeric column
+    is a ``number`` unless its name says id (prices can be unique too): then a ``category`` when its values
+    repeat (``brand_id``), else an ``id``."""
     values = values.dropna().astype(str).str.strip()
     values = values[values != ""]
     if values.empty:
@@ -60,8 +61,9 @@ def column_kind(values: pd.Series) -> str:
         return "bool"
     numbers = pd.to_numeric(values, errors="coerce")
     if numbers.notna().mean() >= 0.95:
-        unique_ints = distinct == len(values) and (numbers.dropna() % 1 == 0).all()
-        return "id" if unique_ints and _id_like(str(values.name)) else "number"
+        if _id_like(str(values.name)):  # brand_id, seller_id: codes, not quantities (a category, or left out)
+            return "category" if distinct <= max(2, len(values) // 3) else "id"
+        return "number"
     if distinct == len(values):
         return "id" if values.str.len().mean() < 40 and not values.str.contains(" ").mean() > 0.5 else "text"
     if distinct <= max(2, len(values) // 3) and values.str.len().mean() < 60:  # multiclass: multiclass_task
@@ -98,14 +100,28 @@ def guess(df: pd.DataFrame) -> dict:
     return {"roles": roles, "kinds": kinds, "categories": categories}
 
 
+def task_name(column: str, taken: set[str]) -> str:
+    """A task name for ``column`` that is a safe file name and not yet taken: ``Sale Price`` → ``sale_price``,
+    beside a ``sale_price`` column ``sale_price_2``; a name of no ASCII letters (``価格``) → ``column_<hash>``."""
+    import hashlib
+
+    base = _norm(column) or "column_" + hashlib.sha256(str(column).encode()).hexdigest()[:8]
+    name, n = base, 1
+    while name in taken or f"high_{name}" in taken:
+        n += 1
+        name = f"{base}_{n}"
+    return name
+
+
 def _tasks(df: pd.DataFrame, found: dict) -> list[dict]:
     roles, kinds = found["roles"], found["kinds"]
     skip = {v for v in roles.values() if v} | set(found["categories"])
-    tasks = []
+    tasks, taken = [], {"tfidf"}
     for column, kind in kinds.items():
         if column in skip:
             continue
-        name = _norm(column)
+        name = task_name(column, taken)
+        taken |= {name, f"high_{name}"}
         if kind == "number":
             values = pd.to_numeric(df[column], errors="coerce")
             transform = "log1p_standardize" if values.min() >= 0 else "standardize"
@@ -130,9 +146,14 @@ def starter_config(catalog: str, df: pd.DataFrame, found: dict | None = None,
         raise ValueError(f"{catalog}: found no {' or '.join(missing)} column among {list(df.columns)[:30]}; "
                          "name one with data.columns in a config of your own")
     renames = {src: role for role, src in roles.items() if src and src != role}
+    # a column already named like a role another column takes (``product_id`` beside the chosen ``index``) moves aside
+    renames |= {role: f"{role}_original" for src, role in list(renames.items()) if role in map(str, df.columns)}
     pg = _norm(Path(catalog).name.split(".")[0])[:40] or "all"
-    evaluation_tasks = [{"name": f"browse_{_norm(c)}", "kind": "browse", "column": c, "min_class_size": 20}
-                        for c in found["categories"]]
+    browse: set[str] = set()
+    evaluation_tasks = []
+    for c in found["categories"]:
+        browse.add(name := task_name(c, browse))
+        evaluation_tasks.append({"name": f"browse_{name}", "kind": "browse", "column": c, "min_class_size": 20})
     tasks = _tasks(df, found)
     labels = [t["column"] for t in tasks if t["kind"] == "multiclass"][:3]
     return {

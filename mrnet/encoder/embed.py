@@ -112,11 +112,30 @@ def dataset_parts(uri: str) -> list[str]:
     return [storage.join(uri, part["file"]) for part in json.loads(storage.read_text(manifest))["parts"]]
 
 
+def checked_parts(uri: str) -> list[tuple[str, str]]:
+    """(part URI, local path) of each Parquet file of an embedding URI, each checked against its manifest's row
+    count before it is read: a part replaced or cut short after the commit is an error naming it, never data."""
+    if uri.endswith(".parquet"):
+        return [(uri, str(storage.local_path(uri)))]
+    manifest = storage.read_json(storage.join(uri, MANIFEST))
+    if manifest is None:
+        dataset_parts(uri)  # the error that names the uncommitted folder
+    out = []
+    for part in manifest["parts"]:
+        part_uri = storage.join(uri, part["file"])
+        path = str(storage.local_path(part_uri))
+        rows = pq.ParquetFile(path).metadata.num_rows
+        if rows != int(part["rows"]):
+            raise ValueError(f"{part_uri}: {rows} rows, where {storage.join(uri, MANIFEST)} says {part['rows']}: "
+                             "the part was replaced or cut short after its commit; re-embed this PG")
+        out.append((part_uri, path))
+    return out
+
+
 def read_embeddings(uri: str, columns=("product_id",)) -> tuple[pd.DataFrame, np.ndarray]:
     """(the other ``columns``, embeddings (N, d) float32) of an embedding file or sharded folder.
     The vectors come straight from the Arrow buffer (no per-row Python arrays)."""
-    table = pa.concat_tables([pq.read_table(storage.local_path(part), columns=[*columns, "embedding"])
-                              for part in dataset_parts(uri)])
+    table = pa.concat_tables([pq.read_table(path, columns=[*columns, "embedding"]) for _, path in checked_parts(uri)])
     column = table.column("embedding").combine_chunks()
     d = column.type.list_size
     x = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, d)  # a writable copy
@@ -129,8 +148,8 @@ def embedding_batches(uri: str, columns=("product_id",), batch_rows: int = 65_53
     import pyarrow.compute as pc
 
     wanted = None if ids is None else pa.array(list(ids), pa.string())
-    for part in dataset_parts(uri):
-        parquet = pq.ParquetFile(storage.local_path(part), pre_buffer=False)  # pre-buffering keeps every batch read (apache/arrow#39808)
+    for _, path in checked_parts(uri):
+        parquet = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering keeps every batch read (apache/arrow#39808)
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=list(dict.fromkeys([*columns, "embedding"]))):
             if wanted is not None:
                 batch = batch.filter(pc.is_in(batch.column("product_id"), value_set=wanted))

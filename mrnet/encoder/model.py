@@ -94,11 +94,22 @@ def save_model(model: nn.Module, meta: dict, uri: str) -> str:
     return uri
 
 
+def unreadable(uri: str, err: Exception) -> ValueError:
+    """One line naming the file, for a safetensors file that is truncated or not one at all."""
+    return ValueError(f"{uri}: not a readable safetensors file ({err}); it is truncated or damaged: "
+                      "retrain, or restore it from the release it came from")
+
+
 def load_weights(model: nn.Module, uri: str) -> nn.Module:
     """Load a saved state dict into ``model`` (weights only, nothing unpickled); eval mode."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(str(storage.local_path(uri)), device="cpu"))
+    try:
+        weights = load_file(str(storage.local_path(uri)), device="cpu")
+    except SafetensorError as err:
+        raise unreadable(uri, err) from None
+    model.load_state_dict(weights)
     return model.eval()
 
 
@@ -111,10 +122,13 @@ def load_model(uri: str, device: str = "cpu") -> tuple[MRNet, dict]:
 def read_meta(uri: str, kind: str | None = None) -> dict:
     """A model's metadata (config, vocab, task states, PG …) without loading its weights.
     ``kind``: the ``meta["kind"]`` required (e.g. ``sparse_ae``); None = a PG encoder."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(storage.local_path(uri)), framework="pt") as fh:
-        header = fh.metadata() or {}
+    try:
+        with safe_open(str(storage.local_path(uri)), framework="pt") as fh:
+            header = fh.metadata() or {}
+    except SafetensorError as err:
+        raise unreadable(uri, err) from None
     if "mrnet" not in header:
         raise ValueError(f"{uri}: not an mrnet model (no 'mrnet' metadata in the safetensors header)")
     meta = json.loads(header["mrnet"])

@@ -261,12 +261,22 @@ def unseen_split(task: EvalTask, base: TaskData, seed: int, catalog: pd.DataFram
     return data
 
 
+def path_columns(task: EvalTask) -> list[str]:
+    """The category-path columns a task's labels come from (a user's own catalog may have none)."""
+    if task.kind == "rules" or (task.kind == "browse" and task.column is None):
+        return ["category_path"]
+    return []
+
+
 def derive(tasks: list[EvalTask], catalog: pd.DataFrame, seed: int) -> dict[str, TaskData | Skip]:
     """Every configured task, in order (an ``unseen`` task after its base)."""
     out: dict[str, TaskData | Skip] = {}
     builders = {"rules": from_rules, "browse": from_browse, "values": from_values, "file": from_file}
     for task in sorted(tasks, key=lambda t: t.kind == "unseen"):
-        if task.kind != "unseen":
+        lacking = [c for c in path_columns(task) if c not in catalog.columns]
+        if lacking:
+            data = Skip(task.name, f"the catalog has no {lacking[0]!r} column, which a {task.kind} task reads")
+        elif task.kind != "unseen":
             rows = catalog[catalog["product_group"].isin(task.pgs)] if task.pgs else catalog
             data = builders[task.kind](task, rows)
         elif isinstance(out.get(task.base), TaskData):

@@ -72,7 +72,7 @@ def paired_difference(rows: list[dict], task: str, classifier: str, a: str, b: s
 
 def _paired_lines(result: dict) -> list[str]:
     """MRNet minus each alternative, fold by fold, in points: above / below when at least twice its
-    standard error, else level. This is what tells a real gap from fold noise (issue 14)."""
+    standard error, else level. This is what tells a real gap from fold noise."""
     rivals = [f for f in ("lsa256", "minilm", "tfidf", "word2vec_mean") if any(r["feature"] == f for r in result["rows"])]
     out = []
     for task, info in result["tasks"].items():

@@ -10,8 +10,10 @@ Credentials, endpoint and region come from the standard AWS environment/config.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +21,10 @@ from pathlib import Path
 from typing import Iterator
 
 S3 = "s3://"
+UNREADABLE_LOCK_SECONDS = 10.0  # a lock appears whole (a link, an S3 put): one unreadable for longer is debris
+log = logging.getLogger(__name__)
+
+
 def is_s3(uri: str) -> bool:
     return str(uri).startswith(S3)
 
@@ -181,6 +187,20 @@ def size(uri: str) -> int:
     return path.stat().st_size
 
 
+def modified(uri: str) -> float:
+    """When a file or object was last written (epoch seconds); now if it is gone meanwhile."""
+    import time
+
+    try:
+        if is_s3(uri):
+            bucket, key = _split_s3(uri)
+            with _s3_errors(uri, "check"):
+                return s3_client().head_object(Bucket=bucket, Key=key)["LastModified"].timestamp()
+        return Path(uri).stat().st_mtime
+    except FileNotFoundError:
+        return time.time()
+
+
 def _s3_pages(uri: str, **list_args):
     """(key prefix, each page of list_objects_v2) under an ``s3://`` folder-like prefix."""
     bucket, key = _split_s3(uri.rstrip("/") + "/")
@@ -250,6 +270,24 @@ def create_once(uri: str, text: str) -> bool:
             raise
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:  # written whole before it is visible: a full disk fails here, with no lock
+            fh.write(text)
+        os.chmod(name, 0o666 & ~_umask())
+        os.link(name, path)  # fails if the lock exists; never an empty or half-written one
+        return True
+    except FileExistsError:
+        return False
+    except OSError as err:
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        return _create_exclusive(path, text)  # a file system without hard links
+    finally:
+        os.unlink(name)
+
+
+def _create_exclusive(path: Path, text: str) -> bool:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~_umask())
     except FileExistsError:
@@ -269,22 +307,28 @@ def lock(uri: str, stale_seconds: float, what: str, wait_seconds: float = 0.0) -
     import time
 
     me = {"host": socket.gethostname(), "pid": os.getpid(), "at": time.time(), "what": what}
-    deadline = time.monotonic() + wait_seconds
+    deadline, waited = time.monotonic() + wait_seconds, False
     while not create_once(uri, json.dumps(me)):
         try:
             held = json.loads(read_text(uri))
         except FileNotFoundError:
             continue  # released meanwhile: try to take it again
-        except ValueError:  # being written this instant (or cut short): wait for it, never take it blindly
-            held = {"what": "a lock being written", "at": time.time()}
+        except ValueError:  # a lock is written whole before it is visible: an unreadable one is left by a writer
+            held = {"what": "an unreadable lock", "at": modified(uri), "unreadable": True}  # that died mid-write
         dead = held.get("host") == me["host"] and not _alive(int(held.get("pid", 0)))
-        if dead or time.time() - float(held.get("at", 0)) > stale_seconds:
-            delete(uri)  # left by a killed process: take it over
+        age = time.time() - float(held.get("at", 0))
+        if dead or age > stale_seconds or (held.get("unreadable") and age > UNREADABLE_LOCK_SECONDS):
+            log.warning("taking over %s, left by %s (pid %s on %s)", uri, held.get("what", "?"), held.get("pid"),
+                        held.get("host"))
+            delete(uri)
             continue
+        holder = (f"{held.get('what', '?')} (pid {held.get('pid')} on {held.get('host')}, "
+                  f"since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(held.get('at', 0)))} UTC)")
         if time.monotonic() >= deadline:
-            raise RuntimeError(f"{uri} is held by {held.get('what', '?')} (pid {held.get('pid')} on {held.get('host')}, "
-                               f"since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(held.get('at', 0)))} UTC); "
-                               "try again once it is done")
+            raise RuntimeError(f"{uri} is held by {holder}; try again once it is done")
+        if not waited:
+            log.info("waiting up to %.0f s for %s, held by %s", wait_seconds, uri, holder)
+        waited = True
         time.sleep(1.0)
     try:
         yield

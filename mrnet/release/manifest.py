@@ -12,6 +12,7 @@ with tracking, else ``releases/current.json``), its mirrors, and the gate's judg
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 
@@ -19,6 +20,27 @@ from mrnet.config.base import safe_run_id
 from mrnet.io import storage
 
 log = logging.getLogger(__name__)
+
+
+def release_model(manifest: dict, part: str) -> str:
+    """The URI of a release's model ``part`` (a PG, or ``agnostic``), once its bytes match the version the release
+    recorded (the first 12 hex digits of its SHA-256): a model damaged after publishing is an error naming it,
+    never a source of silently wrong vectors."""
+    entry = manifest["agnostic"] if part == "agnostic" else manifest["models"][part]
+    uri, recorded = entry.get("model") or entry["uri"], entry.get("version")
+    if recorded and (found := file_version(uri)) != recorded:
+        raise ValueError(f"{uri}: its SHA-256 starts {found}, where release {manifest.get('release')} recorded "
+                         f"{recorded}: the file changed after publishing; restore it or retrain")
+    return uri
+
+
+@functools.lru_cache(maxsize=64)
+def file_version(uri: str) -> str:
+    """A model file's version (encoder/embed.py ``model_version``), hashed once per process: a query process
+    that loads a model once checks it once."""
+    from mrnet.encoder.embed import model_version
+
+    return model_version(uri)
 
 
 def current_uri(home: str) -> str:
@@ -77,6 +99,10 @@ def repair_champion(cfg, home: str, uri: str | None) -> list[str]:
         if not storage.exists(current) or json.loads(storage.read_text(current)).get("release") != manifest["release"]:
             storage.write_text(current, json.dumps(manifest, indent=2))
             fixed.append(f"releases/current.json → release {manifest['release']}")
+    archived = storage.join(home, "releases", f"{safe_run_id(manifest['release'])}.json")
+    if not storage.exists(archived):  # a kill after the pointer moved, before the archived copy: without it, gc
+        storage.write_text(archived, json.dumps(manifest, indent=2))  # would not know the run was ever champion
+        fixed.append(f"releases/{safe_run_id(manifest['release'])}.json written (the champion's rollback copy)")
     for line in fixed:
         log.warning("repaired a half-done promotion: %s", line)
     return fixed

@@ -100,13 +100,14 @@ def check_title(manifest: dict, title: str, pg: str | None) -> None:
 def embed_title(manifest: dict, title: str, pg: str | None, space: str) -> np.ndarray:
     """Cold start: the title's embedding (1, d) in the requested space (the models are loaded once per process)."""
     from mrnet.encoder.embed import embed_titles
+    from mrnet.release.manifest import release_model
 
-    model, meta = _pg_model(manifest["models"][pg]["uri"])
+    model, meta = _pg_model(release_model(manifest, pg))
     x = embed_titles(model, meta, [title])
     if space == "agnostic":
         from mrnet.autoencoders import sparse as sparse_ae
 
-        ae, ae_meta = _agnostic_model(manifest["agnostic"]["model"])
+        ae, ae_meta = _agnostic_model(release_model(manifest, "agnostic"))
         x = sparse_ae.agnostic(ae, ae_meta, x, pg)
     return x
 

@@ -255,6 +255,9 @@ def text_hash(catalog_uri: str, columns=("title", "description")) -> str:
     return digest.hexdigest()
 
 
+CACHE_BUILD_SECONDS = 24 * 3600.0  # a cache build's lock: held at most this long (word2vec on 1B products: ~6 h)
+
+
 def cache_key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -266,14 +269,18 @@ def cached(run: Run, kind: str, key: str, filename: str, build, texts=None) -> s
     out, marker = storage.join(entry, filename), storage.join(entry, "meta.json")
     with timed_stage(run, kind) as stage:
         hit = storage.exists(marker) and storage.exists(out)
+        if not hit:  # one builder per entry: a second run with the same inputs waits, then reuses what it built
+            with storage.lock(storage.join(run.home, "locks", f"cache-{kind}-{key}.lock"), CACHE_BUILD_SECONDS,
+                              f"the {kind} cache build of run {run.run_id}", wait_seconds=CACHE_BUILD_SECONDS):
+                hit = storage.exists(marker) and storage.exists(out)
+                if not hit:
+                    _, stats = build(out)
+                    meta = {"key": key, "stats": stats, "built_by": run.run_id, "created": utc_now()}
+                    storage.write_text(marker, json.dumps(meta, indent=2))
+                    log.info("[%s] cache miss %s: built %s", kind, key, stats)
         if hit:
             meta = json.loads(storage.read_text(marker))
             log.info("[%s] cache hit %s (built by run %s): inputs unchanged, not rebuilt", kind, key, meta["built_by"])
-        else:
-            _, stats = build(out)
-            meta = {"key": key, "stats": stats, "built_by": run.run_id, "created": utc_now()}
-            storage.write_text(marker, json.dumps(meta, indent=2))
-            log.info("[%s] cache miss %s: built %s", kind, key, stats)
         stage.record = {"uri": out, "key": key, "cache_hit": hit, "stats": meta["stats"]}
         stage.metrics = {k: v for k, v in meta["stats"].items() if isinstance(v, (int, float))}
         stage.metrics |= {f"health.{k}": v for k, v in (meta["stats"].get("health") or {}).items() if isinstance(v, float)}

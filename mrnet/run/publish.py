@@ -227,8 +227,7 @@ def _gate(run: Run, manifest: dict, summary: dict, champion: dict | None) -> dic
     text += parts_table(manifest, champion)
     decision |= {"champion": champion and champion["release"], "challenger": run.run_id,
                  f"knn_overlap_at_{run.cfg.gate.stability_k}": stable}
-    storage.write_text(run.path("gate.json"), json.dumps(decision, indent=2))
-    storage.write_text(run.path("compare.txt"), text)
+    storage.write_text(run.path("compare.txt"), text)  # gate.json: once the decision is carried out (_promote)
     log.info("promotion gate, %s vs champion %s:\n%s", run.run_id, decision["champion"], text)
     if run.mlflow:
         from mrnet.io import tracking as tr
@@ -292,10 +291,12 @@ def _promote(run: Run, manifest: dict, summary: dict) -> None:
                            f"{manifest['base_release']}; not gating against it (refresh again)")
     if not run.promote:
         decision = {"promote": False, "reasons": ["promote=false: registered as challenger, not gated"]}
-        storage.write_text(run.path("gate.json"), json.dumps(decision, indent=2))
         log.info("promote=false: release %s stays challenger; the champion is unchanged", run.run_id)
     else:
         decision = _gate(run, manifest, summary, champion)
     if decision["promote"]:
         publish_champion(run.cfg, run.home, run.mlflow and run.mlflow["uri"], manifest)
         log.info("release %s is the new champion → %s", run.run_id, current_uri(run.home))
+    # last: a run with gate.json is finished (``mrnet run --resume`` skips it), so a promotion killed before
+    # here leaves none, and the resumed run gates and promotes again (``repair_champion`` first)
+    storage.write_text(run.path("gate.json"), json.dumps(decision, indent=2))

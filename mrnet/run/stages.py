@@ -163,9 +163,10 @@ def _budget_share(run: Run, pg: str, catalog_uri: str) -> float | None:
 def refresh(run_uri: str, pg: str, catalog_uri: str, base_release_uri: str) -> str:
     """Warm-start the PG's released model and fine-tune it on refreshed dynamic labels (§6)."""
     from mrnet.encoder.refresh import refresh_pg
+    from mrnet.release.manifest import release_model
 
     run = load_run(run_uri)
-    base = json.loads(storage.read_text(base_release_uri))["models"][pg]["uri"]
+    base = release_model(json.loads(storage.read_text(base_release_uri)), pg)
     with pg_stage(run, pg, "train") as mlflow_run:
         uri, report = refresh_pg(run.cfg, pg, steps.pg_rows(run.cfg, catalog_uri, pg), base, run.path("models", pg),
                                  on_epoch=epoch_logger(run, mlflow_run))
