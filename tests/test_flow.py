@@ -238,3 +238,26 @@ def test_a_promotion_killed_before_it_ends_leaves_no_gate_json_so_resume_reruns_
     publish._promote(run, {"base_release": None}, {})
     assert json.loads((tmp_path / "runs" / "r1" / "gate.json").read_text())["promote"] is True
     assert context.unfinished_run(str(tmp_path)) is None
+
+
+def test_a_pg_failure_on_a_full_disk_keeps_its_own_error(tmp_path, monkeypatch, caplog):
+    """When even ``failures/<pg>.json`` cannot be written (a full disk), the task fails with the stage's own error,
+    logged first, and the report says the PG left no failure record instead of blaming an upstream task."""
+    import logging
+    from types import SimpleNamespace
+
+    from mrnet.run import publish
+
+    run = SimpleNamespace(mlflow=None, run_id="r1", path=lambda *parts: str(tmp_path.joinpath(*parts)))
+
+    def full(uri, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(context.storage, "write_text", full)
+    with caplog.at_level(logging.ERROR, logger="mrnet.run.context"):
+        with pytest.raises(ValueError, match="the stage's own error"):
+            with context.pg_stage(run, "watches", "train"):
+                raise ValueError("the stage's own error")
+    assert "[watches] train failed: ValueError: the stage's own error" in caplog.text
+    assert "could not write failures/watches.json either" in caplog.text
+    assert "left no failure record" in publish._failure(run, "watches")

@@ -315,10 +315,13 @@ def pg_stage(run: Run, pg: str, stage: str, shard: tuple[int, int] | None = None
     try:
         yield mlflow_run
     except Exception as exc:
-        storage.write_text(run.path("failures", f"{pg}.json"), json.dumps(
-            {"pg": pg, "stage": where, "error": f"{type(exc).__name__}: {exc}", "at": utc_now(),
-             "traceback": traceback.format_exc()[-4000:]}, indent=2))
-        log.error("[%s] %s failed: %s: %s", pg, where, type(exc).__name__, exc)
+        log.error("[%s] %s failed: %s: %s", pg, where, type(exc).__name__, exc)  # first: the record may not fit
+        try:
+            storage.write_text(run.path("failures", f"{pg}.json"), json.dumps(
+                {"pg": pg, "stage": where, "error": f"{type(exc).__name__}: {exc}", "at": utc_now(),
+                 "traceback": traceback.format_exc()[-4000:]}, indent=2))
+        except OSError as err:  # a full disk: the task still fails with its own error, not this one
+            log.error("[%s] could not write failures/%s.json either: %s", pg, pg, err)
         if mlflow_run:
             from mrnet.io import tracking as tr
 

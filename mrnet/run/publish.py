@@ -74,7 +74,8 @@ def _failure(run: Run, pg: str) -> str:
     if storage.exists(uri):
         failure = json.loads(storage.read_text(uri))
         return f"{failure['stage']}: {failure['error']}"
-    return "did not finish (an upstream task failed or was skipped)"
+    return ("did not finish and left no failure record: an upstream task failed or was skipped, or the task could "
+            "not write its record (a full disk?); its task log has the error")
 
 
 def _track_report(run: Run, summary: dict) -> None:
