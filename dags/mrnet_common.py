@@ -29,9 +29,18 @@ mlflow_ui_url                (unset)             MLflow UI base URL a browser re
                                                  run URLs (docs/UI.md); unset: no links
 config_overrides             (empty)             ``key=value;…`` over ``config`` for the UI
                                                  plugin's releases pages (e.g. artifact_root)
+config_dir                   (``config``'s folder)  the folder a triggered ``config`` must lie under
+allowed_roots                (empty)             comma-separated absolute paths / s3:// prefixes a
+                                                 trigger's path overrides (artifact_root,
+                                                 data.catalog, …) must lie under; empty: none
 ===========================  ==================  ===========================================
 
-Only ``pendulum`` and ``airflow.sdk`` are imported here: parsing stays fast and light.
+A trigger is held to these rules (mrnet/config/trigger.py): the ``overrides`` param's JSON schema
+refuses any other key or path, so a REST trigger breaking them gets HTTP 400, and the run's first
+task checks them again with symlinks resolved.
+
+Only ``pendulum`` and ``airflow.sdk`` are imported at the top: parsing stays fast and light (the
+trigger rules' module, pure Python, is read once to build the ``overrides`` schema).
 """
 
 import pendulum
@@ -83,11 +92,32 @@ DAG_DEFAULTS = {  # both DAGs: no backfill of missed weeks, one run at a time
 }
 
 
+def trigger_rules() -> dict:
+    """What a trigger may name (``[mrnet] config_dir`` and ``allowed_roots``), for the run's first task."""
+    default = setting("config", "configs/demo.yaml")
+    return {"config_dir": setting("config_dir", default.rpartition("/")[0] or "."),
+            "allowed_roots": setting("allowed_roots", "")}
+
+
+CONFIG_PARAM = r"^(?!(?:.*/)?\.\.(?:/|$))\S+\.ya?ml$"  # a YAML file; no '..' segment
+
+
+def overrides_param() -> Param:
+    """``key.path=value`` items a trigger may give: settings anywhere, paths only under ``[mrnet] allowed_roots``."""
+    from mrnet.config.trigger import TriggerPolicy, override_pattern  # pure Python: no heavy import at parse time
+
+    roots = TriggerPolicy.parse(".", trigger_rules()["allowed_roots"]).roots
+    return Param([], type="array", items={"type": "string", "pattern": override_pattern(roots)},
+                 title="Config overrides", description="key.path=value, e.g. train.lr=0.001. Settings only; "
+                 "paths (artifact_root, data.catalog, …) only under [mrnet] allowed_roots"
+                 + (f" ({', '.join(roots)})" if roots else ", which is empty: none") + ".")
+
+
 def run_params(epochs_help: str) -> dict:
     """Trigger-form params, validated by JSON schema before a run is created."""
     return {
-        "config": Param(setting("config", "configs/demo.yaml"), type="string", pattern=r"^\S+\.ya?ml$",
-                        title="Config file", description="YAML config (configs/*.yaml); relative to "
+        "config": Param(setting("config", "configs/demo.yaml"), type="string", pattern=CONFIG_PARAM,
+                        title="Config file", description="YAML config under [mrnet] config_dir; relative to "
                         "$MRNET_HOME or the worker's working directory, or an absolute path."),
         "pgs": Param([], type="array", uniqueItems=True, items={"type": "string", "pattern": "^[a-z0-9_]+$"},
                      title="Product groups", description="PG names to run (empty: every PG of the "
@@ -102,8 +132,7 @@ def run_params(epochs_help: str) -> dict:
                          description="Make this run's release the current one if every PG succeeds."),
         "tiny": Param(False, type="boolean", title="Tiny smoke run",
                       description="Few rows, 1 epoch of 2 steps: checks the wiring in a minute."),
-        "overrides": Param([], type="array", items={"type": "string", "pattern": r"^[A-Za-z_][\w.]*=.*$"},
-                           title="Config overrides", description="key.path=value, e.g. train.lr=0.001"),
+        "overrides": overrides_param(),
     }
 
 

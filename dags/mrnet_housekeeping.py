@@ -12,17 +12,17 @@ Trigger it with `dry_run` on to see what it would delete.
 """
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
-from mrnet_common import DAG_DEFAULTS, setting
+from mrnet_common import CONFIG_PARAM, DAG_DEFAULTS, overrides_param, setting, trigger_rules
 
 
 @dag(
     dag_id="mrnet_housekeeping",
     schedule=CronTriggerTimetable(setting("housekeeping_cron", "0 14 * * 0"), timezone="UTC"),
     params={
-        "config": Param(setting("config", "configs/demo.yaml"), type="string", pattern=r"^\S+\.ya?ml$",
-                        title="Config file", description="the config whose artifact_root and retention.* apply"),
-        "overrides": Param([], type="array", items={"type": "string", "pattern": r"^[A-Za-z_][\w.]*=.*$"},
-                           title="Config overrides", description="key.path=value, e.g. retention.keep_last=12"),
+        "config": Param(setting("config", "configs/demo.yaml"), type="string", pattern=CONFIG_PARAM,
+                        title="Config file", description="the config (under [mrnet] config_dir) whose "
+                        "artifact_root and retention.* apply"),
+        "overrides": overrides_param(),
         "dry_run": Param(False, type="boolean", title="Dry run", description="only report what would be deleted"),
     },
     tags=["mrnet", "housekeeping"],
@@ -34,7 +34,8 @@ def mrnet_housekeeping():
     def gc(params=None) -> str:
         from mrnet.run import stages
 
-        return stages.housekeeping({k: params[k] for k in ("config", "overrides")}, bool(params["dry_run"]))
+        return stages.housekeeping({k: params[k] for k in ("config", "overrides")}, bool(params["dry_run"]),
+                                   trigger=trigger_rules())
 
     gc()
 

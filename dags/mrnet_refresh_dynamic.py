@@ -18,7 +18,7 @@ model's vocabulary and task list; changing those takes a full retrain.
 
 from airflow.sdk import CronTriggerTimetable, dag, task
 from mrnet_common import (DAG_DEFAULTS, GPU_TASK, agnostic_embeddings, build_index, embed_shard, evaluate, plan_embed, promotion_gate,
-                          publish, report, run_params, setting, validated_catalog)
+                          publish, report, run_params, setting, trigger_rules, validated_catalog)
 
 
 @dag(
@@ -34,7 +34,8 @@ def mrnet_refresh_dynamic():
     def start(params=None, run_id=None) -> str:
         from mrnet.run import stages
 
-        return stages.start_run(dict(params), run_id, "mrnet_refresh_dynamic", "refresh", ui_url=setting("mlflow_ui_url", ""))
+        return stages.start_run(dict(params), run_id, "mrnet_refresh_dynamic", "refresh", ui_url=setting("mlflow_ui_url", ""),
+                                 trigger=trigger_rules())
 
     @task
     def pin_base_release(run: str) -> str:

@@ -19,7 +19,7 @@ reused from the cache when the catalog text and the settings are unchanged.
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 from mrnet_common import (CATALOG, DAG_DEFAULTS, GPU_TASK, agnostic_embeddings, build_index, embed_shard, evaluate, plan_embed,
-                          promotion_gate, publish, report, run_params, setting, validated_catalog)
+                          promotion_gate, publish, report, run_params, setting, trigger_rules, validated_catalog)
 
 
 @dag(
@@ -38,7 +38,8 @@ def mrnet_retrain():
     def start(params=None, run_id=None) -> str:
         from mrnet.run import stages
 
-        return stages.start_run(dict(params), run_id, "mrnet_retrain", "retrain", ui_url=setting("mlflow_ui_url", ""))
+        return stages.start_run(dict(params), run_id, "mrnet_retrain", "retrain", ui_url=setting("mlflow_ui_url", ""),
+                                 trigger=trigger_rules())
 
     @task
     def build_corpus(run: str, catalog: str) -> str:

@@ -60,20 +60,49 @@ def _cmd_compare(cfg: Config, args) -> None:
 
 
 def _cmd_summary(cfg: Config, args) -> None:
-    """Print the summary of a run (default: the newest run under artifact_root)."""
+    """Print the summary of a run (default: the newest run under artifact_root), and what of its release is
+    damaged (a quick ``mrnet verify``) instead of failing on it."""
+    from mrnet.release.manifest import parts_summary, read_manifest
+    from mrnet.release.verify import report_text, verify_release
+
     runs = storage.join(cfg.artifact_root, "runs")
     root = args.run or steps.latest_run(runs)
     print(storage.read_text(storage.join(root, "summary.md")))
     if storage.exists(storage.join(root, "release.json")):
-        from mrnet.release.manifest import parts_summary
+        try:
+            manifest = read_manifest(storage.join(root, "release.json"))
+        except ValueError as exc:
+            print(f"DAMAGED  {exc}")
+        else:
+            print(parts_summary(manifest))
+            checked = verify_release(manifest, full=False)
+            if "evaluation" in manifest and manifest["evaluation"]["metrics"] not in dict(checked["damaged"]):
+                from mrnet.evaluation.report import table2_text
 
-        manifest = json.loads(storage.read_text(storage.join(root, "release.json")))
-        print(parts_summary(manifest))
-        if "evaluation" in manifest:
-            from mrnet.evaluation.report import table2_text
-
-            print(table2_text(json.loads(storage.read_text(manifest["evaluation"]["metrics"]))))
+                print(table2_text(json.loads(storage.read_text(manifest["evaluation"]["metrics"]))))
+            print(report_text(manifest, checked) + " (quick: sizes and model hashes; mrnet verify checks every byte)")
     print(f"run folder: {root}")
+
+
+def _cmd_verify(cfg: Config, args) -> None:
+    """``mrnet verify``: every file of a release against what its manifest recorded; exit 1 if any is damaged."""
+    from mrnet.release.manifest import manifest_by_alias, read_manifest
+    from mrnet.release.verify import report_text, verify_release
+
+    if args.run:
+        uri = args.run if args.run.endswith(".json") else (
+            storage.join(args.run, "release.json") if "/" in args.run
+            else storage.join(storage.absolute(cfg.artifact_root), "runs", args.run, "release.json"))
+        manifest = read_manifest(uri)
+    else:
+        manifest, where = manifest_by_alias(cfg, "champion")
+        if manifest is None:
+            raise ValueError(f"no champion release under {where}: give --run")
+    result = verify_release(manifest, full=not args.quick)
+    print(report_text(manifest, result))
+    if result["damaged"]:
+        raise ValueError(f"release {manifest['release']}: {len(result['damaged'])} damaged file(s), listed above; "
+                         "restore them from a backup, or retrain (a run's files are never rewritten)")
 
 
 def _cmd_build_demo(cfg: Config, args) -> None:
@@ -135,17 +164,21 @@ def beside(uri: str, suffix: str) -> str:
 
 def _cmd_promote(cfg: Config, args) -> None:
     from mrnet.io import tracking
-    from mrnet.release.manifest import repair_champion
+    from mrnet.release.manifest import aliased_manifest, repair_champion
 
     home = storage.absolute(cfg.artifact_root)
     uri = tracking.tracking_uri(cfg, home, create=False) if cfg.tracking.enabled else None
+    if aliased_manifest(cfg, home, uri, "champion") is None:
+        print(f"no champion release under {home} ({uri or 'no tracking'}): nothing to repair; a run that passes "
+              "the promotion gate makes one")
+        return
     fixed = repair_champion(cfg, home, uri)
     print("\n".join(fixed) if fixed else "every champion alias and releases/current.json agree with the champion release")
 
 
 def _cmd_gc(cfg: Config, args) -> None:
     uri, text = steps.gc_step(cfg, args.dry_run)
-    print(f"{text}\nreport: {uri}")
+    print(f"{text}\nreport: {uri}" if uri else text)
 
 
 def _cmd_embed(cfg: Config, args) -> None:
@@ -240,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "(never a champion, ever-champion, challenger or running run), and old checkpoints")
     p.add_argument("--dry-run", action="store_true", help="print what it would delete and the space, delete nothing")
     p.set_defaults(fn=_cmd_gc)
+    p = sub.add_parser("verify", parents=[common], help="check every file of a release against its manifest "
+                       "(bytes, rows, SHA-256); exit 1 naming each damaged file")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--run", help="a run id, run folder or release.json (default: the champion release)")
+    which.add_argument("--champion", action="store_true", help="the champion release (the default)")
+    p.add_argument("--quick", action="store_true", help="sizes and model hashes only (what the promotion gate checks)")
+    p.set_defaults(fn=_cmd_verify)
     p = sub.add_parser("summary", parents=[common], help="print a run's summary (default: newest run)")
     p.add_argument("--run", help="a run folder (…/runs/<run_id>)")
     p.set_defaults(fn=_cmd_summary)

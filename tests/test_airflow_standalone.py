@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.parse
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def standalone(tmp_path_factory):
         "AIRFLOW__SCHEDULER__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__MRNET__MLFLOW_UI_URL": MLFLOW_UI, "AIRFLOW__MRNET__CONFIG": "configs/demo.yaml",
         "AIRFLOW__MRNET__CONFIG_OVERRIDES": f"artifact_root={home / 'artifacts'}",
+        "AIRFLOW__MRNET__ALLOWED_ROOTS": f"{tempfile.gettempdir()},{RAW}",  # the fixture catalog, the home, raw data
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, check=True, timeout=300)
@@ -78,6 +80,10 @@ def test_trigger_refuses_bad_params_with_a_clear_message(standalone):
     status, body = call(base, "/api/v2/dags/mrnet_retrain/dagRuns", token, "POST",
                          {"logical_date": None, "conf": {"pgs": "watches"}})
     assert status == 400 and "Invalid input for param pgs" in body["detail"]
+    status, body = call(base, "/api/v2/dags/mrnet_retrain/dagRuns", token, "POST",  # a path outside allowed_roots
+                         {"logical_date": None, "conf": {"overrides": ["artifact_root=/etc"]}})
+    assert status == 400 and "Invalid input for param overrides" in body["detail"], body
+    assert "'artifact_root=/etc' does not match" in body["detail"], body
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +114,8 @@ def test_plugin_pages_need_airflow_auth_and_list_the_run(standalone, triggered):
     run = triggered[0]
     assert page(base, "/mrnet/releases")[0] == 401
     assert page(base, "/mrnet/releases", "not-a-jwt")[0] == 403
+    assert page(base, "/mrnet/static/mrnet.css")[0] == 401  # the stylesheet too: every route needs a credential
+    assert page(base, "/mrnet/openapi.json", token)[0] == 404  # no schema to serve
     status, listing = page(base, "/mrnet/releases", token)
     assert status == 200, listing
     assert run["dag_run_id"] in listing and 'Champion: <b class="champion">' + run["dag_run_id"] in listing

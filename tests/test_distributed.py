@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -145,6 +146,7 @@ def cluster(tmp_path_factory):
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
         "AIRFLOW__MRNET__MLFLOW_UI_URL": f"http://127.0.0.1:{mlflow_port}",  # the UI plugin's links
         "AIRFLOW__MRNET__CONFIG_OVERRIDES": "artifact_root=s3://mrnet/artifacts",  # ... and its releases pages
+        "AIRFLOW__MRNET__ALLOWED_ROOTS": f"s3://mrnet,{tempfile.gettempdir()},{RAW}",  # where the trigger's paths lie
         "PATH": f"{BIN}:{os.environ['PATH']}"}
     procs = Processes(home, env)
     try:

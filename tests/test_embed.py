@@ -63,7 +63,7 @@ def test_shards_committed_equal_one_file(trained, tmp_path):
     for shard in shards:
         uri, stats = embed.embed_shard(model_uri, catalog_uri, shard, f"{tmp_path}/{shard}.parquet",
                                        EmbedConfig(shard_size=7, batch_size=3))
-        parts.append((uri, stats["products"]))
+        parts.append({"uri": uri, "rows": stats["products"]} | stats)
     with pytest.raises(FileNotFoundError, match="no _manifest.json, so its shards were never committed"):
         embed.read_embeddings(str(folder))
     embed.commit_dataset(str(folder), parts, "v")
@@ -72,10 +72,10 @@ def test_shards_committed_equal_one_file(trained, tmp_path):
     assert np.abs(sharded[1] - whole[1]).max() < 1e-5
     assert len(pd.read_parquet(folder)) == n  # any Parquet reader takes the folder (skips _manifest.json)
     # a part replaced after the commit by a valid Parquet with fewer rows is refused, naming it, by every reader
-    first = parts[0][0]
+    first = parts[0]["uri"]
     pd.read_parquet(first).head(2).to_parquet(first)
     for read in (embed.read_embeddings, lambda u: list(embed.embedding_batches(u))):
-        with pytest.raises(ValueError, match=rf"{first}: 2 rows, where .*_manifest.json says {parts[0][1]}"):
+        with pytest.raises(ValueError, match=rf"{first}: 2 rows, where .*_manifest.json says {parts[0]['rows']}"):
             read(str(folder))
 
 

@@ -321,3 +321,23 @@ def test_config_errors_name_the_task():
     with pytest.raises(ValueError, match="training task 'price' is not a binary or multiclass task"):
         load_config("configs/demo.yaml", overrides=["evaluation.interpret=[{training_task: price, "
                                                     "evaluation_task: plugs}]"])
+
+
+def test_lr_survives_a_unit_that_is_all_but_constant_in_the_training_fold():
+    """A dead unit (values near 1e-38 in every training product) has a scale near 1e-40: standardized in float32,
+    a test product off it overflowed to inf, and LR refused the fold (a diverged challenger crashed its run's
+    evaluation). The standardized features are clipped instead (``score.clip_z``)."""
+    from mrnet.config.evaluation import EvaluationConfig
+    from mrnet.evaluation.score import Z_MAX, classifier
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    x[:, 2] = np.float32(1e-38) * (1 + rng.random(200).astype(np.float32) * 1e-3)
+    test = x.copy()
+    test[:, 2] = 1.0
+    model = classifier("lr", EvaluationConfig(), False).fit(x, y)
+    with np.errstate(over="ignore"):
+        assert model[0].transform(test)[:, 2].max() == np.inf  # what LR was given before
+        assert np.isfinite(model[:-1].transform(test)).all() and model[:-1].transform(test)[:, 2].max() == Z_MAX
+        assert np.isfinite(model.predict_proba(test)).all()

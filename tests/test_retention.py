@@ -92,6 +92,7 @@ def test_retention_keeps_exactly_the_right_runs(where, tmp_path, request):
 def test_a_live_lock_blocks_and_a_dead_ones_is_taken_over(tmp_path):
     home = str(tmp_path)
     uri = retention.lock_uri(home)
+    (tmp_path / "runs" / "r00").mkdir(parents=True)  # a root with a run: gc of an empty one takes no lock
     with storage.lock(uri, 3600, "a promotion"):
         with pytest.raises(RuntimeError, match="held by a promotion"):
             retention.execute(_cfg(home), dry_run=True)
@@ -108,6 +109,7 @@ def test_a_lock_is_never_visible_empty_and_an_empty_one_is_taken_over(tmp_path, 
     a failed write names the cause and leaves nothing, and an unreadable lock older than a few seconds is debris."""
     home = str(tmp_path)
     uri = retention.lock_uri(home)
+    (tmp_path / "runs" / "r00").mkdir(parents=True)  # a root with a run: gc of an empty one takes no lock
 
     real_fdopen = os.fdopen
 

@@ -208,7 +208,7 @@ def test_sharded_agnostic_embeddings_equal_the_single_file_and_training_reads_a_
         x = rng.normal(size=(n, 6)).astype(np.float32)
         for i, rows in enumerate(np.array_split(np.arange(n), 3 if pg == "a" else 1)):
             part = _write_pg(folder / f"part-{i:05d}-of-00003.parquet", [f"{pg}{r}" for r in rows], x[rows], pg)
-            parts.append((part, len(rows)))
+            parts.append({"uri": part, "rows": len(rows)})
         emb[pg] = commit_dataset(str(folder), parts, "v")
     assert sparse_ae.sample_sizes({"a": 250, "b": 90}, 200, 250) == {"a": 160, "b": 90}
     cfg = SparseAEConfig(epochs=2, batch_size=32, hidden=12, products_per_pg=200, max_products=250, val_fraction=0.1)
@@ -223,7 +223,7 @@ def test_sharded_agnostic_embeddings_equal_the_single_file_and_training_reads_a_
         for part in sorted((tmp_path / pg).glob("part-*.parquet")):
             name = f"{pg}/{part.stem}.parquet"
             _, stats = sparse_ae.encode_part(uri, str(part), pg, str(out / name), batch_rows=7)
-            parts.append((name, stats["products"]))
+            parts.append({"uri": name, "rows": stats["products"]} | stats)
     sharded = read_embeddings(commit_dataset(str(out), parts, "v"), columns=("product_id", "product_group"))
     assert sharded[0]["product_id"].tolist() == single[0]["product_id"].tolist()
     assert np.abs(sharded[1] - single[1]).max() < 1e-6 and len(pd.read_parquet(out)) == 340

@@ -126,6 +126,7 @@ def test_every_page_renders_through_the_app(two_runs, monkeypatch):
     assert client.get("/evaluation", params={"run": "nope"}).status_code == 404
     assert client.get("/image/curves", params={"run": ".."}).status_code == 404  # never a path out of runs/
     assert client.get("/static/mrnet.css").status_code == 200
+    assert client.get("/openapi.json").status_code == 404 and client.get("/static/other.css").status_code == 404
     catalog = json.loads((home / "releases" / "current.json").read_text())["catalog"]
     import pandas as pd
 

@@ -356,7 +356,8 @@ def encode_part(model_uri: str, source_uri: str, pg: str, out_uri: str, dtype: s
             empty = np.zeros((0, model.hidden), np.float32)
             writer = pq.ParquetWriter(tmp, embedding_table([], pg, version, empty, dtype).schema)
         writer.close()
-    return out_uri, {"pg": pg, "products": n, "dim": model.hidden}
+        written = storage.file_record(tmp)
+    return out_uri, {"pg": pg, "products": n, "dim": model.hidden} | written
 
 
 def encode_all(model_uri: str, embeddings: dict[str, str], out_uri: str, dtype: str = "float32") -> tuple[str, dict]:

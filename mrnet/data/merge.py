@@ -53,13 +53,17 @@ def merge(out_dir: str, plan_record: dict, seed: int = 0, max_rows_per_pg: int |
                     _count(reasons, table)
                     quarantined += len(table)
                     writer.write_table(_conform_quarantine(table, columns))
-    schema, written = _clean_schema(staging, parts), Counter()
+    schema, written, catalog_file = _clean_schema(staging, parts), Counter(), None
     pgs = sorted({g[2] for p in parts for g in p["row_groups"]})
     if pgs:
-        with storage.atomic_path(catalog_uri, suffix=".parquet") as tmp, pq.ParquetWriter(tmp, schema) as writer:
-            for pg in pgs:
-                written[pg] = _write_pg(writer, staging, parts, pg, dups, schema, row_group_rows,
-                                        (seed, max_rows_per_pg, sample_fraction))
+        with storage.atomic_path(catalog_uri, suffix=".parquet") as tmp:
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for pg in pgs:
+                    written[pg] = _write_pg(writer, staging, parts, pg, dups, schema, row_group_rows,
+                                            (seed, max_rows_per_pg, sample_fraction))
+            catalog_file = storage.file_record(tmp)  # bytes and SHA-256, for the release manifest
+    else:  # no clean row: an earlier validation's catalog must not sit beside this summary
+        storage.delete(catalog_uri)
     rows_in = sum(p["rows_in"] for p in parts)
     clean = sum(p["clean"] for p in parts) - sum(int(_clean_dups(dups, p).sum()) for p in parts)
     if rows_in != clean + quarantined:
@@ -69,7 +73,7 @@ def merge(out_dir: str, plan_record: dict, seed: int = 0, max_rows_per_pg: int |
                "by_reason": dict(reasons.most_common()),
                "warnings": list(dict.fromkeys(w for p in parts for w in p["warnings"])),
                "rows_used": sum(written.values()), "files": [p["file"] for p in parts],
-               "catalog_hash": _catalog_hash(parts), "duplicates": len(dups["row"]),
+               "catalog_hash": _catalog_hash(parts), "catalog_file": catalog_file, "duplicates": len(dups["row"]),
                "seconds": {"check": round(sum(p["seconds"] for p in parts), 2),
                            "merge": round(time.perf_counter() - t0, 2)}}
     storage.write_text(storage.join(out_dir, "quarantine_summary.json"), json.dumps(summary, indent=2))

@@ -273,20 +273,23 @@ def embed_shard(model_uri: str, catalog_uri: str, shard: str, out_uri: str, cfg,
             writer = pq.ParquetWriter(tmp, embedding_table([], pg, version, np.zeros((0, model.lstm.hidden_size * 2),
                                                                                      np.float32), cfg.dtype).schema)
         writer.close()
+        written = storage.file_record(tmp)
     return out_uri, {"pg": pg, "shard": shard, "products": n, "tokenize_workers": workers,
-                     "model_version": version, "dtype": cfg.dtype}
+                     "model_version": version, "dtype": cfg.dtype} | written
 
 
-def commit_dataset(folder_uri: str, parts: list[tuple[str, int]], version: str) -> str:
-    """Write ``<folder>/_manifest.json`` naming the (part, rows) of a dataset (a PG's shards, or the
-    PG-agnostic parts): the commit that makes it readable. A part is a URI inside the folder or a path
-    relative to it (``footwear/part-00000-of-00002.parquet``); the manifest lists them relative."""
+def commit_dataset(folder_uri: str, parts: list[dict], version: str) -> str:
+    """Write ``<folder>/_manifest.json`` naming the parts of a dataset (a PG's shards, or the PG-agnostic
+    parts), each with its rows, bytes and SHA-256 as its writer recorded them (``storage.file_record``): the
+    commit that makes it readable and checkable. A part's ``uri`` is inside the folder or relative to it
+    (``footwear/part-00000-of-00002.parquet``); the manifest lists them relative."""
     def relative(uri: str) -> str:
         if uri.startswith(folder_uri.rstrip("/") + "/"):
             return uri[len(folder_uri.rstrip("/")) + 1:]
         return uri.rsplit("/", 1)[-1] if uri.startswith(("/", storage.S3)) else uri
 
-    files = [{"file": relative(uri), "rows": rows} for uri, rows in parts]
+    files = [{"file": relative(p["uri"]), "rows": int(p["rows"])} | {k: p[k] for k in ("bytes", "sha256") if p.get(k)}
+             for p in parts]
     storage.write_text(storage.join(folder_uri, MANIFEST), json.dumps(
         {"format": "mrnet-embeddings-v1", "model_version": version, "rows": sum(f["rows"] for f in files),
          "parts": files}, indent=2))
@@ -311,11 +314,16 @@ def read_titles_csv(uri: str, chunk_rows: int | None = None):
 
 
 def titles_batches(uri: str, chunk_rows: int):
-    reader = pd.read_csv(storage.local_path(uri), dtype=str, keep_default_na=False, skip_blank_lines=False,
-                         chunksize=chunk_rows)
+    """A titles CSV (``title``, optional ``product_id``) in batches; a file that is empty or not UTF-8 is an
+    error naming it."""
+    try:
+        reader = pd.read_csv(storage.local_path(uri), dtype=str, keep_default_na=False, skip_blank_lines=False,
+                             chunksize=chunk_rows)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{uri}: the file is empty: give a CSV with a header row naming a 'title' column") from None
     first = 0
     with reader:
-        for df in reader:
+        for df in _utf8(uri, reader):
             if "title" not in df.columns:
                 raise ValueError(f"{uri}: required column 'title' is missing (columns: {list(df.columns)})")
             df = df.reset_index(drop=True)
@@ -326,6 +334,15 @@ def titles_batches(uri: str, chunk_rows: int):
                 df["product_id"] = [f"row-{first + i + 1}" for i in range(len(df))]
             first += len(df)
             yield df
+
+
+def _utf8(uri: str, reader):
+    """The reader's batches; a byte that is not UTF-8 is an error naming the file and the byte's offset."""
+    try:
+        yield from reader
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{uri}: not UTF-8 text ({exc.reason} at byte {exc.start} of a block): save it as UTF-8, "
+                         "e.g. iconv -f latin1 -t utf-8") from None
 
 
 def embed_cold_start(model_uri: str, titles_uri: str, out_uri: str, batch_size: int = 8192,

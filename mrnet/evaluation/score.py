@@ -91,18 +91,29 @@ def splits(data: TaskData, cfg: EvaluationConfig):
     return parts
 
 
+Z_MAX = 1e4  # a standardized value beyond this comes only from a column (near-)constant in the training fold
+
+
+def clip_z(x: np.ndarray) -> np.ndarray:
+    """Standardized features clipped to ±``Z_MAX``: a unit saturated (at ±1) in every training product but one
+    has a scale near 1e-9, so a test product off that value stands 1e9 or more from the mean, and in float32 that
+    can overflow to inf, which LR refuses. Beyond ±1e4 only the sign carries information; healthy features never
+    get near it."""
+    return np.clip(x, -Z_MAX, Z_MAX)
+
+
 def classifier(name: str, cfg: EvaluationConfig, sparse_input: bool, c: float = 1.0):
     """RF, or LR with inverse regularization ``c`` (scaled first unless the input is sparse TF-IDF)."""
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
     if name == "rf":
         return RandomForestClassifier(n_estimators=cfg.rf_trees, max_samples=cfg.rf_max_samples, n_jobs=-1,
                                       random_state=cfg.seed)
     lr = LogisticRegression(C=c, max_iter=2000)
-    return lr if sparse_input else make_pipeline(StandardScaler(), lr)
+    return lr if sparse_input else make_pipeline(StandardScaler(), FunctionTransformer(clip_z), lr)
 
 
 def choose_c(cfg: EvaluationConfig, kind: str, x, y, sparse_input: bool) -> float:
@@ -120,7 +131,7 @@ def choose_c(cfg: EvaluationConfig, kind: str, x, y, sparse_input: bool) -> floa
     x_fit, x_val = x[~inner], x[inner]
     if not sparse_input:
         scaler = StandardScaler().fit(x_fit)
-        x_fit, x_val = scaler.transform(x_fit), scaler.transform(x_val)
+        x_fit, x_val = clip_z(scaler.transform(x_fit)), clip_z(scaler.transform(x_val))
     lr = LogisticRegression(max_iter=2000, warm_start=True)  # ascending C, each fit starts from the last
     values = np.array([score(kind, lr.set_params(C=c).fit(x_fit, y[~inner]), x_val, y[inner]) for c in grid])
     return grid[int(np.nanargmax(values))] if np.isfinite(values).any() else paper_c

@@ -380,6 +380,13 @@ def read_json(uri: str) -> dict | list | None:
         return None
 
 
+def file_record(path: str | Path) -> dict:
+    """``{"bytes", "sha256"}`` of a finished local file, taken where it is written (its temp copy, before it is
+    published): a manifest records it so that readers and ``mrnet verify`` can check the file, and the writer
+    never reads it back from a store."""
+    return {"bytes": Path(path).stat().st_size, "sha256": sha256_file(path)}
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

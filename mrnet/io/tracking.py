@@ -211,6 +211,12 @@ def close_open_runs(uri: str, exp_id: str, run_id: str, status: str, keep: str |
     return len(open_runs)
 
 
+def running_parents(uri: str, exp_id: str) -> list:
+    """The parent runs (one per DAG run) that MLflow still has RUNNING."""
+    query = "attributes.status = 'RUNNING' and tags.`mrnet.kind` = 'parent'"
+    return list(client(uri).search_runs([exp_id], filter_string=query, max_results=1000))
+
+
 def artifact_uri(uri: str, run_id: str, path: str) -> str:
     return client(uri).get_run(run_id).info.artifact_uri.rstrip("/") + "/" + path
 

@@ -103,7 +103,9 @@ def build_space(dataset_uri: str, catalog_uri: str, out_uri: str, cfg) -> dict:
         del sample
         if kind == "ivfpq" and cfg.recall_queries:
             info["recall_at_10"] = recall_at_10(Space(str(scratch), info), cfg.recall_queries)
+        info["files"] = {}
         for path in sorted(scratch.iterdir()):
+            info["files"][path.name] = storage.file_record(path)  # what mrnet verify checks
             storage.put_file(path, storage.join(out_uri, path.name))
         info["build_seconds"] = round(time.perf_counter() - t0, 2)
         storage.write_text(storage.join(out_uri, MANIFEST), json.dumps(info, indent=2))

@@ -43,6 +43,19 @@ def file_version(uri: str) -> str:
     return model_version(uri)
 
 
+def read_manifest(uri: str) -> dict:
+    """A release manifest file, or a one-line error naming it: missing (FileNotFoundError), not JSON, or JSON
+    that is not a release manifest (ValueError)."""
+    try:
+        manifest = json.loads(storage.read_text(uri))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{uri} is not a release manifest: not JSON ({exc}); give a release.json or a run "
+                         "folder, or repair it (mrnet promote --repair rewrites releases/current.json)") from None
+    if not isinstance(manifest, dict) or "release" not in manifest:
+        raise ValueError(f"{uri} is not a release manifest (it names no release)")
+    return manifest
+
+
 def current_uri(home: str) -> str:
     return storage.join(home, "releases", "current.json")
 
@@ -118,10 +131,10 @@ def aliased_manifest(cfg, home: str, mlflow_uri: str | None, alias: str) -> dict
         version = tr.version_by_alias(mlflow_uri, f"{cfg.tracking.registry_prefix}-release", alias)
         if version is None:
             return None
-        return json.loads(storage.read_text(version["tags"]["manifest"])) | {"registry_version": version["version"]}
+        return read_manifest(version["tags"]["manifest"]) | {"registry_version": version["version"]}
     if alias == "champion":
         current = current_uri(home)
-        return json.loads(storage.read_text(current)) if storage.exists(current) else None
+        return read_manifest(current) if storage.exists(current) else None
     return newest_release(home)
 
 
@@ -129,8 +142,13 @@ def newest_release(home: str) -> dict | None:
     """The most recently created release manifest under ``home/runs`` (local or S3), or None."""
     newest = None
     for folder in storage.children(storage.join(home, "runs")):
-        manifest = storage.read_json(storage.join(home, "runs", folder, "release.json"))
-        if manifest is None:  # no release (yet, or a gc just removed it)
+        uri = storage.join(home, "runs", folder, "release.json")
+        try:
+            manifest = read_manifest(uri)
+        except FileNotFoundError:  # no release (yet, or a gc just removed it)
+            continue
+        except ValueError as exc:  # a damaged one is not a challenger: say so, and look on
+            log.warning("%s", exc)
             continue
         if newest is None or manifest.get("created", "") >= newest.get("created", ""):
             newest = manifest
@@ -202,8 +220,10 @@ def parts_table(challenger: dict, champion: dict | None) -> str:
 def judge(cfg, manifest: dict, summary: dict, champion: dict | None) -> tuple[dict, dict, str]:
     """The gate's decision, the k-NN stability and the table, for ``mrnet compare`` and the gate.
     A refresh of a subset: PGs the challenger lacks but its manifest still names are the
-    champion's own, so the champion's results stand in for them."""
+    champion's own, so the champion's results stand in for them. A challenger whose files fail a quick
+    verification (release/verify.py) is refused whatever its metrics."""
     from mrnet.release import gate
+    from mrnet.release.verify import verify_release
 
     embeddings = manifest["embeddings"]
     old = json.loads(storage.read_text(champion["summary"])) if champion else None
@@ -212,5 +232,8 @@ def judge(cfg, manifest: dict, summary: dict, champion: dict | None) -> tuple[di
     evaluation, note = gate.comparable(manifest.get("evaluation"), (champion or {}).get("evaluation"))
     decision = gate.decide(summary, old, cfg.gate, evaluation, {t.name: t.weight for t in cfg.evaluation.tasks})
     decision["reasons"] += [note] if note and champion else []
-    stable = gate.stability(champion["embeddings"], embeddings, cfg.gate) if champion else {}
+    if damaged := verify_release(manifest, full=False)["damaged"]:
+        decision |= {"promote": False, "reasons": decision["reasons"] + [
+            f"the release fails verification: {len(damaged)} damaged file(s), e.g. {damaged[0][0]}: {damaged[0][1]}"]}
+    stable = gate.stability(champion["embeddings"], embeddings, cfg.gate) if champion and not damaged else {}
     return decision, stable, gate.table(decision, stable, cfg.gate.stability_k)

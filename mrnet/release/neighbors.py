@@ -15,7 +15,6 @@ no N×N matrix). docs/NEIGHBORS.md has the measured recall and latency.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +29,14 @@ METHODS = {"exact": "exact", "flat": "exact, indexed", "ivfpq": "IVF-PQ, re-rank
 
 def load_release(cfg, release: str | None) -> dict:
     """A release manifest: a release.json, a run folder holding one, or (default) the champion."""
-    from mrnet.release.manifest import manifest_by_alias
+    from mrnet.release.manifest import manifest_by_alias, read_manifest
 
     if release:
         path = Path(release)
         uri = str(path / "release.json") if path.is_dir() else release
         if not storage.exists(uri):
             raise FileNotFoundError(f"no release manifest at {uri} (give a release.json or a run folder)")
-        return json.loads(storage.read_text(uri))
+        return read_manifest(uri)
     manifest, where = manifest_by_alias(cfg, "champion")
     if manifest is None:
         raise FileNotFoundError(f"no champion release under {where}: run `make demo` (or pass --release)")

@@ -63,16 +63,21 @@ def space(root: str) -> dict[str, int]:
 def _run_info(runs: str, folder: str) -> dict:
     """What plan needs of one run folder, from one listing of it and one read of its run.json."""
     root = storage.join(runs, folder)
-    files = storage.sizes(root)
-    run = (storage.read_json(storage.join(root, "run.json")) if "run.json" in files else None) or {}
+    files, damaged = storage.sizes(root), None
+    try:
+        run = (storage.read_json(storage.join(root, "run.json")) if "run.json" in files else None) or {}
+    except (ValueError, UnicodeDecodeError) as exc:  # reported and kept: gc never deletes what it cannot read
+        run, damaged = {}, f"{storage.join(root, 'run.json')} is not JSON ({exc})"
     return {"folder": folder, "root": root, "files": files, "run_id": run.get("run_id", folder),
             "started": run.get("started"), "mlflow": run.get("mlflow"), "gated": "gate.json" in files,
-            "tombstone": TOMBSTONE in files}
+            "tombstone": TOMBSTONE in files, "damaged": damaged}
 
 
 def keep_reasons(info: dict, rank: int, protected: dict[str, str], cfg, now: float) -> list[str]:
     r = cfg.retention
-    reasons = [why for name, why in protected.items() if name == info["folder"]]
+    reasons = [why for name, why in protected.items() if name in (info["folder"], "*")]
+    if info["damaged"]:
+        reasons.append(f"damaged, kept for a person to look at: {info['damaged']}")
     if info["tombstone"]:
         return reasons  # a gc was deleting it when it was killed: finish the job (unless a pointer moved to it)
     age_h = (now - info["started"]) / 3600 if info["started"] else None
@@ -86,13 +91,19 @@ def keep_reasons(info: dict, rank: int, protected: dict[str, str], cfg, now: flo
 
 
 def protected_runs(cfg, home: str) -> dict[str, str]:
-    """Run folder → why it can never be deleted: champion, challenger, ever champion."""
+    """Run folder → why it can never be deleted: champion, challenger, ever champion. A pointer that cannot be read
+    (a damaged releases/current.json) protects every run (``"*"``): gc cannot know what it must keep."""
     out = {}
     for folder in storage.children(storage.join(home, "releases")):
         if folder.endswith(".json") and folder != "current.json":
             out[folder.removesuffix(".json")] = "was champion (a rollback target)"
     for alias in ("challenger", "champion"):
-        manifest, _ = manifest_by_alias(cfg, alias)
+        try:
+            manifest, _ = manifest_by_alias(cfg, alias)
+        except ValueError as exc:
+            log.error("gc deletes no run: the %s pointer cannot be read: %s", alias, exc)
+            out["*"] = f"the {alias} pointer is damaged, so gc deletes no run ({exc})"
+            continue
         if manifest:
             out[safe_run_id(manifest["release"])] = f"the current {alias}"
     return out
@@ -158,9 +169,12 @@ def delete_run(cfg, info: dict) -> dict[str, int]:
 def execute(cfg, dry_run: bool = False, now: float | None = None) -> dict:
     """Plan under the release lock and, unless ``dry_run``, delete; returns the report."""
     home = storage.absolute(cfg.artifact_root)
+    mlflow = {"versions": 0, "versions_kept_aliased": 0, "mlflow_runs": 0}
+    if not storage.children(storage.join(home, "runs")):  # nothing to collect: create nothing, not even a lock
+        return {"home": home, "keep": [], "delete": [], "checkpoints": [], "freed": dict.fromkeys(KINDS, 0),
+                "planned_at": now, "dry_run": dry_run, "mlflow": mlflow}
     with storage.lock(lock_uri(home), 60 * cfg.retention.lock_stale_minutes, "mrnet gc"):
         planned = plan(cfg, now)
-        mlflow = {"versions": 0, "versions_kept_aliased": 0, "mlflow_runs": 0}
         if not dry_run:
             for info in planned["delete"]:
                 for key, n in delete_run(cfg, info).items():
@@ -180,7 +194,7 @@ def report_text(report: dict) -> str:
     head = "would delete" if report["dry_run"] else "deleted"
     lines = [f"gc of {report['home']}/runs: {len(report['keep'])} run(s) kept, {len(report['delete'])} {head}"]
     for k in report["keep"]:
-        lines.append(f"  keep   {k['run_id']:<44} {'; '.join(k['reasons'])}")
+        lines.append(f"  {'DAMAGED' if k.get('damaged') else 'keep':<6} {k['run_id']:<44} {'; '.join(k['reasons'])}")
     for d in report["delete"]:
         lines.append(f"  delete {d['run_id']:<44} {mb(sum(d['bytes'].values()))}")
     if report["checkpoints"]:

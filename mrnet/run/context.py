@@ -40,6 +40,7 @@ from pathlib import Path
 
 from mrnet.config.base import check_segment, safe_run_id
 from mrnet.config.schema import Config, load_config
+from mrnet.config.trigger import TriggerPolicy, check_trigger
 from mrnet.data.pgs import pg_list
 from mrnet.io import storage
 
@@ -84,14 +85,25 @@ def _overrides(params: dict, mode: str) -> list[str]:
     return out
 
 
-def start_run(params: dict, run_id: str, dag_id: str = "cli", mode: str = "retrain", ui_url: str = "") -> str:
+def triggered_config(params: dict, trigger: dict | None, overrides: list[str]) -> Config:
+    """The config a run's params name, once a trigger's params keep to its rules (``trigger``: Airflow's
+    ``[mrnet] config_dir`` and ``allowed_roots``, config/trigger.py; None: a command-line run, not a trigger)."""
+    path = storage.absolute(params.get("config") or "configs/demo.yaml")
+    if trigger is not None:
+        policy = TriggerPolicy.parse(storage.absolute(trigger["config_dir"]), trigger["allowed_roots"])
+        check_trigger(path, list(params.get("overrides") or []), policy)
+    return load_config(path, overrides, tiny=bool(params.get("tiny")))
+
+
+def start_run(params: dict, run_id: str, dag_id: str = "cli", mode: str = "retrain", ui_url: str = "",
+              trigger: dict | None = None) -> str:
     """Resolve config + params once for the whole run; write ``run.json``; return its URI.
-    ``ui_url``: the MLflow UI's base URL (Airflow's ``[mrnet] mlflow_ui_url``), for the task logs' links."""
+    ``ui_url``: the MLflow UI's base URL (Airflow's ``[mrnet] mlflow_ui_url``), for the task logs' links;
+    ``trigger``: the rules a DAG trigger keeps to (``triggered_config``)."""
     unknown = set(params) - PARAMS
     if unknown:
         raise ValueError(f"unknown run param(s) {sorted(unknown)}; known: {sorted(PARAMS)}")
-    cfg = load_config(storage.absolute(params.get("config") or "configs/demo.yaml"), _overrides(params, mode),
-                      tiny=bool(params.get("tiny")))
+    cfg = triggered_config(params, trigger, _overrides(params, mode))
     data = cfg.data.model_copy(update={k: storage.absolute(getattr(cfg.data, k))
                                        for k in ("raw_dir", "pg_mapping", "catalog")})
     home = storage.absolute(cfg.artifact_root)
@@ -120,10 +132,33 @@ def _start_tracking(cfg: Config, home: str, run_id: str, dag_id: str, mode: str,
     stale = tr.close_open_runs(uri, exp, run_id, "KILLED", keep=parent)  # left by a killed earlier attempt
     if stale:
         log.warning("MLflow: %d run(s) of an earlier, killed attempt of %s marked KILLED", stale, run_id)
+    close_dead_runs(cfg, home, uri, exp, run_id)
     tr.log_params(uri, parent, cfg)
     tracked = {"uri": uri, "experiment_id": exp, "parent": parent, "ui_url": ui_url.rstrip("/")}
     log.info("MLflow run %s (parent of %s)%s", parent, run_id, run_url(tracked, parent))
     return tracked
+
+
+def close_dead_runs(cfg: Config, home: str, uri: str, exp: str, current: str) -> None:
+    """End the MLflow runs of other DAG runs that no process will end: a run whose folder holds its gate decision
+    finished (killed after ``gate.json``, before its MLflow run ended); one without, started more than
+    ``retention.running_hours`` ago, is dead (every task has a shorter timeout)."""
+    from mrnet.io import tracking as tr
+
+    for parent in tr.running_parents(uri, exp):
+        run_id = parent.data.tags.get("mrnet.run_id")
+        if run_id in (None, current):
+            continue
+        root = storage.join(home, "runs", safe_run_id(run_id))
+        age_h = (time.time() - parent.info.start_time / 1000) / 3600
+        if storage.exists(storage.join(root, "gate.json")):
+            status = "FINISHED"
+        elif age_h > cfg.retention.running_hours:
+            status = "KILLED"
+        else:
+            continue  # maybe still running (the other DAG, or a run on another machine)
+        closed = tr.close_open_runs(uri, exp, run_id, status)
+        log.warning("MLflow: run %s was left RUNNING by a killed process; %d run(s) marked %s", run_id, closed, status)
 
 
 def run_url(tracked: dict, mlflow_run: str) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 from mrnet.data.pgs import mapped_pgs
 from mrnet.io import storage
 from mrnet.run.context import (Run, base_manifest, cached_vectors, epoch_logger, load_run, nested_run,
-                               optional_stage, read_stage, record_stage, run_device, skip, timed_stage)
+                               optional_stage, read_stage, record_stage, run_device, skip, stage_name, timed_stage)
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,12 @@ def encode_agnostic(run_uri: str, shard: str) -> str:
     plan = read_stage(run, "agnostic_plan")
     if shard not in plan["shards"]:
         raise ValueError(f"{shard!r} is not a planned PG-agnostic shard of run {run.run_id}")
-    pg = shard.split("/", 1)[0]
+    from mrnet.encoder.embed import parse_shard
+
+    pg, index, _ = parse_shard(shard)
     out, stats = sparse_ae.encode_part(plan["model"], plan["shards"][shard], pg,
                                        run.path("embeddings", "pg_agnostic", f"{shard}.parquet"), run.cfg.embed.dtype)
+    record_stage(run, stage_name("encode_agnostic", pg, index), stats)  # rows, bytes, SHA-256: for the commit
     log.info("[sparse_autoencoder] %s: %d products → %s", shard, stats["products"], out)
     return out
 
@@ -106,27 +109,25 @@ def commit_agnostic(run_uri: str, parts=None) -> str:
     """Commit the PG-agnostic parts as one dataset (``embeddings/pg_agnostic/_manifest.json``, written last)
     once every planned part is there; return its URI ('' when the autoencoder is off). ``parts``: the
     encoding tasks' URIs (the DAG's dependency; the plan names the parts)."""
-    from mrnet.encoder.embed import commit_dataset, model_version
+    from mrnet.encoder.embed import commit_dataset, model_version, parse_shard
 
     run = load_run(run_uri)
     plan = read_stage(run, "agnostic_plan")
     if not plan["shards"]:
         return ""
     folder = run.path("embeddings", "pg_agnostic")
-    files = {shard: run.path("embeddings", "pg_agnostic", f"{shard}.parquet") for shard in plan["shards"]}
-    missing = [shard for shard, uri in files.items() if not storage.exists(uri)]
+    written = {shard: optional_stage(run, stage_name("encode_agnostic", *parse_shard(shard)[:2]))
+               for shard in plan["shards"]}  # a part's record is written after the part
+    missing = [shard for shard, record in written.items() if record is None]
     if missing:
-        raise RuntimeError(f"PG-agnostic encoding: {len(missing)} of {len(files)} part(s) missing ({missing[:5]}); "
+        raise RuntimeError(f"PG-agnostic encoding: {len(missing)} of {len(written)} part(s) missing ({missing[:5]}); "
                            "their encode_agnostic tasks failed, see their logs")
-    import pyarrow.parquet as pq
-
     with timed_stage(run, "agnostic_embeddings") as stage:
-        rows = [(uri, pq.ParquetFile(storage.local_path(uri)).metadata.num_rows) for uri in files.values()]
-        commit_dataset(folder, [(f"{shard}.parquet", n) for shard, (_, n) in zip(files, rows)],
+        commit_dataset(folder, [{"uri": f"{shard}.parquet", "rows": r["products"]} | r for shard, r in written.items()],
                        model_version(plan["model"]))
-        stage.record = {"uri": folder, "products": sum(n for _, n in rows), "parts": len(rows)}
+        stage.record = {"uri": folder, "products": sum(r["products"] for r in written.values()), "parts": len(written)}
         stage.metrics = {"products": stage.record["products"]}
-    log.info("[sparse_autoencoder] %d products in %d part(s) → %s", stage.record["products"], len(rows), folder)
+    log.info("[sparse_autoencoder] %d products in %d part(s) → %s", stage.record["products"], len(written), folder)
     return folder
 
 

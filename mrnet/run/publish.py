@@ -62,8 +62,8 @@ def _commit_embeddings(run: Run, planned: dict[str, list[str]], written: list[st
             missing[pg] = f"{len(absent)} of {len(shards)} embedding shard(s) missing, e.g. {absent[0]}"
             continue
         records = [read_stage(run, stage_name("embed", pg, parse_shard(s)[1])) for s in shards]
-        commit_dataset(run.path("embeddings", pg), [(run.path("embeddings", f"{s}.parquet"), r["products"])
-                                                    for s, r in zip(shards, records)],
+        commit_dataset(run.path("embeddings", pg), [{"uri": run.path("embeddings", f"{s}.parquet"),
+                                                     "rows": r["products"]} | r for s, r in zip(shards, records)],
                        records[0]["model_version"])  # every shard of a PG runs the same model
         done[pg] = records
     return done, missing
@@ -137,16 +137,22 @@ def report(run_uri: str, embeddings) -> str:
     return run.path("summary.json")
 
 
-def _manifest(run: Run, summary: dict, summary_uri: str, base: dict | None) -> dict:
-    from mrnet.encoder.embed import model_version
+def model_file(uri: str) -> dict:
+    """A model's manifest entry: its version (the first 12 hex digits of its SHA-256), bytes and SHA-256."""
+    record = storage.file_record(storage.local_path(uri))
+    return {"version": record["sha256"][:12]} | record
 
+
+def _manifest(run: Run, summary: dict, summary_uri: str, base: dict | None) -> dict:
+    validated = read_stage(run, "validate")
     manifest = {"release": run.run_id, "dag_id": run.dag_id, "mode": run.mode, "created": utc_now(),
                 "config_hash": run.cfg.hash(), "catalog": summary["catalog"],
-                "catalog_hash": read_stage(run, "validate").get("catalog_hash"),
+                "catalog_hash": validated.get("catalog_hash"),
+                "catalog_file": validated["quarantine"].get("catalog_file"),
                 "word2vec": (summary.get("word2vec") or {}).get("uri"),
                 "base_release": base and base["release"], "summary": summary_uri,
-                "models": {pg: {"uri": r["model"], "version": model_version(r["model"])}
-                           for pg, r in summary["pgs"].items()},
+                "summary_file": storage.file_record(storage.local_path(summary_uri)),
+                "models": {pg: {"uri": r["model"]} | model_file(r["model"]) for pg, r in summary["pgs"].items()},
                 "embeddings": {pg: r["embeddings"] for pg, r in summary["pgs"].items()},
                 "embedding_dtype": run.cfg.embed.dtype}
     if run.cfg.index.enabled:  # built by the build_index task after publish, committed by its _manifest.json
@@ -163,13 +169,11 @@ def _manifest(run: Run, summary: dict, summary_uri: str, base: dict | None) -> d
 
 def _parts(run: Run) -> dict:
     """The derived stages' outputs (derived.py) as manifest sections."""
-    from mrnet.encoder.embed import model_version
-
     out = {}
     sae, encoded = optional_stage(run, "sparse_autoencoder"), optional_stage(run, "agnostic_embeddings")
     if sae and "model" in sae and encoded:
-        out["agnostic"] = {"model": sae["model"], "version": model_version(sae["model"]), "embeddings": encoded["uri"],
-                           "dim": sae["dim"], "val": sae["val"]}
+        out["agnostic"] = {"model": sae["model"]} | model_file(sae["model"]) | {
+            "embeddings": encoded["uri"], "dim": sae["dim"], "val": sae["val"]}
     ev = optional_stage(run, "evaluate")
     if ev and "uri" in ev:
         from mrnet.release.gate import gated_metrics
@@ -179,8 +183,8 @@ def _parts(run: Run) -> dict:
                              "skipped": ev["skipped"], "settings": run.cfg.section_hash("evaluation")}
     xl = optional_stage(run, "cross_language_autoencoder")
     if xl and "uri" in xl:
-        out["crosslingual"] = {"model": xl["model"], "version": model_version(xl["model"]), "report": xl["uri"],
-                               "mrr": {m: row["mrr"] for m, row in xl["retrieval"].items()}}
+        out["crosslingual"] = {"model": xl["model"]} | model_file(xl["model"]) | {
+            "report": xl["uri"], "mrr": {m: row["mrr"] for m, row in xl["retrieval"].items()}}
     return out
 
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 import logging
 
-from mrnet.config.schema import load_config
 from mrnet.data.pgs import pg_counts, pg_list
 from mrnet.io import storage
 from mrnet.run import steps
 from mrnet.run.context import (CORPUS_FORMAT, Run, base_manifest, cache_key, cached, cached_subwords,
                                cached_vectors, epoch_logger, load_run, optional_stage, pg_stage, read_stage, record_stage, run_device,
-                               stage_name, start_run, text_hash, timed_stage)
+                               stage_name, start_run, text_hash, timed_stage, triggered_config)
 from mrnet.run.derived import (agnostic_embeddings, build_index, commit_agnostic, cross_language, encode_agnostic,
                                evaluate, plan_agnostic, sparse_autoencoder)
 from mrnet.run.publish import base_release, promote, publish, report
@@ -218,14 +217,13 @@ def embed_all(run_uri: str, models, catalog_uri: str) -> list[str]:
     return [embed_shard(run_uri, shard, catalog_uri) for shard in plan_embed(run_uri, models, catalog_uri)]
 
 
-def housekeeping(params: dict, dry_run: bool = False) -> str:
+def housekeeping(params: dict, dry_run: bool = False, trigger: dict | None = None) -> str:
     """The ``mrnet_housekeeping`` DAG's one task: retention (``mrnet gc``) of the config's artifact
-    root; logs what it kept and freed, returns the gc report's URI."""
+    root; logs what it kept and freed, returns the gc report's URI. ``trigger``: as ``start_run``'s."""
     unknown = set(params) - {"config", "overrides", "tiny"}
     if unknown:
         raise ValueError(f"unknown housekeeping param(s) {sorted(unknown)}; known: config, overrides, tiny")
-    cfg = load_config(storage.absolute(params.get("config") or "configs/demo.yaml"), list(params.get("overrides") or []),
-                      tiny=bool(params.get("tiny")))
+    cfg = triggered_config(params, trigger, list(params.get("overrides") or []))
     uri, text = steps.gc_step(cfg, dry_run)
     log.info("[housekeeping] %s\n%s", uri, text)
     return uri

@@ -121,8 +121,8 @@ def embed_step(cfg: Config, model_uri: str, catalog_uri: str, pg: str) -> tuple[
     for shard in shard_ids(pg, pg_counts(catalog_uri).get(pg, 0), cfg.embed.shard_size):
         uri, stats = embed_shard(model_uri, catalog_uri, shard, storage.join(cfg.artifact_root, "embeddings",
                                                                               f"{shard}.parquet"), cfg.embed)
-        parts.append((uri, stats["products"]))
-    return commit_dataset(folder, parts, model_version(model_uri)), {"pg": pg, "products": sum(n for _, n in parts)}
+        parts.append({"uri": uri, "rows": stats["products"]} | stats)
+    return commit_dataset(folder, parts, model_version(model_uri)), {"pg": pg, "products": sum(p["rows"] for p in parts)}
 
 
 def latest_run(runs_uri: str) -> str:
@@ -143,6 +143,8 @@ def gc_step(cfg: Config, dry_run: bool = False) -> tuple[str, str]:
     from mrnet.release import retention
 
     report = retention.execute(cfg, dry_run=dry_run)
+    if not report["keep"] and not report["delete"]:  # an empty root stays empty: no report file either
+        return "", f"gc of {report['home']}/runs: no runs, nothing to do"
     text = retention.report_text(report)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%SZ")
     record = {k: report[k] for k in ("home", "dry_run", "freed", "mlflow", "planned_at")} | {

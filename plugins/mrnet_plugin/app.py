@@ -10,7 +10,8 @@ Pages (plugins/mrnet_plugin/pages.py renders them):
 Access: FastAPI plugin routes are not protected by Airflow on their own. Every route here
 depends on Airflow's auth manager (``requires_access_dag`` for GET on the mrnet DAGs): the UI's
 session cookie or an ``Authorization: Bearer`` token; none → 401, an invalid one → 403, a user
-without read access to ``mrnet_retrain`` → 403.
+without read access to ``mrnet_retrain`` → 403. That includes the stylesheet (a route, not a mounted
+folder: a mount would skip the app's dependencies), and there is no ``openapi.json`` or docs page.
 
 The config (artifact root, tracking) is ``[mrnet] config`` (as the DAGs' default param) plus
 ``[mrnet] config_overrides`` (``key=value`` separated by ``;``, as ``--set``). mrnet is imported
@@ -25,8 +26,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Query
-from fastapi.responses import HTMLResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from mrnet_plugin import pages
 
@@ -68,8 +68,12 @@ def html(text: str, status: int = 200) -> HTMLResponse:
 
 def create_app(auth=None) -> FastAPI:
     """The app; ``auth``: a FastAPI dependency in place of Airflow's (tests of the pages alone)."""
-    app = FastAPI(title="mrnet releases", dependencies=[auth or _auth_dependency()], docs_url=None, redoc_url=None)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app = FastAPI(title="mrnet releases", dependencies=[auth or _auth_dependency()], docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @app.get("/static/mrnet.css")
+    def stylesheet():
+        return FileResponse(STATIC / "mrnet.css", media_type="text/css")
 
     @app.get("/releases", response_class=HTMLResponse)
     def releases_page():
