@@ -1,5 +1,5 @@
 """Benchmark (not a test): where the time of embedding many titles goes, for sizing an embedding
-refresh (docs/BENCHMARKS.md, GPU). Runs on the GPU machine with the data of `bench/gpu.py prepare`:
+refresh (docs/RESULTS.md, GPU). Runs on the GPU machine with the data of `bench/gpu.py prepare`:
 
     python3 bench/embed_scale.py --data .devdata --titles 1000000
 

@@ -1,7 +1,7 @@
 """Benchmark (not a test): the downstream evaluation on a finished demo run.
 
 Usage: `.venv/bin/python bench/evaluation.py --run artifacts/demo/runs/<run_id> [--repeats 3]`.
-Prints Markdown for docs/BENCHMARKS.md:
+Prints Markdown for docs/RESULTS.md:
 
 - the whole evaluation (every configured task × feature × classifier, neighbours,
   interpretation), median wall time of ``--repeats`` runs;

@@ -4,7 +4,7 @@ Two steps, because the GPU machine has no gensim or MLflow (and no network):
 
     # here: export the run's validated catalog rows (one PG, or all) and word vectors (npy, no pickle)
     .venv/bin/python bench/gpu.py prepare --run artifacts/demo/runs/<run_id> --pg all --out .devdata
-    # on the GPU machine (carry .devdata, and pydantic's wheels in .whl: docs/BENCHMARKS.md):
+    # on the GPU machine (carry .devdata, and pydantic's wheels in .whl: docs/RESULTS.md):
     python3 bench/gpu.py run --data .devdata --repeats 3
     python3 bench/gpu.py pgs --data .devdata --variant 'CUDA=train.device=cuda'
 
@@ -19,7 +19,7 @@ Two steps, because the GPU machine has no gensim or MLflow (and no network):
 
 ``pgs`` runs the real ``train_pg`` (early stopping, checkpoints, validation) on every PG under each
 config variant, and on the CPU for ``--cpu-pgs``: what a GPU worker buys for a whole PG stage.
-Both print Markdown for docs/BENCHMARKS.md.
+Both print Markdown for docs/RESULTS.md.
 """
 
 from __future__ import annotations

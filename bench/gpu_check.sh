@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU machine's check behind docs/BENCHMARKS.md "GPU": run there from the repository root, carrying
+# The GPU machine's check behind docs/RESULTS.md "GPU": run there from the repository root, carrying
 # .devdata (here: `.venv/bin/python bench/gpu.py prepare --run <run> --pg all --out .devdata`) and .whl
 # (pydantic and its four dependencies as cp312 manylinux wheels; the GPU image has torch, pandas, numpy,
 # scipy, scikit-learn, pyyaml and tqdm but no pydantic). Writes its tables to $OUT (or /tmp/gpu-check).

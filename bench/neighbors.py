@@ -5,7 +5,7 @@
 - faiss HNSW (`--ann`): build time, query time and recall@10 against the exact answer.
 
 Usage: `.venv/bin/python bench/neighbors.py [--n 200000] [--queries 256] [--repeats 5]`.
-Prints Markdown for docs/BENCHMARKS.md."""
+Prints Markdown for docs/RESULTS.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Library benchmarks (not tests): each figure is a median of several runs, side by side
 with a naive reference measured in the same process. Usage: `make bench` or
-`.venv/bin/python bench/run_all.py [--repeats 5]`. Prints Markdown for docs/BENCHMARKS.md.
+`.venv/bin/python bench/run_all.py [--repeats 5]`. Prints Markdown for docs/RESULTS.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Benchmark (not a test): the sparse autoencoder's exact block-sparse loss vs the dense G·d
 formulation, forward + backward per batch, medians of interleaved runs in one process; and the
-blocks read through ``unbind`` views vs indexed per PG (``w[g]``, the code before 2026-12-04).
-Usage: `.venv/bin/python bench/sparse_ae.py [--repeats 7]`. Prints Markdown for docs/BENCHMARKS.md."""
+blocks read through ``unbind`` views vs indexed per PG (``w[g]``, the earlier code).
+Usage: `.venv/bin/python bench/sparse_ae.py [--repeats 7]`. Prints Markdown for docs/RESULTS.md."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Sweep (not a test): sparse-autoencoder settings on a run's real PG embeddings, printing the
-final validation metrics and wall time of each. docs/AUTOENCODERS.md has the results.
+final validation metrics and wall time of each. docs/RESULTS.md has the results.
 
 Usage: `.venv/bin/python bench/sparse_ae_sweep.py [--evaluate] artifacts/demo/runs/<run_id> \\
             '[{"epochs": 10, "batch_size": 1024, "lr": 0.003}, {"epochs": 10, "batch_size": 4096}]'`

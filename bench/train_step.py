@@ -14,7 +14,7 @@ Usage (the PG's rows and word vectors come from a run, as for bench/gpu.py):
     .venv/bin/python bench/gpu.py prepare --run artifacts/demo/runs/<run_id> --pg footwear --out .devdata
     .venv/bin/python bench/train_step.py --data .devdata --repeats 5
 
-Prints Markdown for docs/BENCHMARKS.md.
+Prints Markdown for docs/RESULTS.md.
 """
 
 from __future__ import annotations

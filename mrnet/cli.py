@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--title", help="a free-text title (cold start through the --pg model)")
     p.add_argument("--pg", help="product group (needed for --title and --space pg with a title)")
     p.add_argument("--space", choices=["pg", "agnostic"], default="pg",
-                   help="PG-specific (d-dim, 256 by default) or PG-agnostic (2d) embeddings (default: %(default)s)")
+                   help="PG-specific (d-dim: 512 by default, 256 in the demo config) or PG-agnostic (2d) embeddings (default: %(default)s)")
     p.add_argument("-k", type=int, default=10, help="neighbours to show (default: %(default)s)")
     p.add_argument("--release", help="release.json or run folder (default: the champion release)")
     p.add_argument("--exact", action="store_true", help="read the whole space and search it exactly, not the release index")

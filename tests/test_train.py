@@ -110,7 +110,7 @@ def test_amp_auto_is_bf16_on_a_cpu_with_native_bf16_only(monkeypatch):
     for native in (False, True):
         monkeypatch.setattr(train, "cpu_has_bf16", lambda native=native: native)
         assert train.use_amp("auto", cpu) is native
-        assert train.use_amp("auto", cuda) is False  # slower there (docs/BENCHMARKS.md, GPU)
+        assert train.use_amp("auto", cuda) is False  # slower there (docs/RESULTS.md, GPU)
         assert train.use_amp(True, cpu) is native and train.use_amp(False, cpu) is False  # no bf16 LSTM without
         assert train.use_amp(True, cuda) is True and train.use_amp(False, cuda) is False
     monkeypatch.setattr(train, "cpu_has_amx", lambda: True)  # AMX: fp32 unless asked (TrainConfig.amp says why)

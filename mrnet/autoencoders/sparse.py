@@ -165,7 +165,7 @@ class Anchor(nn.Module):
     learned. The anchor is the title's mean word vector (the word vectors are shared by all PG models),
     z-scored per dimension: asking one decoder ``h W + b`` to predict it from every PG's code aligns the
     PGs' hidden spaces along the same word-vector directions. Training only: the saved model and the
-    encoding are the paper's (docs/AUTOENCODERS.md has the measurements)."""
+    encoding are the paper's (docs/RESULTS.md has the measurements)."""
 
     def __init__(self, hidden: int, width: int, weight: float):
         super().__init__()

@@ -174,7 +174,7 @@ class TrainConfig(Frozen):
     ``min_delta`` for ``patience`` epochs, and the best epoch's weights are restored
     (docs/TRAINING.md gives the measurements behind each default)."""
 
-    epochs: int = Field(default=30, ge=1, le=10_000)  # a cap (configs/demo.yaml: 6, for its time budget)
+    epochs: int = Field(default=30, ge=1, le=10_000)  # a cap (configs/demo.yaml: 4, for its time budget)
     # a PG with fewer (but some) validated products is not trained: it is left out of the release, with
     # its reason in the run summary (the champion keeps serving it: the gate refuses a release without
     # it). A configured PG with no product at all fails its train task instead.
@@ -219,7 +219,7 @@ class TrainConfig(Frozen):
     # validation losses (bench/train_step.py); fp32 on a CPU with AMX tiles, where bf16 ran 1.1x as fast as fp32
     # but oneDNN's bf16 LSTM backward hung or aborted ("double free") in the 23rd PG of `make demo`'s one
     # process, twice, while fp32 finished (docs/TRAINING.md); fp32 on CUDA, where an H200 ran the BiLSTM at d 128
-    # 0.68-0.74x as fast in bf16, and on CPUs without bf16 (docs/BENCHMARKS.md). true forces it on CUDA and on a
+    # 0.68-0.74x as fast in bf16, and on CPUs without bf16 (docs/RESULTS.md). true forces it on CUDA and on a
     # CPU with native bf16 (elsewhere oneDNN has no bf16 LSTM: fp32 and a warning); false is fp32 everywhere
     amp: bool | Literal["auto"] = "auto"
     progress: bool = True

@@ -1,4 +1,5 @@
-"""Stable hash samples: the one way mrnet draws folds, splits and samples (paper §3.1, §4).
+"""Stable hash samples: the one way mrnet draws products for folds, splits and samples (paper §3.1, §4);
+the order of training batches is a seeded shuffle, not a sample.
 
 A product's draw depends on its id (or text), a seed and a salt that names the purpose, never on
 which other products are in the catalog. So a product keeps its side of the train/val split,

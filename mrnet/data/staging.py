@@ -19,7 +19,7 @@ holding one batch of rows (``data.chunk_rows``) or one hash bucket of product id
 
 The accounting is exact: rows in = clean + quarantined, per file and in all; the merge checks it.
 Memory: one batch of rows in ``check_part``; one bucket of ids, one row group and 32 bytes per
-duplicate in ``merge`` (docs/SCALING.md has the measured peaks).
+duplicate in ``merge`` (docs/RESULTS.md has the measured peaks).
 """
 
 from __future__ import annotations

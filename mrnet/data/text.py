@@ -118,7 +118,7 @@ def encode_parallel(words: list[str], texts: list, max_tokens: int, workers: int
                     chunk: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
     """``Vocab(words).encode_many`` over ``workers`` spawned processes, chunk by chunk: the same
     (ids, lengths), in input order. Tokenizing is the embedding stage's bottleneck (one process
-    keeps a GPU about 1/30 busy; docs/BENCHMARKS.md), so large shards spread it over the cores."""
+    keeps a GPU about 1/30 busy; docs/RESULTS.md), so large shards spread it over the cores."""
     if workers <= 1 or len(texts) <= chunk:
         return Vocab(words).encode_many(texts, max_tokens)
     with Tokenizer(words, min(workers, -(-len(texts) // chunk))) as tokenizer:

@@ -3,7 +3,7 @@
 Titles are tokenized once (over a process pool for large shards), grouped into exact-length
 buckets and encoded in large batches under ``torch.inference_mode`` (no padding, no
 PackedSequence). An embedding file has ``product_id, product_group, model_version, embedding``
-where ``embedding`` is a fixed-size list of float32 (d = 128) and ``model_version`` is the
+where ``embedding`` is a fixed-size list of float32 (d, the model's ``embed_dim``) and ``model_version`` is the
 first 12 hex digits of the model file's sha256. Cold start (§6: "embeddings can be created
 using only product titles") embeds a CSV of new titles with a trained model.
 

@@ -98,7 +98,7 @@ def _target_rows(tgt: T.Targets, idx: np.ndarray, device) -> torch.Tensor:
 
 def _floats(losses: dict[str, list]) -> dict[str, list[float]]:
     """Step losses as floats, read once per epoch: a ``loss.item()`` per step would wait for the
-    GPU every step (docs/BENCHMARKS.md, GPU)."""
+    GPU every step (docs/RESULTS.md, GPU)."""
     return {name: torch.stack(values).float().cpu().tolist() if values else [] for name, values in losses.items()}
 
 

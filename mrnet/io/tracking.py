@@ -16,7 +16,7 @@ Registry (MLflow 3 aliases, no stages):
   ``model/`` artifact folder, which holds ``model.safetensors``.
 - ``<prefix>-release`` holds one version per release manifest (``release/release.json`` of
   the parent run), naming every part's version and the data and config hashes.
-- ``challenger`` is set on every successful run. ``champion`` moves only through release/gate.py.
+- ``challenger`` is set on every successful run. ``champion`` moves only when the promotion gate passes (run/publish.py ``promote``).
 
 Models are loaded by alias (``models:/mrnet-watches@champion``): the version's source folder
 is downloaded and read with safetensors. Nothing is unpickled, and no MLflow flavour is used.

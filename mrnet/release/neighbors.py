@@ -9,7 +9,7 @@ A release built with an index (release/index.py, the ``build_index`` task) answe
 space's IVF-PQ candidates re-ranked exactly, or an exact scan of a small space, reading a few rows
 of memory-mapped files, never the whole space. ``exact=True`` (``--exact``), or a release without
 an index, reads the whole space and searches it exactly (retrieval.knn: chunked matrix products,
-no N×N matrix). docs/NEIGHBORS.md has the measured recall and latency.
+no N×N matrix). docs/RESULTS.md has the measured recall and latency.
 """
 
 from __future__ import annotations

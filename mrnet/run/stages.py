@@ -212,7 +212,7 @@ def embed_shard(run_uri: str, shard: str, catalog_uri: str) -> str:
 
 
 def embed_all(run_uri: str, models, catalog_uri: str) -> list[str]:
-    """Every shard in turn, in this process: the tests' shortcut (``runner.run`` and the DAGs map
+    """Every shard in turn, in this process: the tests' shortcut (``local.run`` and the DAGs map
     ``embed_shard`` themselves, to record each shard's failure)."""
     return [embed_shard(run_uri, shard, catalog_uri) for shard in plan_embed(run_uri, models, catalog_uri)]
 
