@@ -8,6 +8,7 @@ import torch
 
 from mrnet.config.base import safe_run_id
 from mrnet.encoder.model import load_model
+from mrnet.io.tracking import Tracker
 from mrnet.run import context
 from mrnet.run import local
 from mrnet.run import stages
@@ -195,7 +196,7 @@ def test_two_runs_missing_one_cache_entry_build_it_once(tmp_path):
         return out, {"words": 3}
 
     def one_run(name):
-        run = SimpleNamespace(home=str(tmp_path), run_id=name, mlflow=None,
+        run = SimpleNamespace(home=str(tmp_path), run_id=name, mlflow=None, tracker=Tracker(),
                               path=lambda *parts, name=name: str(tmp_path.joinpath("runs", name, *parts)))
         got[name] = context.cached(run, "word2vec", "k1", "vectors.bin", build)
 
@@ -218,7 +219,7 @@ def test_a_promotion_killed_before_it_ends_leaves_no_gate_json_so_resume_reruns_
 
     from mrnet.run import publish
 
-    run = SimpleNamespace(promote=True, cfg=None, home=str(tmp_path), mlflow=None, run_id="r1",
+    run = SimpleNamespace(promote=True, cfg=None, home=str(tmp_path), mlflow=None, tracker=Tracker(), run_id="r1",
                           path=lambda *parts: str(tmp_path.joinpath("runs", "r1", *parts)))
     (tmp_path / "runs" / "r1").mkdir(parents=True)
     (tmp_path / "runs" / "r1" / "run.json").write_text(json.dumps({"run_id": "r1", "started": 1.0, "params": {}}))
@@ -248,7 +249,7 @@ def test_a_pg_failure_on_a_full_disk_keeps_its_own_error(tmp_path, monkeypatch, 
 
     from mrnet.run import publish
 
-    run = SimpleNamespace(mlflow=None, run_id="r1", path=lambda *parts: str(tmp_path.joinpath(*parts)))
+    run = SimpleNamespace(mlflow=None, tracker=Tracker(), run_id="r1", path=lambda *parts: str(tmp_path.joinpath(*parts)))
 
     def full(uri, text):
         raise OSError(28, "No space left on device")

@@ -25,6 +25,7 @@ is downloaded and read with safetensors. Nothing is unpickled, and no MLflow fla
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -209,6 +210,60 @@ def close_open_runs(uri: str, exp_id: str, run_id: str, status: str, keep: str |
     for r in open_runs:
         client(uri).set_terminated(r.info.run_id, status)
     return len(open_runs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tracker:
+    """Where one run is tracked (``info``: ``uri``, ``experiment_id``, ``parent``, ``ui_url``; None when tracking is
+    off) and the calls its stages make. Each call does nothing when tracking is off, so a stage logs without asking
+    whether it may; ``run_id`` None means the run's parent."""
+
+    info: dict | None = None
+
+    def __bool__(self) -> bool:
+        return self.info is not None
+
+    @property
+    def uri(self) -> str | None:
+        return self.info["uri"] if self.info else None
+
+    @property
+    def parent(self) -> str | None:
+        return self.info["parent"] if self.info else None
+
+    @property
+    def experiment(self) -> str | None:
+        return self.info["experiment_id"] if self.info else None
+
+    def metrics(self, values: dict, run_id: str | None = None, step: int = 0) -> None:
+        if self.info and values:
+            log_metrics(self.uri, run_id or self.parent, values, step)
+
+    def tags(self, tags: dict[str, str], run_id: str | None = None) -> None:
+        if self.info:
+            set_tags(self.uri, run_id or self.parent, tags)
+
+    def artifact(self, path: str, folder: str, run_id: str | None = None) -> None:
+        if self.info:
+            log_artifact(self.uri, run_id or self.parent, path, folder)
+
+    def text(self, text: str, path: str, run_id: str | None = None) -> None:
+        if self.info:
+            log_text(self.uri, run_id or self.parent, text, path)
+
+    def finish(self, run_id: str | None = None, status: str = "FINISHED") -> None:
+        if self.info:
+            finish(self.uri, run_id or self.parent, status)
+
+    def nested(self, tags: dict[str, str], name: str) -> str | None:
+        """The nested run carrying ``tags`` under the parent, reattached on a retry (None when off)."""
+        return find_or_create_run(self.uri, self.experiment, tags, name, parent=self.parent) if self.info else None
+
+    def find(self, tags: dict[str, str], max_results: int = 1000) -> list:
+        return find_runs(self.uri, self.experiment, tags, max_results) if self.info else []
+
+    def close_open(self, dag_run_id: str, status: str) -> int:
+        return close_open_runs(self.uri, self.experiment, dag_run_id, status) if self.info else 0
 
 
 def running_parents(uri: str, exp_id: str) -> list:

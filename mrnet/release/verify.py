@@ -1,9 +1,9 @@
 """Does every file of a release still hold what its manifest recorded? (``mrnet verify``, the gate, summary, gc.)
 
 A release manifest (run/publish.py) records, for every file it names, what its writer saw: the bytes and SHA-256
-of each model, of the validated catalog, of the run summary and of each index file, and, through each embedding
-dataset's own ``_manifest.json``, the rows, bytes and SHA-256 of each part (taken on the writer's temp copy, so
-writing never reads a file back). ``verify_release`` checks them:
+of each model, of the validated catalog, of the run summary, of the reports and of each index file, and, through
+each embedding dataset's own ``_manifest.json``, the rows, bytes and SHA-256 of each part (taken on the writer's
+temp copy, so writing never reads a file back). ``verify_release`` checks them:
 
 - ``full`` (``mrnet verify``): every file exists, has its bytes, rows and SHA-256;
 - quick (the promotion gate, ``mrnet summary``): every file exists with its bytes, every model's SHA-256 (models
@@ -29,7 +29,10 @@ def release_files(manifest: dict) -> list[tuple[str, dict]]:
     files.append((manifest["catalog"], manifest.get("catalog_file") or {}))
     files.append((manifest["summary"], (manifest.get("summary_file") or {}) | {"json": True}))
     if ev := manifest.get("evaluation"):
-        files.append((ev["metrics"], {"json": True}))
+        recorded = ev.get("files") or {}
+        files += [(ev["metrics"], recorded.get(ev["metrics"], {}) | {"json": True}), (ev["report"], recorded.get(ev["report"], {}))]
+    if xl := manifest.get("crosslingual"):
+        files.append((xl["report"], (xl.get("report_file") or {}) | {"json": xl["report"].endswith(".json")}))
     return files
 
 

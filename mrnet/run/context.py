@@ -43,6 +43,7 @@ from mrnet.config.schema import Config, load_config
 from mrnet.config.trigger import TriggerPolicy, check_trigger
 from mrnet.data.pgs import pg_list
 from mrnet.io import storage
+from mrnet.io.tracking import Tracker
 
 log = logging.getLogger(__name__)
 PARAMS = {"config", "pgs", "epochs", "sample_fraction", "promote", "tiny", "overrides"}
@@ -61,6 +62,11 @@ class Run:
     started: float
     cfg: Config
     mlflow: dict | None  # {uri, experiment_id, parent}: where this run is tracked; None = off
+
+    @property
+    def tracker(self) -> Tracker:
+        """Every MLflow call of the run's stages; each does nothing when tracking is off."""
+        return Tracker(self.mlflow)
 
     def path(self, *parts: str) -> str:
         """A file of this run: every segment of ``parts`` is checked, so none can climb out."""
@@ -122,18 +128,18 @@ def start_run(params: dict, run_id: str, dag_id: str = "cli", mode: str = "retra
 
 def _start_tracking(cfg: Config, home: str, run_id: str, dag_id: str, mode: str, ui_url: str) -> dict:
     """The MLflow parent run of this DAG run (found again by its tags on a retry)."""
-    from mrnet.io import tracking as tr
+    from mrnet.io import tracking
 
-    uri = tr.tracking_uri(cfg, home)
-    exp = tr.experiment_id(uri, cfg.tracking.experiment, home)
-    parent = tr.find_or_create_run(uri, exp, {"mrnet.run_id": run_id, "mrnet.kind": "parent"}, run_id, extra_tags={
-        "mrnet.dag_id": dag_id, "mrnet.mode": mode, "mrnet.git_commit": tr.git_commit(),
+    uri = tracking.tracking_uri(cfg, home)
+    exp = tracking.experiment_id(uri, cfg.tracking.experiment, home)
+    parent = tracking.find_or_create_run(uri, exp, {"mrnet.run_id": run_id, "mrnet.kind": "parent"}, run_id, extra_tags={
+        "mrnet.dag_id": dag_id, "mrnet.mode": mode, "mrnet.git_commit": tracking.git_commit(),
         "mrnet.config_hash": cfg.hash()})
-    stale = tr.close_open_runs(uri, exp, run_id, "KILLED", keep=parent)  # left by a killed earlier attempt
+    stale = tracking.close_open_runs(uri, exp, run_id, "KILLED", keep=parent)  # left by a killed earlier attempt
     if stale:
         log.warning("MLflow: %d run(s) of an earlier, killed attempt of %s marked KILLED", stale, run_id)
     close_dead_runs(cfg, home, uri, exp, run_id)
-    tr.log_params(uri, parent, cfg)
+    tracking.log_params(uri, parent, cfg)
     tracked = {"uri": uri, "experiment_id": exp, "parent": parent, "ui_url": ui_url.rstrip("/")}
     log.info("MLflow run %s (parent of %s)%s", parent, run_id, run_url(tracked, parent))
     return tracked
@@ -143,9 +149,9 @@ def close_dead_runs(cfg: Config, home: str, uri: str, exp: str, current: str) ->
     """End the MLflow runs of other DAG runs that no process will end: a run whose folder holds its gate decision
     finished (killed after ``gate.json``, before its MLflow run ended); one without, started more than
     ``retention.running_hours`` ago, is dead (every task has a shorter timeout)."""
-    from mrnet.io import tracking as tr
+    from mrnet.io import tracking
 
-    for parent in tr.running_parents(uri, exp):
+    for parent in tracking.running_parents(uri, exp):
         run_id = parent.data.tags.get("mrnet.run_id")
         if run_id in (None, current):
             continue
@@ -157,7 +163,7 @@ def close_dead_runs(cfg: Config, home: str, uri: str, exp: str, current: str) ->
             status = "KILLED"
         else:
             continue  # maybe still running (the other DAG, or a run on another machine)
-        closed = tr.close_open_runs(uri, exp, run_id, status)
+        closed = tracking.close_open_runs(uri, exp, run_id, status)
         log.warning("MLflow: run %s was left RUNNING by a killed process; %d run(s) marked %s", run_id, closed, status)
 
 
@@ -170,10 +176,7 @@ def run_url(tracked: dict, mlflow_run: str) -> str:
 def end_tracking(run_uri: str, status: str) -> None:
     """A run that stopped (FAILED, or KILLED by a signal): end its MLflow runs that are still open."""
     run = load_run(run_uri)
-    if run.mlflow:
-        from mrnet.io import tracking as tr
-
-        tr.close_open_runs(run.mlflow["uri"], run.mlflow["experiment_id"], run.run_id, status)
+    run.tracker.close_open(run.run_id, status)
 
 
 def unfinished_run(home: str) -> tuple[str, dict] | None:
@@ -195,13 +198,10 @@ def load_run(run_uri: str) -> Run:
 
 def nested_run(run: Run, kind: str, key: str) -> str | None:
     """The MLflow run of one stage (kind ``stage``) or PG (kind ``pg``), reattached on a retry."""
-    if not run.mlflow:
+    if not run.tracker:
         return None
-    from mrnet.io import tracking as tr
-
     tags = {"mrnet.run_id": run.run_id, "mrnet.kind": kind, f"mrnet.{'pg' if kind == 'pg' else 'stage'}": key}
-    mlflow_run = tr.find_or_create_run(run.mlflow["uri"], run.mlflow["experiment_id"], tags, f"{kind}:{key}",
-                                       parent=run.mlflow["parent"])
+    mlflow_run = run.tracker.nested(tags, f"{kind}:{key}")
     log.info("MLflow run %s (%s %s of %s)%s", mlflow_run, kind, key, run.run_id, run_url(run.mlflow, mlflow_run))
     return mlflow_run
 
@@ -210,17 +210,15 @@ def track_stage(run: Run, stage: str, metrics: dict, artifacts: tuple[tuple[str,
                 texts=None) -> None:
     """Log one finished stage as a nested run: metrics, (uri, folder) artifacts, and text files
     from ``texts()`` → {artifact path: text} (called only when tracking is on)."""
-    if not run.mlflow:
+    if not run.tracker:
         return
-    from mrnet.io import tracking as tr
-
-    uri, run_id = run.mlflow["uri"], nested_run(run, "stage", stage)
-    tr.log_metrics(uri, run_id, metrics)
+    tracker, run_id = run.tracker, nested_run(run, "stage", stage)
+    tracker.metrics(metrics, run_id)
     for artifact, folder in artifacts:
-        tr.log_artifact(uri, run_id, artifact, folder)
+        tracker.artifact(artifact, folder, run_id)
     for path, text in (texts() if texts else {}).items():
-        tr.log_text(uri, run_id, text, path)
-    tr.finish(uri, run_id)
+        tracker.text(text, path, run_id)
+    tracker.finish(run_id)
 
 
 @dataclass
@@ -358,17 +356,13 @@ def pg_stage(run: Run, pg: str, stage: str, shard: tuple[int, int] | None = None
         except OSError as err:  # a full disk: the task still fails with its own error, not this one
             log.error("[%s] could not write failures/%s.json either: %s", pg, pg, err)
         if mlflow_run:
-            from mrnet.io import tracking as tr
-
-            tr.finish(run.mlflow["uri"], mlflow_run, "FAILED")
+            run.tracker.finish(mlflow_run, "FAILED")
         raise
     seconds = round(time.perf_counter() - t0, 2)
     record_stage(run, stage_name(stage, pg, shard[0] if shard else None), {"pg": pg, "seconds": seconds} | (record or {}))
     if mlflow_run:
-        from mrnet.io import tracking as tr
-
-        tr.log_metrics(run.mlflow["uri"], mlflow_run, {f"{stage}_seconds": seconds}, shard[0] if shard else 0)
-        tr.finish(run.mlflow["uri"], mlflow_run)
+        run.tracker.metrics({f"{stage}_seconds": seconds}, mlflow_run, shard[0] if shard else 0)
+        run.tracker.finish(mlflow_run)
 
 
 def epoch_logger(run: Run, mlflow_run: str | None, flatten=None):
@@ -377,10 +371,10 @@ def epoch_logger(run: Run, mlflow_run: str | None, flatten=None):
     trains; the earlier attempt logged the others."""
     if not mlflow_run:
         return None
-    from mrnet.io import tracking as tr
+    from mrnet.io.tracking import epoch_metrics
 
-    flatten = flatten or tr.epoch_metrics
-    return lambda entry: tr.log_metrics(run.mlflow["uri"], mlflow_run, flatten(entry), entry["epoch"])
+    flatten = flatten or epoch_metrics
+    return lambda entry: run.tracker.metrics(flatten(entry), mlflow_run, entry["epoch"])
 
 
 def run_device(run: Run) -> str:

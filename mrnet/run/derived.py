@@ -225,12 +225,9 @@ def evaluate(run_uri: str, summary_uri: str, agnostic_uri: str = "") -> str:
                         "features": {name: info["mrnet_feature"] for name, info in result["tasks"].items()}}
         stage.metrics = dict(metrics)
         stage.artifacts = [(uri, "evaluation") for uri in files.values()]
-    if run.mlflow:
-        from mrnet.io import tracking as tr
-
-        tr.log_metrics(run.mlflow["uri"], run.mlflow["parent"], metrics)
-        for name in ("report.md", "table2.png"):
-            tr.log_artifact(run.mlflow["uri"], run.mlflow["parent"], files[name], "evaluation")
+    run.tracker.metrics(metrics)
+    for name in ("report.md", "table2.png"):
+        run.tracker.artifact(files[name], "evaluation")
     log.info("[evaluate] %d task(s) evaluated, %d skipped, %.1f s → %s\n%s", len(result["tasks"]),
              len(result["skipped"]), stage.seconds, files["report.md"], eval_report.table2_text(result))
     return files["metrics.json"]

@@ -37,17 +37,15 @@ def mlflow_run(run_uri: str, task_id: str, map_label: str | None = None) -> str 
     """The MLflow run id of one task of the run at ``run_uri`` (None without tracking, or for a
     PG task whose run does not exist yet)."""
     run = load_run(run_uri)
-    if not run.mlflow:
+    if not run.tracker:
         return None
     pg = pg_of(task_id, map_label)
     if task_id in PG_TASKS and not pg:
         return None
     if not pg and task_id not in STAGE_TASKS:
-        return run.mlflow["parent"]
-    from mrnet.io import tracking as tr
-
+        return run.tracker.parent
     tags = ({"mrnet.kind": "pg", "mrnet.pg": pg} if pg else {"mrnet.kind": "stage", "mrnet.stage": STAGE_TASKS[task_id]})
-    found = tr.find_runs(run.mlflow["uri"], run.mlflow["experiment_id"], {"mrnet.run_id": run.run_id} | tags, 1)
+    found = run.tracker.find({"mrnet.run_id": run.run_id} | tags, 1)
     return found[0].info.run_id if found else None
 
 
@@ -55,7 +53,7 @@ def model_version(run_uri: str, task_id: str, map_label: str | None = None) -> t
     """(registered model name, version) that this task's work became, once publish registered
     the release; None for a task that registers nothing, or before publish."""
     run = load_run(run_uri)
-    release = storage.read_json(run.path("release.json")) if run.mlflow else None
+    release = storage.read_json(run.path("release.json")) if run.tracker else None
     if release is None:
         return None
     registry = release.get("registry") or {}
@@ -69,7 +67,7 @@ def task_routes(run_uri: str, task_id: str, map_label: str | None = None) -> dic
     routes = {}
     run = load_run(run_uri)
     if (mlflow_run_id := mlflow_run(run_uri, task_id, map_label)):
-        routes["mlflow_run"] = run_route(run.mlflow["experiment_id"], mlflow_run_id)
+        routes["mlflow_run"] = run_route(run.tracker.experiment, mlflow_run_id)
     if (version := model_version(run_uri, task_id, map_label)):
         routes["model_version"] = version_route(*version)
     return routes

@@ -80,23 +80,21 @@ def _failure(run: Run, pg: str) -> str:
 
 def _track_report(run: Run, summary: dict) -> None:
     """Per-PG headline metrics, durations and the summary files on the parent run."""
-    if not run.mlflow:
+    if not run.tracker:
         return
-    from mrnet.io import tracking as tr
     from mrnet.release.summary import pg_rows
 
-    uri, parent = run.mlflow["uri"], run.mlflow["parent"]
     metrics = {f"seconds.{k}": v for k, v in summary["seconds"].items() if v is not None}
     for row in pg_rows(summary):
         metrics |= {f"{row['pg']}.val_loss_mean": row["val_loss"], f"{row['pg']}.titles_per_s": row["titles_per_s"]}
     metrics |= {"pgs_trained": len(summary["pgs"]), "pgs_failed": len(summary["failed"])}
     metrics |= {f"space.{kind}_bytes": float(n) for kind, n in summary["space"].items()}
-    tr.log_metrics(uri, parent, metrics)
+    run.tracker.metrics(metrics)
     for name in ("summary.md", "summary.json", "training_curves.png"):
         if storage.exists(run.path(name)):
-            tr.log_artifact(uri, parent, run.path(name), "summary")
+            run.tracker.artifact(run.path(name), "summary")
     if summary["failed"]:
-        tr.finish(uri, parent, "FAILED")
+        run.tracker.finish(status="FAILED")
 
 
 def report(run_uri: str, embeddings) -> str:
@@ -179,51 +177,52 @@ def _parts(run: Run) -> dict:
         from mrnet.release.gate import gated_metrics
 
         out["evaluation"] = {"metrics": ev["uri"], "report": ev["report"],
+                             "files": {uri: storage.file_record(storage.local_path(uri)) for uri in (ev["uri"], ev["report"])},
                              "gated": gated_metrics(ev["metrics"], ev.get("features")), "features": ev.get("features"),
                              "skipped": ev["skipped"], "settings": run.cfg.section_hash("evaluation")}
     xl = optional_stage(run, "cross_language_autoencoder")
     if xl and "uri" in xl:
         out["crosslingual"] = {"model": xl["model"]} | model_file(xl["model"]) | {
-            "report": xl["uri"], "mrr": {m: row["mrr"] for m, row in xl["retrieval"].items()}}
+            "report": xl["uri"], "report_file": storage.file_record(storage.local_path(xl["uri"])),
+            "mrr": {m: row["mrr"] for m, row in xl["retrieval"].items()}}
     return out
 
 
 def _register(run: Run, manifest: dict, summary_uri: str) -> dict[str, str]:
     """Register this run's PG encoders and the release; set ``challenger`` on all of them."""
-    from mrnet.io import tracking as tr
+    from mrnet.io import tracking
 
-    uri, prefix, registry = run.mlflow["uri"], run.cfg.tracking.registry_prefix, dict(manifest.get("registry", {}))
-    pg_runs = {r.data.tags["mrnet.pg"]: r.info.run_id for r in tr.find_runs(
-        uri, run.mlflow["experiment_id"], {"mrnet.run_id": run.run_id, "mrnet.kind": "pg"})}
+    tracker, prefix, registry = run.tracker, run.cfg.tracking.registry_prefix, dict(manifest.get("registry", {}))
+    uri = tracker.uri
+    pg_runs = {r.data.tags["mrnet.pg"]: r.info.run_id
+               for r in tracker.find({"mrnet.run_id": run.run_id, "mrnet.kind": "pg"})}
     for pg, model in manifest["models"].items():
         if pg not in pg_runs:
             continue  # carried over from the base release: its version is in base["registry"]
-        source = (tr.artifact_uri(uri, pg_runs[pg], "model") if run.cfg.tracking.log_weights
+        source = (tracking.artifact_uri(uri, pg_runs[pg], "model") if run.cfg.tracking.log_weights
                   else model["uri"].rsplit("/", 1)[0])
-        registry[pg] = tr.register(uri, f"{prefix}-{pg}", source, pg_runs[pg],
-                                   {"release": run.run_id, "sha256": model["version"], "pg": pg})
-    stage_runs = {r.data.tags["mrnet.stage"]: r.info.run_id for r in tr.find_runs(
-        uri, run.mlflow["experiment_id"], {"mrnet.run_id": run.run_id, "mrnet.kind": "stage"})}
+        registry[pg] = tracking.register(uri, f"{prefix}-{pg}", source, pg_runs[pg],
+                                         {"release": run.run_id, "sha256": model["version"], "pg": pg})
+    stage_runs = {r.data.tags["mrnet.stage"]: r.info.run_id
+                  for r in tracker.find({"mrnet.run_id": run.run_id, "mrnet.kind": "stage"})}
     for key, (stage, part) in PARTS.items():
         if key in manifest and stage in stage_runs:  # else carried over from the base release
             model = manifest[key]["model"]
-            source = (tr.artifact_uri(uri, stage_runs[stage], "model") if run.cfg.tracking.log_weights
+            source = (tracking.artifact_uri(uri, stage_runs[stage], "model") if run.cfg.tracking.log_weights
                       else model.rsplit("/", 1)[0])
-            registry[part] = tr.register(uri, f"{prefix}-{part}", source, stage_runs[stage],
-                                         {"release": run.run_id, "sha256": manifest[key]["version"]})
-    tr.log_text(uri, run.mlflow["parent"], json.dumps(manifest | {"registry": registry}, indent=2),
-                "release/release.json")
-    registry["release"] = tr.register(uri, f"{prefix}-release", tr.artifact_uri(uri, run.mlflow["parent"], "release"),
-                                      run.mlflow["parent"], {"release": run.run_id, "manifest": run.path("release.json"),
-                                                             "summary": summary_uri,
-                                                             "config_hash": manifest["config_hash"],
-                                                             "catalog_hash": str(manifest["catalog_hash"])})
+            registry[part] = tracking.register(uri, f"{prefix}-{part}", source, stage_runs[stage],
+                                               {"release": run.run_id, "sha256": manifest[key]["version"]})
+    tracker.text(json.dumps(manifest | {"registry": registry}, indent=2), "release/release.json")
+    registry["release"] = tracking.register(
+        uri, f"{prefix}-release", tracking.artifact_uri(uri, tracker.parent, "release"), tracker.parent,
+        {"release": run.run_id, "manifest": run.path("release.json"), "summary": summary_uri,
+         "config_hash": manifest["config_hash"], "catalog_hash": str(manifest["catalog_hash"])})
     move_aliases(uri, prefix, registry, "challenger")
     return registry
 
 
 def champion_manifest(run: Run) -> dict | None:
-    return aliased_manifest(run.cfg, run.home, run.mlflow and run.mlflow["uri"], "champion")
+    return aliased_manifest(run.cfg, run.home, run.tracker.uri, "champion")
 
 
 def _gate(run: Run, manifest: dict, summary: dict, champion: dict | None) -> dict:
@@ -234,15 +233,11 @@ def _gate(run: Run, manifest: dict, summary: dict, champion: dict | None) -> dic
                  f"knn_overlap_at_{run.cfg.gate.stability_k}": stable}
     storage.write_text(run.path("compare.txt"), text)  # gate.json: once the decision is carried out (_promote)
     log.info("promotion gate, %s vs champion %s:\n%s", run.run_id, decision["champion"], text)
-    if run.mlflow:
-        from mrnet.io import tracking as tr
-
-        uri, parent = run.mlflow["uri"], run.mlflow["parent"]
-        tr.log_text(uri, parent, json.dumps(decision, indent=2), "gate/decision.json")
-        tr.log_text(uri, parent, text, "gate/compare.txt")
-        tr.set_tags(uri, parent, {"mrnet.gate": "promoted" if decision["promote"] else "refused"})
-        tr.log_metrics(uri, parent, {f"stability.knn_overlap_at_{run.cfg.gate.stability_k}.{pg}": v
-                                     for pg, v in stable.items()} | {"gate.promoted": float(decision["promote"])})
+    run.tracker.text(json.dumps(decision, indent=2), "gate/decision.json")
+    run.tracker.text(text, "gate/compare.txt")
+    run.tracker.tags({"mrnet.gate": "promoted" if decision["promote"] else "refused"})
+    run.tracker.metrics({f"stability.knn_overlap_at_{run.cfg.gate.stability_k}.{pg}": v for pg, v in stable.items()}
+                        | {"gate.promoted": float(decision["promote"])})
     return decision
 
 
@@ -254,13 +249,13 @@ def publish(run_uri: str, summary_uri: str, parts=()) -> str:
     summary = json.loads(storage.read_text(summary_uri))
     base = base_manifest(run)
     manifest = _manifest(run, summary, summary_uri, base)
-    if run.mlflow:
+    if run.tracker:  # the registry is MLflow's
         with release_lock(run, "publish"):  # gc reads the challenger alias under the same lock
             manifest["registry"] = _register(run, manifest, summary_uri)
     uri = run.path("release.json")
     storage.write_text(uri, json.dumps(manifest, indent=2))
     record_stage(run, "publish", {"release": uri})
-    log.info("release %s recorded at %s%s", run.run_id, uri, " and registered as challenger" if run.mlflow else "")
+    log.info("release %s recorded at %s%s", run.run_id, uri, " and registered as challenger" if run.tracker else "")
     return uri
 
 
@@ -272,10 +267,7 @@ def promote(run_uri: str, release_uri: str) -> str:
     summary = json.loads(storage.read_text(manifest["summary"]))
     with release_lock(run, "promotion_gate"):
         _promote(run, manifest, summary)
-    if run.mlflow:
-        from mrnet.io import tracking as tr
-
-        tr.finish(run.mlflow["uri"], run.mlflow["parent"])
+    run.tracker.finish()
     return run.path("gate.json")
 
 
@@ -289,7 +281,7 @@ def release_lock(run: Run, what: str):
 
 
 def _promote(run: Run, manifest: dict, summary: dict) -> None:
-    repair_champion(run.cfg, run.home, run.mlflow and run.mlflow["uri"])
+    repair_champion(run.cfg, run.home, run.tracker.uri)
     champion = champion_manifest(run)
     if manifest["base_release"] and champion and champion["release"] != manifest["base_release"]:
         raise RuntimeError(f"release {champion['release']} became champion while this refresh ran from "
@@ -300,7 +292,7 @@ def _promote(run: Run, manifest: dict, summary: dict) -> None:
     else:
         decision = _gate(run, manifest, summary, champion)
     if decision["promote"]:
-        publish_champion(run.cfg, run.home, run.mlflow and run.mlflow["uri"], manifest)
+        publish_champion(run.cfg, run.home, run.tracker.uri, manifest)
         log.info("release %s is the new champion → %s", run.run_id, current_uri(run.home))
     # last: a run with gate.json is finished (``mrnet run --resume`` skips it), so a promotion killed before
     # here leaves none, and the resumed run gates and promotes again (``repair_champion`` first)

@@ -65,10 +65,7 @@ def merge_catalog(run_uri: str, parts=None) -> str:
         stage.record = {"uri": uri, "quarantine": quarantine, "catalog_hash": quarantine["catalog_hash"]}
         stage.metrics = {k: quarantine[k] for k in ("rows_in", "rows_quarantined", "rows_used")}
         stage.artifacts = [(run.path("catalog", "quarantine_summary.json"), "catalog")]
-    if run.mlflow:
-        from mrnet.io import tracking as tr
-
-        tr.set_tags(run.mlflow["uri"], run.mlflow["parent"], {"mrnet.catalog_hash": quarantine["catalog_hash"]})
+    run.tracker.tags({"mrnet.catalog_hash": quarantine["catalog_hash"]})
     return uri
 
 
@@ -125,11 +122,9 @@ def plan(run_uri: str, catalog_uri: str | None = None) -> list[str]:
 def _log_model(run: Run, mlflow_run: str | None, model_uri: str, pg: str) -> None:
     if not mlflow_run:
         return
-    from mrnet.io import tracking as tr
-
     if run.cfg.tracking.log_weights:
-        tr.log_artifact(run.mlflow["uri"], mlflow_run, model_uri, "model")
-    tr.log_artifact(run.mlflow["uri"], mlflow_run, run.path("models", pg, "metrics.json"), "model")
+        run.tracker.artifact(model_uri, "model", mlflow_run)
+    run.tracker.artifact(run.path("models", pg, "metrics.json"), "model", mlflow_run)
 
 
 def train(run_uri: str, pg: str, catalog_uri: str, vectors_uri: str) -> str:
