@@ -99,9 +99,9 @@ def test_the_gate_refuses_a_challenger_that_fails_verification(release):
 
     cfg = load_config(DEMO, params["overrides"], tiny=True)
     summary = json.loads(Path(manifest["summary"]).read_text())
-    assert judge(cfg, manifest, summary, manifest)[0]["promote"]  # itself vs itself: holds
+    assert judge(cfg, manifest, summary, manifest, verify=True)[0]["promote"]  # itself vs itself: holds
     with damaged(Path(manifest["models"]["beverages"]["uri"]), flip):
-        decision, _, text = judge(cfg, manifest, summary, manifest)
+        decision, _, text = judge(cfg, manifest, summary, manifest, verify=True)
     assert not decision["promote"] and "the release fails verification: 1 damaged file(s)" in text
 
 

@@ -173,7 +173,8 @@ def compare(cfg) -> str:
     champion, _ = manifest_by_alias(cfg, "champion")
     if challenger is None:
         raise ValueError(f"no challenger release under {where}: run mrnet_retrain first")
-    decision, stable, text = judge(cfg, challenger, json.loads(storage.read_text(challenger["summary"])), champion)
+    decision, stable, text = judge(cfg, challenger, json.loads(storage.read_text(challenger["summary"])), champion,
+                                   verify=True)
 
     def name(m):
         return "none" if m is None else f"{m['release']}" + (f" (version {m['registry_version']})" if "registry_version" in m else "")
@@ -217,11 +218,12 @@ def parts_table(challenger: dict, champion: dict | None) -> str:
     return ("\n\nautoencoders (champion → challenger):\n" + "\n".join(lines)) if lines else ""
 
 
-def judge(cfg, manifest: dict, summary: dict, champion: dict | None) -> tuple[dict, dict, str]:
+def judge(cfg, manifest: dict, summary: dict, champion: dict | None, verify: bool = False) -> tuple[dict, dict, str]:
     """The gate's decision, the k-NN stability and the table, for ``mrnet compare`` and the gate.
     A refresh of a subset: PGs the challenger lacks but its manifest still names are the
-    champion's own, so the champion's results stand in for them. A challenger whose files fail a quick
-    verification (release/verify.py) is refused whatever its metrics."""
+    champion's own, so the champion's results stand in for them. ``verify`` (the gate, ``mrnet compare``; not the
+    UI's pages, which would hash every model per view): a challenger whose files fail a quick verification
+    (release/verify.py) is refused whatever its metrics."""
     from mrnet.release import gate
     from mrnet.release.verify import verify_release
 
@@ -232,7 +234,7 @@ def judge(cfg, manifest: dict, summary: dict, champion: dict | None) -> tuple[di
     evaluation, note = gate.comparable(manifest.get("evaluation"), (champion or {}).get("evaluation"))
     decision = gate.decide(summary, old, cfg.gate, evaluation, {t.name: t.weight for t in cfg.evaluation.tasks})
     decision["reasons"] += [note] if note and champion else []
-    if damaged := verify_release(manifest, full=False)["damaged"]:
+    if damaged := verify_release(manifest, full=False)["damaged"] if verify else []:
         decision |= {"promote": False, "reasons": decision["reasons"] + [
             f"the release fails verification: {len(damaged)} damaged file(s), e.g. {damaged[0][0]}: {damaged[0][1]}"]}
     stable = gate.stability(champion["embeddings"], embeddings, cfg.gate) if champion and not damaged else {}

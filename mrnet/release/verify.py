@@ -1,9 +1,9 @@
 """Does every file of a release still hold what its manifest recorded? (``mrnet verify``, the gate, summary, gc.)
 
-A release manifest (run/publish.py) records, for every file it names, what its writer saw: the bytes and SHA-256
-of each model, of the validated catalog, of the run summary, of the reports and of each index file, and, through
-each embedding dataset's own ``_manifest.json``, the rows, bytes and SHA-256 of each part (taken on the writer's
-temp copy, so writing never reads a file back). ``verify_release`` checks them:
+A release manifest (run/publish.py) records the bytes and SHA-256 of every file it names: the large ones (each
+embedding part, with its rows, in its dataset's ``_manifest.json``; the validated catalog; the index files) on the
+writer's temp copy, so nothing large is read back; the small ones (models, summary, reports) at publish.
+``verify_release`` checks them:
 
 - ``full`` (``mrnet verify``): every file exists, has its bytes, rows and SHA-256;
 - quick (the promotion gate, ``mrnet summary``): every file exists with its bytes, every model's SHA-256 (models
@@ -58,9 +58,8 @@ def verify_release(manifest: dict, full: bool = True) -> dict:
         parts = _json(storage.join(folder, MANIFEST), damaged)
         for part in (parts or {}).get("parts", []):
             check(storage.join(folder, part["file"]), part)
-        checked.append(0)
-    if index := manifest.get("index"):
-        top = storage.read_json(storage.join(index["uri"], MANIFEST)) if _readable(index["uri"]) else None
+    if index := manifest.get("index"):  # built after publish: a release whose index task has not run has none yet
+        top = storage.read_json(storage.join(index["uri"], MANIFEST))
         for space in (top or {}).get("spaces", {}):
             folder = storage.join(index["uri"], space)
             info = _json(storage.join(folder, MANIFEST), damaged)
@@ -71,19 +70,20 @@ def verify_release(manifest: dict, full: bool = True) -> dict:
 
 def problem(uri: str, recorded: dict, full: bool) -> str | None:
     """What is wrong with one file, or None."""
-    if not storage.exists(uri):
+    try:
+        size = storage.size(uri)  # one stat (or HEAD): missing, and the size, at once
+    except FileNotFoundError:
         return "missing"
-    if "bytes" in recorded and (size := storage.size(uri)) != recorded["bytes"]:
+    if "bytes" in recorded and size != recorded["bytes"]:
         return f"{size} bytes, where {recorded['bytes']} were recorded (cut short or replaced)"
     if recorded.get("json"):
         try:
             json.loads(storage.read_text(uri))
         except (ValueError, UnicodeDecodeError) as exc:
             return f"not JSON ({exc})"
-    hashed = "sha256" in recorded and (full or recorded.get("model"))
-    if hashed or (recorded.get("model") and "version" in recorded):
+    want = recorded.get("sha256") or recorded.get("version")  # a release from before full hashes: the version
+    if want and (full or recorded.get("model")):
         found = storage.sha256_file(storage.local_path(uri))
-        want = recorded.get("sha256") or recorded["version"]
         if not found.startswith(want):
             return f"SHA-256 {found[:12]}…, where {want[:12]}… was recorded (its bytes changed)"
     if full and "rows" in recorded:
@@ -106,11 +106,6 @@ def _json(uri: str, damaged: list) -> dict | None:
     except (ValueError, UnicodeDecodeError) as exc:
         damaged.append((uri, f"not JSON ({exc})"))
     return None
-
-
-def _readable(uri: str) -> bool:
-    """An index is built after publish: a release whose index task has not run yet has no index manifest."""
-    return storage.exists(storage.join(uri, MANIFEST))
 
 
 def report_text(manifest: dict, result: dict) -> str:

@@ -227,7 +227,7 @@ def champion_manifest(run: Run) -> dict | None:
 
 def _gate(run: Run, manifest: dict, summary: dict, champion: dict | None) -> dict:
     """Decide; log the decision, its reasons and the stability metric (file + MLflow)."""
-    decision, stable, text = judge(run.cfg, manifest, summary, champion)
+    decision, stable, text = judge(run.cfg, manifest, summary, champion, verify=True)
     text += parts_table(manifest, champion)
     decision |= {"champion": champion and champion["release"], "challenger": run.run_id,
                  f"knn_overlap_at_{run.cfg.gate.stability_k}": stable}
